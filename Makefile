@@ -1,0 +1,32 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv when it is missing
+# and install into it once (again only when pyproject.toml changes).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The tested CPU wheel; installed first so that nothing pulls a newer (CUDA, several GB) torch.
+TORCH ?= torch==2.13.0
+
+.PHONY: install test demo teacher clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check "$(TORCH)"
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo: $(STAMP)
+	$(VENV)/bin/distil run configs/fashion_mnist/demo.yaml --out runs/demo
+
+# Re-create the demo's teacher weights (configs/fashion_mnist/teacher.safetensors).
+teacher: $(STAMP)
+	$(VENV)/bin/distil train configs/fashion_mnist/teacher.yaml --model teacher --out runs/teacher
+	cp runs/teacher/teacher.safetensors configs/fashion_mnist/teacher.safetensors
+	sha256sum configs/fashion_mnist/teacher.safetensors
+
+clean:
+	rm -rf runs .pytest_cache

@@ -1,0 +1,86 @@
+"""The Python entry points: ``train``, ``distill`` and ``evaluate`` on any ``nn.Module``.
+
+They drive the same loop as ``distil run``::
+
+    from distil import distill, evaluate, load_dataset, losses
+    data = load_dataset("fashion_mnist")
+    distill(teacher, student, data, terms=[losses.KD(T=4) * 0.9, losses.CE() * 0.1], epochs=10)
+    print(evaluate(student, data.test))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+
+import torch
+from torch import nn
+
+from distil.data import BatchAugment, Dataset, Split
+from distil.engine.evaluate import accuracy
+from distil.engine.objective import Objective, hinton_objective, task_objective
+from distil.engine.teacher_outputs import teacher_outputs
+from distil.engine.trainer import EpochRecord, FitResult, TrainSettings, fit
+from distil.losses import Term
+
+_SETTINGS = {f.name for f in fields(TrainSettings)}
+
+
+def _settings(options: dict) -> TrainSettings:
+    unknown = sorted(set(options) - _SETTINGS)
+    if unknown:
+        raise TypeError(f"unknown training options {unknown}; accepted: {sorted(_SETTINGS)}")
+    return TrainSettings(**options)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def train(
+    model: nn.Module,
+    data: Dataset,
+    *,
+    seed: int = 0,
+    label_smoothing: float = 0.0,
+    augment: BatchAugment | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    **options,
+) -> FitResult:
+    """Train ``model`` on the labels (cross-entropy); ``options`` are :class:`TrainSettings` fields."""
+    device = _device_of(model)
+    return fit(model, data.train.to(device), data.val.to(device), task_objective(label_smoothing), _settings(options), seed=seed, augment=augment, on_epoch=on_epoch)
+
+
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    data: Dataset,
+    *,
+    terms: Sequence[Term] | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    seed: int = 0,
+    augment: BatchAugment | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    **options,
+) -> nn.Module:
+    """Distil ``teacher`` into ``student`` (in place, returned for convenience).
+
+    ``terms`` is the objective; by default Hinton's ``KD(T) * alpha + CE() * (1 - alpha)``. The teacher
+    is frozen and its outputs are cached when ``augment`` is off.
+    """
+    device = _device_of(student)
+    teacher.to(device).eval().requires_grad_(False)
+    train_split, val_split = data.train.to(device), data.val.to(device)
+    objective = Objective(terms) if terms is not None else hinton_objective(temperature, alpha)
+    augmented = augment is not None and augment.enabled
+    outputs = teacher_outputs(teacher, train_split.x, augmented) if objective.uses_teacher else None
+    fit(student, train_split, val_split, objective, _settings(options), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch)
+    return student
+
+
+def evaluate(model: nn.Module, split: Split) -> float:
+    """Top-1 accuracy of ``model`` on a labelled split."""
+    split = split.to(_device_of(model))
+    return accuracy(model, split.x, split.y)

@@ -1,0 +1,165 @@
+"""The ``distil`` command line. Every command validates its inputs first; user errors exit with 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from distil.errors import DistilError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="distil: knowledge distillation for PyTorch. Run `distil run CONFIG --out DIR` for a whole experiment.",
+)
+# Off a terminal (CI logs, pipes) rich would wrap at 80 columns; the table needs more.
+err = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
+out = Console(width=None if Console().is_terminal else 160)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+Config = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="overrides like student.epochs=5 data.val_size=0.2")]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="run directory to write")]
+
+
+def user_errors(command: F) -> F:
+    """Report a user error as one line on stderr and exit 2, without a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except DistilError as e:
+            err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(path: Path, overrides: list[str] | None):
+    from distil.config import load_config
+
+    return load_config(path, overrides or [])
+
+
+@app.command()
+@user_errors
+def run(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/experiment")) -> None:
+    """The whole experiment: teacher (trained or loaded), student from scratch, distilled student, table."""
+    from distil.experiment import run_experiment
+
+    _print_summary(run_experiment(_config(config, overrides), out_dir, console=err))
+
+
+class Role(str, Enum):
+    teacher = "teacher"
+    student = "student"
+
+
+@app.command()
+@user_errors
+def train(
+    config: Config,
+    overrides: Overrides = None,
+    out_dir: OutDir = Path("runs/train"),
+    model: Annotated[Role, typer.Option(help="which model of the config to train on the labels")] = Role.teacher,
+) -> None:
+    """Train one model of the config on the labels alone (the teacher, or the student from scratch)."""
+    from distil.experiment import run_experiment
+
+    cfg = _config(config, overrides)
+    if model is Role.teacher and cfg.teacher.weights:
+        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"weights": None, "sha256": None})})
+    steps = ["teacher"] if model is Role.teacher else ["scratch"]
+    _print_summary(run_experiment(cfg.model_copy(update={"scratch": True}), out_dir, steps=steps, console=err))
+
+
+@app.command()
+@user_errors
+def distill(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/distill")) -> None:
+    """Distil the student from the teacher (loaded from teacher.weights, or trained first)."""
+    from distil.experiment import run_experiment
+
+    _print_summary(run_experiment(_config(config, overrides), out_dir, steps=["teacher", "kd"], console=err))
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    config: Config,
+    weights: Annotated[Path, typer.Option(help="safetensors weights to evaluate")],
+    overrides: Overrides = None,
+    model: Annotated[Role, typer.Option(help="which architecture of the config the weights are for")] = Role.student,
+) -> None:
+    """Test accuracy of saved weights on the config's dataset."""
+    from distil.data import load_dataset
+    from distil.engine.evaluate import accuracy
+    from distil.experiment import build, resolve_device
+    from distil.weights import load_weights
+
+    cfg = _config(config, overrides)
+    data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+    net = build(cfg.teacher if model is Role.teacher else cfg.student, data, cfg.seed)
+    load_weights(net, weights)
+    device = resolve_device(cfg.device)
+    test = data.test.to(device)
+    acc = accuracy(net.to(device), test.x, test.y)
+    typer.echo(json.dumps({"weights": str(weights), "dataset": data.name, "split": "test", "samples": len(test), "accuracy": acc}))
+
+
+def _print_summary(summary: dict) -> None:
+    from distil.report import summary_table
+
+    out.print(summary_table(summary))
+
+
+def _listing(title: str, items: dict[str, str]) -> None:
+    table = Table(title=title)
+    table.add_column("name")
+    table.add_column("description")
+    for name, description in items.items():
+        table.add_row(name, description)
+    out.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the registered model architectures."""
+    from distil.models import list_models
+
+    _listing("models (any nn.Module also works as 'package.module:factory')", list_models())
+
+
+@app.command()
+def datasets() -> None:
+    """List the registered datasets."""
+    from distil.data import list_datasets
+
+    _listing("datasets", list_datasets())
+
+
+@app.command()
+def losses() -> None:
+    """List the registered losses."""
+    from distil.losses import list_losses
+
+    _listing("losses", list_losses())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

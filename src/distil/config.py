@@ -1,0 +1,178 @@
+"""The experiment config: YAML validated by pydantic before any work starts.
+
+Every section forbids unknown keys, so a typo is an error that names the field and lists the keys
+the section accepts. Command-line overrides (``student.epochs=5``) are applied to the raw mapping
+before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from distil.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class AugmentConfig(Section):
+    """Batched augmentation of training inputs (off by default: then teacher outputs are cached)."""
+
+    crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels")
+    hflip: bool = Field(False, description="random horizontal flip")
+
+
+class DataConfig(Section):
+    name: str = Field(description="a registered dataset (see `distil datasets`)")
+    path: str | None = Field(None, description="where the data is; relative paths are relative to the config file")
+    val_size: int | float = Field(0.1, description="validation samples carved from train: a count (int) or a fraction (float)")
+    options: dict[str, Any] = Field(default_factory=dict, description="loader options, e.g. num_samples for mnist1d")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+
+class TrainConfig(Section):
+    """How one model is trained: the same settings serve the teacher, scratch and distilled students."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[float] = Field([0.5, 0.75], description="step schedule: fractions of the epochs where lr *= gamma")
+    gamma: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class ModelConfig(TrainConfig):
+    arch: str = Field(description="a registered model (see `distil models`) or 'package.module:factory'")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="arguments of the model factory")
+
+    @field_validator("kwargs")
+    @classmethod
+    def _data_decides_shapes(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted({"input_shape", "num_classes"} & set(kwargs))
+        if taken:
+            raise ValueError(f"{', '.join(taken)} come from the dataset; remove them from kwargs")
+        return kwargs
+
+
+class TeacherConfig(ModelConfig):
+    weights: str | None = Field(None, description="load these safetensors weights instead of training")
+    sha256: str | None = Field(None, description="expected sha256 of the weights file")
+
+
+class DistillConfig(Section):
+    """Hinton KD: ``alpha * T² KL(p_t‖p_s) + (1 - alpha) * CE``."""
+
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.9, ge=0, le=1)
+
+
+class MeasureConfig(Section):
+    latency_repeats: int = Field(50, ge=1, description="timed batch-1 forwards after warm-up (median reported)")
+    throughput_repeats: int = Field(5, ge=1, description="timed batch-256 forwards")
+
+
+class ExperimentConfig(Section):
+    name: str = "experiment"
+    seed: int = 0
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    data: DataConfig
+    teacher: TeacherConfig
+    student: ModelConfig
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    scratch: bool = Field(True, description="also train the student from scratch, with the same budget and seed")
+    measure: MeasureConfig = Field(default_factory=MeasureConfig)
+
+    @model_validator(mode="after")
+    def _teacher_needs_weights_or_training(self) -> ExperimentConfig:
+        if self.teacher.sha256 and not self.teacher.weights:
+            raise ValueError("teacher.sha256 is set but teacher.weights is not")
+        return self
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override and validate a YAML experiment config; relative paths resolve next to the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, teacher, student, ...), got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    config = validate_config(raw, source=str(path))
+    return resolve_paths(config, path.parent)
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``a.b.c=value`` to the raw mapping; the value is parsed as YAML (``5``, ``0.1``, ``[8, 16]``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. student.epochs=5")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    def resolve(p: str | None) -> str | None:
+        return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
+
+    teacher = config.teacher.model_copy(update={"weights": resolve(config.teacher.weights)})
+    data = config.data.model_copy(update={"path": resolve(config.data.path)})
+    return config.model_copy(update={"teacher": teacher, "data": data})
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        where = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(loc[:-1])
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  {where}: unknown key{hint}; accepted keys here: {', '.join(known)}")
+        elif e["type"] == "missing":
+            lines.append(f"  {where}: required field is missing")
+        else:
+            lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = ExperimentConfig
+    for part in loc:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

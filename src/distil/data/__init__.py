@@ -1,0 +1,21 @@
+"""distil.data: datasets as in-memory tensors, a registry of loaders, batched augmentation.
+
+>>> data = load_dataset("fashion_mnist", val_size=5000, seed=0)
+>>> data.train.x.shape, data.input_shape
+(torch.Size([55000, 1, 28, 28]), (1, 28, 28))
+
+A dataset is a registered loader (``(path, **options) -> RawData``) plus the common work done by
+:func:`load_dataset`: carving the validation (and, when missing, test) split and normalizing with
+statistics of the training part. Add your own with :func:`register_dataset`.
+"""
+
+from distil.data.augment import AugmentParams, BatchAugment
+from distil.data.load import load_dataset
+from distil.data.raw import RawData
+from distil.data.registry import list_datasets, register_dataset
+from distil.data.split import Dataset, Split
+
+# Registers the built-in datasets (after the registry exists).
+import distil.data.sources  # noqa: E402,F401  isort: skip
+
+__all__ = ["AugmentParams", "BatchAugment", "Dataset", "RawData", "Split", "list_datasets", "load_dataset", "register_dataset"]

@@ -1,0 +1,194 @@
+"""``load_dataset``: run a registered loader, then do the common work once for every dataset.
+
+1. check the options against the loader's signature, run it, check what it returned;
+2. carve a test split (a fixed 20 %, the same for every run seed) when the source has none;
+3. carve the validation split from the training data with ``seed``;
+4. compute per-channel mean/std on the remaining training part only and normalize every split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distil.data.raw import RawData
+from distil.data.registry import check_options, lookup, qualified_name
+from distil.data.split import Dataset, Split
+from distil.errors import DataError
+
+#: Fraction of the data held out as the test split when a source has none.
+CARVED_TEST_FRACTION = 0.2
+#: Seed of that carve. Fixed, not the run's seed: runs with different seeds must be compared on the
+#: same test samples.
+CARVED_TEST_SEED = 0
+
+
+def load_dataset(
+    name: str,
+    *,
+    path: str | Path | None = None,
+    val_size: int | float = 0.1,
+    seed: int = 0,
+    **options: Any,
+) -> Dataset:
+    """Load dataset ``name`` (see :func:`~distil.data.list_datasets`) as normalized in-memory splits.
+
+    ``path`` is where the data is, for datasets that read files. ``val_size`` is the size of the
+    validation split carved from the source's training data: an int is a count, a float in (0, 1) a
+    fraction; it must leave at least one sample on each side. ``seed`` chooses that split (the same
+    seed gives the same split). ``options`` go to the dataset's loader (e.g. ``num_samples`` for
+    ``mnist1d``); an option it does not take is an error that lists the ones it does.
+    """
+    entry = lookup(name)
+    check_options(name, entry.loader, options)
+    _check_val_size(val_size)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DataError(f"seed must be an integer, got {seed!r}")
+    where = None if path is None else Path(path).expanduser()
+
+    raw = entry.loader(where, **options)
+    _check_raw(name, raw)
+
+    n = len(raw.train_x)
+    if raw.test_x is None:
+        pool, test_index = _carve(n, _carved_test_count(name, n), CARVED_TEST_SEED)
+    else:
+        pool, test_index = np.arange(n), None
+    order, val_order = _carve(len(pool), _val_count(name, val_size, len(pool)), seed)
+    train_index, val_index = pool[order], pool[val_order]
+
+    train_x = _as_float(raw.train_x, train_index)
+    mean, std = _channel_stats(train_x)
+    train = Split(_normalize(train_x, mean, std), _labels(raw.train_y, train_index))
+    val = Split(_normalize(_as_float(raw.train_x, val_index), mean, std), _labels(raw.train_y, val_index))
+    if test_index is None:
+        assert raw.test_x is not None and raw.test_y is not None
+        test = Split(_normalize(_as_float(raw.test_x, None), mean, std), _labels(raw.test_y, None))
+    else:
+        test = Split(_normalize(_as_float(raw.train_x, test_index), mean, std), _labels(raw.train_y, test_index))
+
+    return Dataset(
+        name=name,
+        train=train,
+        val=val,
+        test=test,
+        num_classes=len(raw.class_names),
+        class_names=tuple(raw.class_names),
+        input_shape=tuple(int(d) for d in raw.input_shape),
+        mean=tuple(mean.tolist()),
+        std=tuple(std.tolist()),
+        source=raw.source or (str(where) if where is not None else f"loader {qualified_name(entry.loader)}"),
+    )
+
+
+# --- splitting ----------------------------------------------------------------------------------------
+
+
+def _carve(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``range(n)`` at random (seeded) into the rest and ``size`` held-out indices, both sorted.
+
+    Sorted, so that a split is a choice of samples, not an order; the trainer shuffles anyway.
+    """
+    permutation = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    return np.sort(permutation[size:]), np.sort(permutation[:size])
+
+
+def _check_val_size(val_size: Any) -> None:
+    if isinstance(val_size, bool) or not isinstance(val_size, int | float):
+        raise DataError(f"val_size must be a count (int) or a fraction (float in (0, 1)), got {val_size!r}")
+    if isinstance(val_size, float) and not 0 < val_size < 1:
+        raise DataError(f"val_size as a fraction must be in (0, 1), got {val_size}; use an int for a count")
+    if isinstance(val_size, int) and val_size < 1:
+        raise DataError(f"val_size must be at least 1 sample (the best epoch is chosen on it), got {val_size}")
+
+
+def _val_count(name: str, val_size: int | float, n: int) -> int:
+    count = val_size if isinstance(val_size, int) else round(val_size * n)
+    if not 1 <= count <= n - 1:
+        raise DataError(
+            f"val_size={val_size} asks for {count} validation samples, but dataset {name!r} has {n} training samples; "
+            f"it must leave at least one sample for each of validation and training (1 .. {n - 1}, or a fraction)"
+        )
+    return count
+
+
+def _carved_test_count(name: str, n: int) -> int:
+    count = round(CARVED_TEST_FRACTION * n)
+    if not 1 <= count <= n - 2:
+        raise DataError(f"dataset {name!r} has {n} samples and no test split: too few to carve a test split from (need at least 3)")
+    return count
+
+
+# --- tensors ------------------------------------------------------------------------------------------
+
+
+def _as_float(x: np.ndarray, index: np.ndarray | None) -> torch.Tensor:
+    """float32 rows ``index`` of ``x`` (all when None), a fresh copy (normalized in place later).
+
+    Indexing first keeps the copy of 8-bit data small; uint8 is scaled to [0, 1] (see RawData).
+    """
+    part = x[index] if index is not None else np.array(x, copy=True)
+    tensor = torch.from_numpy(np.ascontiguousarray(part))
+    if tensor.dtype == torch.uint8:
+        return tensor.to(torch.float32).div_(255.0)
+    return tensor.to(torch.float32)
+
+
+def _labels(y: np.ndarray, index: np.ndarray | None) -> torch.Tensor:
+    part = y[index] if index is not None else y
+    return torch.from_numpy(np.array(part, dtype=np.int64, copy=True))
+
+
+def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and (population) std of ``x`` of shape (N, C, ...).
+
+    A constant channel has std 0; it gets std 1 so normalization only centres it.
+    """
+    # float32 is enough: torch reduces with Welford/cascade sums (checked against float64 to 1e-6),
+    # and a float64 copy of Fashion-MNIST would cost more time than the whole rest of loading.
+    std, mean = torch.std_mean(x, dim=[0, *range(2, x.dim())], correction=0)
+    return mean, torch.where(std > 0, std, torch.ones_like(std))
+
+
+def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    return x.sub_(mean.view(shape)).div_(std.view(shape))
+
+
+# --- checking what a loader returned ------------------------------------------------------------------
+
+
+def _check_raw(name: str, raw: Any) -> None:
+    """A loader's output must be consistent; a user's loader gets told exactly what is not."""
+    who = f"the loader of dataset {name!r}"
+    if not isinstance(raw, RawData):
+        raise DataError(f"{who} must return distil.data.RawData, got {type(raw).__name__}")
+    shape = tuple(raw.input_shape)
+    if not shape or not all(isinstance(d, int | np.integer) and d > 0 for d in shape):
+        raise DataError(f"{who} returned input_shape={raw.input_shape!r}; expected a tuple of positive ints, e.g. (1, 28, 28)")
+    if len(raw.class_names) < 1 or not all(isinstance(c, str) for c in raw.class_names):
+        raise DataError(f"{who} returned class_names={raw.class_names!r}; expected a non-empty tuple of strings")
+    if (raw.test_x is None) != (raw.test_y is None):
+        raise DataError(f"{who} returned only one of test_x and test_y; give both or neither")
+    _check_arrays(who, "train", raw.train_x, raw.train_y, shape, len(raw.class_names))
+    if raw.test_x is not None:
+        _check_arrays(who, "test", raw.test_x, raw.test_y, shape, len(raw.class_names))
+
+
+def _check_arrays(who: str, split: str, x: Any, y: Any, shape: tuple[int, ...], classes: int) -> None:
+    if not isinstance(x, np.ndarray) or x.dtype.kind not in "biuf":
+        raise DataError(f"{who}: {split}_x must be a numeric numpy array, got {type(x).__name__} {getattr(x, 'dtype', '')}")
+    if x.shape[1:] != shape or len(x) == 0:
+        raise DataError(f"{who}: {split}_x has shape {x.shape}; expected (N, {', '.join(map(str, shape))}) with N > 0")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise DataError(f"{who}: {split}_x contains NaN or infinite values")
+    if not isinstance(y, np.ndarray) or y.dtype.kind not in "iu":
+        raise DataError(f"{who}: {split}_y must be a numpy array of integer labels, got {type(y).__name__} {getattr(y, 'dtype', '')}")
+    if y.shape != (len(x),):
+        raise DataError(f"{who}: {split}_y has shape {y.shape}; expected ({len(x)},), one label per row of {split}_x")
+    bad = np.unique(y[(y < 0) | (y >= classes)])
+    if bad.size:
+        raise DataError(f"{who}: {split}_y has labels {bad[:10].tolist()} outside 0..{classes - 1} ({classes} class names)")

@@ -1,0 +1,40 @@
+"""What a dataset loader returns: :class:`RawData`, the arrays as the source has them.
+
+A loader only reads; the common work (carving splits, normalizing) is done once by
+:func:`distil.data.load_dataset`, so a user's loader is as short as the built-in ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class RawData:
+    """The arrays of one source, before splitting and normalization.
+
+    ``train_x``/``test_x`` are numeric numpy arrays of shape ``(N, *input_shape)`` (channels first:
+    C×H×W for images, C×L for signals). Their scale is a convention of the dtype:
+
+    * ``uint8`` means 8-bit pixels and is divided by 255, so raw values are in [0, 1];
+    * any other numeric dtype is taken as is (cast to float32): floats in [0, 1] for images, or
+      whatever scale the source uses (MNIST-1D signals come already standardised).
+
+    Either way :func:`~distil.data.load_dataset` then normalizes every split with the per-channel
+    mean/std of the training part, so the scale only matters for what ``Dataset.mean``/``std`` say.
+
+    ``train_y``/``test_y`` are integer labels in ``0 .. len(class_names) - 1``. ``test_x`` and
+    ``test_y`` are ``None`` when the source has no test split; one is then carved from the training
+    data. ``source`` says where the data came from (a path, ``"generated: ..."``); empty means "the
+    path the loader was given".
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray | None
+    test_y: np.ndarray | None
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    source: str = ""

@@ -1,0 +1,80 @@
+"""The in-memory form of a dataset: :class:`Split` (inputs and labels) and :class:`Dataset`.
+
+Both are frozen: a split is made once by :func:`distil.data.load_dataset` and then only moved
+(:meth:`Split.to`) or indexed (:meth:`Split.subset`), which return new objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from distil.errors import DataError
+
+
+# eq=False: dataclass equality would compare tensors with ``==`` and fail on truthiness; identity is
+# the meaningful equality for a split.
+@dataclass(frozen=True, eq=False)
+class Split:
+    """Inputs ``x`` (float32, normalized, shape ``(N, *input_shape)``) and labels ``y`` (int64 ``(N,)``).
+
+    ``y`` is ``None`` for unlabeled data.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.x.dim() < 1:
+            raise DataError(f"Split.x must have a sample dimension, got a tensor of shape {tuple(self.x.shape)}")
+        if self.y is not None and (self.y.dim() != 1 or len(self.y) != len(self.x)):
+            raise DataError(f"Split.y must have shape ({len(self.x)},) like x {tuple(self.x.shape)}, got {tuple(self.y.shape)}")
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device | str) -> Split:
+        """The same split on ``device`` (no copy where it is already there)."""
+        return Split(self.x.to(device), None if self.y is None else self.y.to(device))
+
+    def subset(self, index: torch.Tensor) -> Split:
+        """The samples at ``index`` (integer indices or a boolean mask), in that order."""
+        index = index.to(self.x.device)
+        return Split(self.x[index], None if self.y is None else self.y[index])
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A loaded, split and normalized dataset.
+
+    ``val`` is a seeded part of the source's training split and ``train`` the rest; ``test`` is the
+    source's test split (or a fixed part carved from its data when it has none) and is meant only for
+    final evaluation. Every split was normalized with the per-channel ``mean``/``std`` of ``train``:
+    ``x = (raw - mean) / std``, where raw pixels are in [0, 1].
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    source: str
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able summary: name, source, split sizes, input shape, classes and normalization."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+            "input_shape": list(self.input_shape),
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names),
+            "mean": [round(m, 6) for m in self.mean],
+            "std": [round(s, 6) for s in self.std],
+        }

@@ -1,0 +1,158 @@
+"""The one training loop. Every method differs only in its objective and its teacher outputs.
+
+The path of one batch: ``index → x (augmented on the whole batch) → student(x) → teacher outputs
+(cache or no-grad forward) → objective terms → weighted sum → backward → step``. Data stay on the
+device as tensors: no DataLoader, no worker processes, no per-sample Python.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from distil.data import BatchAugment, Split
+from distil.engine.evaluate import accuracy, use_channels_last
+from distil.engine.objective import Objective
+from distil.engine.teacher_outputs import TeacherOutputs
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = (0.5, 0.75)
+    gamma: float = 0.1
+
+
+OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], TrainSettings], torch.optim.Optimizer]] = {
+    "sgd": lambda p, s: torch.optim.SGD(p, lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay, nesterov=s.momentum > 0),
+    "adamw": lambda p, s: torch.optim.AdamW(p, lr=s.lr, weight_decay=s.weight_decay),
+}
+
+# Learning-rate factor as a function of training progress in [0, 1), applied every step.
+SCHEDULES: dict[str, Callable[[float, TrainSettings], float]] = {
+    "cosine": lambda t, s: 0.5 * (1.0 + math.cos(math.pi * t)),
+    "constant": lambda t, s: 1.0,
+    "step": lambda t, s: s.gamma ** sum(t >= m for m in s.milestones),
+}
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    loss: float
+    terms: dict[str, float]
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "loss": self.loss,
+            "terms": self.terms,
+            "val_accuracy": self.val_accuracy,
+            "lr": self.lr,
+            "seconds": self.seconds,
+        }
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val_accuracy: float
+    history: list[EpochRecord] = field(default_factory=list)
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(r.seconds for r in self.history)
+
+
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    objective: Objective,
+    settings: TrainSettings,
+    *,
+    seed: int,
+    teacher: TeacherOutputs | None = None,
+    augment: BatchAugment | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> FitResult:
+    """Train ``model`` in place; on return it holds the weights of its best validation epoch."""
+    if objective.uses_teacher and teacher is None:
+        raise ValueError("the objective has teacher terms but no teacher outputs were given")
+    if train.y is None and any(t.loss.uses_target for t in objective.terms):
+        raise ValueError("the objective has a label term but the training data are unlabeled")
+    device = train.x.device
+    use_channels_last(model, train.x)
+    objective.to(device)
+    params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
+    optimizer = OPTIMIZERS[settings.optimizer](params, settings)
+    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    total_steps = settings.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: SCHEDULES[settings.schedule](step / total_steps, settings))
+    order = torch.Generator().manual_seed(seed)
+    augment = augment if augment is not None and augment.enabled else None
+
+    result = FitResult(best_epoch=0, best_val_accuracy=-1.0)
+    best_state: dict[str, torch.Tensor] = {}
+    for epoch in range(1, settings.epochs + 1):
+        start = time.perf_counter()
+        model.train()
+        sums = torch.zeros(len(objective.names) + 1, device=device)
+        permutation = torch.randperm(len(train), generator=order).to(device)
+        for step, index in enumerate(permutation.split(settings.batch_size)):
+            x = train.x[index]
+            if augment is not None:
+                x = augment(x, order)
+            target = train.y[index] if train.y is not None else None
+            student_out = {"logits": model(x)}
+            teacher_out = teacher(index, x) if objective.uses_teacher and teacher is not None else None
+            values = objective(student_out, teacher_out, target)
+            loss = torch.stack(list(values.values())).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            with torch.no_grad():
+                sums[0] += loss.detach() * len(index)
+                for k, name in enumerate(objective.names, start=1):
+                    if name in values:
+                        sums[k] += values[name].detach() * len(index)
+            if on_batch is not None:
+                on_batch(step + 1, steps_per_epoch)
+        means = (sums / len(train)).tolist()
+        val_acc = accuracy(model, val.x, val.y) if len(val) else float("nan")
+        record = EpochRecord(
+            epoch=epoch,
+            loss=means[0],
+            terms=dict(zip(objective.names, means[1:])),
+            val_accuracy=val_acc,
+            lr=optimizer.param_groups[0]["lr"],
+            seconds=time.perf_counter() - start,
+        )
+        result.history.append(record)
+        if not math.isfinite(record.loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {record.loss}); lower the learning rate")
+        if val_acc > result.best_val_accuracy or not len(val):
+            result.best_epoch, result.best_val_accuracy = epoch, val_acc
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(record)
+    model.load_state_dict(best_state)
+    return result

@@ -1,0 +1,213 @@
+"""One experiment, end to end: data → teacher (trained or loaded) → students → test → summary.
+
+``run_experiment`` is what ``distil run`` calls; ``distil train`` and ``distil distill`` run a subset of
+its steps. All inputs are validated (data found, every model built, teacher weights checked) before
+the first epoch, so a typo fails in seconds, not after the teacher has trained.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Collection
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from distil.config import ExperimentConfig, ModelConfig
+from distil.data import BatchAugment, Dataset, load_dataset
+from distil.engine.evaluate import accuracy
+from distil.engine.measure import speed
+from distil.engine.objective import Objective, hinton_objective, task_objective
+from distil.engine.teacher_outputs import CachedTeacher, teacher_outputs
+from distil.engine.trainer import FitResult, TrainSettings, fit
+from distil.models import build_model, count_parameters
+from distil.run_dir import RunDir
+from distil.weights import file_sha256, load_weights, save_weights
+
+STEPS = ("teacher", "scratch", "kd")
+
+
+@dataclass
+class ModelResult:
+    name: str
+    role: str
+    method: str
+    arch: str
+    accuracy: float
+    params: int
+    size_bytes: int
+    latency_ms_b1: float
+    throughput_b256: float
+    seed: int
+    val_accuracy: float
+    best_epoch: int
+    epochs: int
+    train_seconds: float
+    weights: str
+    sha256: str
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use device: auto or cpu")
+    return device
+
+
+def settings_of(cfg: ModelConfig) -> TrainSettings:
+    return TrainSettings(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        optimizer=cfg.optimizer,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule,
+        milestones=tuple(cfg.milestones),
+        gamma=cfg.gamma,
+    )
+
+
+def build(cfg: ModelConfig, data: Dataset, seed: int) -> nn.Module:
+    """The model with the initial weights that ``seed`` gives: scratch and KD students start equal."""
+    torch.manual_seed(seed)
+    return build_model(cfg.arch, input_shape=data.input_shape, num_classes=data.num_classes, **cfg.kwargs)
+
+
+class Experiment:
+    def __init__(self, config: ExperimentConfig, out: str | Path, console: Console | None = None, command: str | None = None) -> None:
+        self.config = config
+        self.run_dir = RunDir(out)
+        self.console = console or Console(stderr=True)
+        self.command = command or shlex.join(["distil", *sys.argv[1:]])
+        self.device = resolve_device(config.device)
+        self.results: list[ModelResult] = []
+        self.extras: dict[str, Any] = {}
+
+    def run(self, steps: Collection[str] = STEPS) -> dict[str, Any]:
+        cfg = self.config
+        unknown = set(steps) - set(STEPS)
+        if unknown:
+            raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
+        started = time.perf_counter()
+        data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+        # Build every model before training any, so a bad arch or weights file fails at once.
+        teacher = build(cfg.teacher, data, cfg.seed) if {"teacher", "kd"} & set(steps) else None
+        if teacher is not None and cfg.teacher.weights:
+            load_weights(teacher, cfg.teacher.weights, cfg.teacher.sha256)
+        if {"scratch", "kd"} & set(steps):
+            build(cfg.student, data, cfg.seed)
+        self.run_dir.start(cfg.model_dump(mode="json"))
+        self.console.print(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
+        data = _on_device(data, self.device)
+        augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
+
+        if teacher is not None:
+            teacher.to(self.device)
+            if cfg.teacher.weights:
+                self._record("teacher", "teacher", "loaded", teacher, data, cfg.teacher, fit_result=None)
+            else:
+                result = self._fit("teacher", teacher, data, task_objective(cfg.teacher.label_smoothing), cfg.teacher, augment, None)
+                self._record("teacher", "teacher", "trained", teacher, data, cfg.teacher, result)
+        if "scratch" in steps:
+            student = build(cfg.student, data, cfg.seed).to(self.device)
+            result = self._fit("student_scratch", student, data, task_objective(cfg.student.label_smoothing), cfg.student, augment, None)
+            self._record("student_scratch", "student", "scratch", student, data, cfg.student, result)
+        if "kd" in steps:
+            assert teacher is not None
+            objective = hinton_objective(cfg.distill.temperature, cfg.distill.alpha, cfg.student.label_smoothing)
+            start = time.perf_counter()
+            outputs = teacher_outputs(teacher, data.train.x, augmented=augment.enabled)
+            if isinstance(outputs, CachedTeacher):
+                self.extras["teacher_cache"] = {"kind": "exact", "bytes": outputs.nbytes, "seconds": time.perf_counter() - start}
+            else:
+                self.extras["teacher_cache"] = {"kind": "online", "reason": "training inputs are augmented"}
+            student = build(cfg.student, data, cfg.seed).to(self.device)
+            result = self._fit("student_kd", student, data, objective, cfg.student, augment, outputs)
+            self._record("student_kd", "student", "kd", student, data, cfg.student, result)
+
+        summary = {
+            "name": cfg.name,
+            "dataset": data.name,
+            "data": data.describe(),
+            "seed": cfg.seed,
+            "device": str(self.device),
+            "command": self.command,
+            "machine": machine(),
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds": round(time.perf_counter() - started, 2),
+            **self.extras,
+            "models": [asdict(r) for r in self.results],
+        }
+        self.run_dir.write_summary(summary)
+        return summary
+
+    def _fit(self, name: str, model: nn.Module, data: Dataset, objective: Objective, cfg: ModelConfig, augment: BatchAugment, outputs) -> FitResult:
+        from distil.progress import epoch_reporter
+
+        with epoch_reporter(self.console, name, cfg.epochs) as reporter:
+
+            def on_epoch(record) -> None:
+                self.run_dir.log_epoch(name, record.as_dict())
+                reporter.on_epoch(record)
+
+            return fit(model, data.train, data.val, objective, settings_of(cfg), seed=self.config.seed, teacher=outputs, augment=augment, on_epoch=on_epoch, on_batch=reporter.on_batch)
+
+    def _record(self, name: str, role: str, method: str, model: nn.Module, data: Dataset, cfg: ModelConfig, fit_result: FitResult | None) -> None:
+        path = save_weights(model, self.run_dir.weights(name), metadata={"arch": cfg.arch, "role": role, "method": method})
+        measured = speed(model, data.input_shape, latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
+        self.results.append(
+            ModelResult(
+                name=name,
+                role=role,
+                method=method,
+                arch=cfg.arch,
+                accuracy=accuracy(model, data.test.x, data.test.y),
+                params=count_parameters(model),
+                size_bytes=path.stat().st_size,
+                latency_ms_b1=round(measured["latency_ms_b1"], 4),
+                throughput_b256=round(measured["throughput_b256"], 1),
+                seed=self.config.seed,
+                val_accuracy=accuracy(model, data.val.x, data.val.y) if len(data.val) else float("nan"),
+                best_epoch=fit_result.best_epoch if fit_result else 0,
+                epochs=len(fit_result.history) if fit_result else 0,
+                train_seconds=round(fit_result.train_seconds, 2) if fit_result else 0.0,
+                weights=path.name,
+                sha256=file_sha256(path),
+            )
+        )
+
+
+def _on_device(data: Dataset, device: torch.device) -> Dataset:
+    from dataclasses import replace
+
+    return replace(data, train=data.train.to(device), val=data.val.to(device), test=data.test.to(device))
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path, steps: Collection[str] = STEPS, console: Console | None = None) -> dict[str, Any]:
+    """Run ``steps`` of the experiment; returns the summary also written to ``out/summary.json``."""
+    if "scratch" in steps and not config.scratch:
+        steps = [s for s in steps if s != "scratch"]
+    return Experiment(config, out, console).run(steps)

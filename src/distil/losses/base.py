@@ -1,0 +1,71 @@
+"""What every distillation loss shares: the ``Loss`` base class and the ``Term`` that weights it.
+
+A loss is pure tensor maths: ``forward(student, teacher, *, target=None)`` returns a scalar. A
+:class:`Term` says where the loss reads its inputs (``"logits"`` or, later, a tapped layer), how much
+it weighs, and is what an objective sums. ``KD(T=4) * 0.9`` builds a term, so a method is a value
+you compose rather than a branch in a training loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+
+class Loss(nn.Module):
+    """Base class of distil's losses.
+
+    Subclasses implement ``forward(student, teacher, *, target=None) -> scalar tensor``.
+    ``uses_teacher`` is False for losses that read only the labels (the task loss), so a run whose
+    terms all say False never runs the teacher. ``uses_target`` is True for losses that need labels.
+    """
+
+    name: ClassVar[str] = ""
+    uses_teacher: ClassVar[bool] = True
+    uses_target: ClassVar[bool] = False
+
+    def __mul__(self, weight: float) -> Term:
+        return Term(self) * weight
+
+    __rmul__ = __mul__
+
+    def between(self, student: str, teacher: str | None = None) -> Term:
+        """A term reading ``student``'s tapped output and ``teacher``'s (the same path by default)."""
+        return Term(self).between(student, teacher)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "training")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted term of an objective: ``weight * loss(student[student_key], teacher[teacher_key])``."""
+
+    loss: Loss
+    weight: float = 1.0
+    student: str = "logits"
+    teacher: str = "logits"
+
+    def __mul__(self, weight: float) -> Term:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise TypeError(f"a term's weight must be a number, got {weight!r}")
+        return replace(self, weight=self.weight * float(weight))
+
+    __rmul__ = __mul__
+
+    def between(self, student: str, teacher: str | None = None) -> Term:
+        return replace(self, student=student, teacher=teacher or student)
+
+    @property
+    def name(self) -> str:
+        return self.loss.name or type(self.loss).__name__.lower()
+
+
+def as_scalar(value: torch.Tensor) -> torch.Tensor:
+    """Check that a loss produced a scalar; a silent broadcast would train on the wrong quantity."""
+    if value.dim() != 0:
+        raise ValueError(f"a loss must return a scalar, got shape {tuple(value.shape)}")
+    return value

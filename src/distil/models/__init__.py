@@ -1,0 +1,23 @@
+"""Model architectures by name, and any ``nn.Module`` as ``"package.module:factory"``.
+
+``build_model(name, input_shape=..., num_classes=..., **kwargs)`` builds a registered architecture
+(``list_models()`` names them all: mlp, cnn, cnn1d, CIFAR ResNets, WideResNets, MobileNetV2) or
+imports a user's factory. Every model takes only ``x`` in ``forward`` and returns logits of shape
+``(N, num_classes)``; its stages are named submodules (``layer1..layer3`` for the residual
+networks, ``stage1..stageK`` for ``cnn``/``cnn1d``/``mobilenetv2``, ``layer1..layerK`` for ``mlp``,
+``fc`` for every classifier), so a forward hook on a module path taps a stage's output. No
+activation is in-place, so a hook on any module (say a BN before its ReLU, for pre-activation
+feature distillation) keeps that module's own output; this costs ~3% of a CPU training step.
+Importing this package registers the built-in models; ``register_model`` adds one of your own.
+"""
+
+from distil.models.registry import MODELS, build_model, count_parameters, list_models, register_model
+
+# Importing the modules runs their @register_model decorators (the order is that of `distil models`).
+from distil.models import mlp  # noqa: E402, F401  isort: skip
+from distil.models import cnn  # noqa: E402, F401  isort: skip
+from distil.models import resnet  # noqa: E402, F401  isort: skip
+from distil.models import wrn  # noqa: E402, F401  isort: skip
+from distil.models import mobilenetv2  # noqa: E402, F401  isort: skip
+
+__all__ = ["MODELS", "build_model", "count_parameters", "list_models", "register_model"]

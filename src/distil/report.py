@@ -1,0 +1,51 @@
+"""The side-by-side table every run ends with: teacher and students, accuracy, size, speed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+COLUMNS = ["model", "method", "arch", "test acc", "params", "size", "latency b=1", "throughput b=256", "train s"]
+LEFT = {"model", "method", "arch"}
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB"):
+        if n < 1024:
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def rows(summary: dict[str, Any]) -> list[list[str]]:
+    return [
+        [
+            m["name"],
+            m["method"],
+            m["arch"],
+            f"{100 * m['accuracy']:.2f} %",
+            f"{m['params']:,}",
+            human_bytes(m["size_bytes"]),
+            f"{m['latency_ms_b1']:.3f} ms",
+            f"{m['throughput_b256']:,.0f} /s",
+            f"{m['train_seconds']:.0f}",
+        ]
+        for m in summary["models"]
+    ]
+
+
+def summary_table(summary: dict[str, Any]) -> Table:
+    table = Table(title=f"{summary.get('name', '')} — {summary['dataset']} (test split)")
+    for col in COLUMNS:
+        table.add_column(col, justify="left" if col in LEFT else "right")
+    for row in rows(summary):
+        table.add_row(*row)
+    return table
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The same table as Markdown, for README and benchmark files."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c in LEFT else "---:" for c in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(summary)]
+    return "\n".join(lines)

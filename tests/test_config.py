@@ -1,0 +1,83 @@
+"""Config validation: typos and wrong types are errors that name the field and what it accepts."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distil.config import load_config
+from distil.errors import ConfigError
+
+BASE = {
+    "data": {"name": "digits", "val_size": 0.2},
+    "teacher": {"arch": "mlp", "epochs": 2},
+    "student": {"arch": "mlp", "kwargs": {"hidden": [16]}, "epochs": 2},
+}
+
+
+def write(tmp_path: Path, raw: dict) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_valid_config_gets_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.student.epochs == 2
+    assert cfg.distill.temperature == 4.0 and cfg.distill.alpha == 0.9
+    assert cfg.student.kwargs == {"hidden": [16]}
+    assert cfg.scratch is True
+
+
+def test_unknown_key_names_field_and_lists_accepted(tmp_path):
+    raw = {**BASE, "student": {**BASE["student"], "epocs": 3}}
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, raw))
+    msg = str(e.value)
+    assert "student.epocs: unknown key" in msg
+    assert "did you mean 'epochs'" in msg
+    assert "batch_size" in msg  # lists the accepted keys
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(ConfigError, match=r"studnet: unknown key \(did you mean 'student'\?\)"):
+        load_config(write(tmp_path, {**BASE, "studnet": {}}))
+
+
+def test_wrong_type_names_field_and_value(tmp_path):
+    raw = {**BASE, "student": {**BASE["student"], "epochs": "five"}}
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, raw))
+    assert "student.epochs" in str(e.value) and "'five'" in str(e.value)
+
+
+def test_out_of_range_and_missing(tmp_path):
+    with pytest.raises(ConfigError, match="distill.alpha"):
+        load_config(write(tmp_path, {**BASE, "distill": {"alpha": 1.5}}))
+    with pytest.raises(ConfigError, match="teacher: required field is missing"):
+        load_config(write(tmp_path, {k: v for k, v in BASE.items() if k != "teacher"}))
+
+
+def test_overrides_are_parsed_and_validated(tmp_path):
+    path = write(tmp_path, BASE)
+    cfg = load_config(path, ["student.epochs=5", "student.kwargs.hidden=[8, 8]", "distill.temperature=2"])
+    assert cfg.student.epochs == 5 and cfg.student.kwargs["hidden"] == [8, 8] and cfg.distill.temperature == 2.0
+    with pytest.raises(ConfigError, match="student.epochs"):
+        load_config(path, ["student.epochs=-1"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_config(path, ["student.epochs"])
+
+
+def test_relative_weights_resolve_next_to_config(tmp_path):
+    raw = {**BASE, "teacher": {**BASE["teacher"], "weights": "t.safetensors"}}
+    cfg = load_config(write(tmp_path, raw))
+    assert Path(cfg.teacher.weights) == (tmp_path / "t.safetensors").resolve()
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
