@@ -3,10 +3,42 @@
 Each loss is an ``nn.Module`` with ``forward(student, teacher, *, target=None) -> scalar``; its
 docstring gives the paper and the formula. Multiply a loss by a number to get a weighted
 :class:`Term`: ``KD(T=4) * 0.9 + ...`` is how objectives are written in Python.
+
+- response (logits): CE, KD, DKD, DIST, LSKD, LogitMSE
+- feature (intermediate maps): FitNet, AT, NST, VID, FT, AB
+- relation (between samples of a batch): SP, RKD, PKT, CC
+- contrastive: CRD
 """
 
 from distil.losses.base import Loss, Term
+from distil.losses.contrastive import CRD
+from distil.losses.feature import AB, AT, FT, NST, VID, FitNet
 from distil.losses.registry import LOSSES, build_loss, list_losses, register_loss
-from distil.losses.response import CE, KD
+from distil.losses.relation import CC, PKT, RKD, SP
+from distil.losses.response import CE, DIST, DKD, KD, LSKD, LogitMSE
 
-__all__ = ["CE", "KD", "LOSSES", "Loss", "Term", "build_loss", "list_losses", "register_loss"]
+__all__ = [
+    "AB",
+    "AT",
+    "CC",
+    "CE",
+    "CRD",
+    "DIST",
+    "DKD",
+    "FT",
+    "KD",
+    "LOSSES",
+    "LSKD",
+    "NST",
+    "PKT",
+    "RKD",
+    "SP",
+    "VID",
+    "FitNet",
+    "LogitMSE",
+    "Loss",
+    "Term",
+    "build_loss",
+    "list_losses",
+    "register_loss",
+]

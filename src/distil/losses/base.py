@@ -8,6 +8,7 @@ you compose rather than a branch in a training loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
 
@@ -21,11 +22,16 @@ class Loss(nn.Module):
     Subclasses implement ``forward(student, teacher, *, target=None) -> scalar tensor``.
     ``uses_teacher`` is False for losses that read only the labels (the task loss), so a run whose
     terms all say False never runs the teacher. ``uses_target`` is True for losses that need labels.
+    ``uses_index`` is True for losses that also need each sample's position in the training set
+    (CRD's per-sample memory); they take it as ``forward(..., index=LongTensor[B])``.
+
+    Losses never send gradient into the teacher: they ``.detach()`` the teacher side.
     """
 
     name: ClassVar[str] = ""
     uses_teacher: ClassVar[bool] = True
     uses_target: ClassVar[bool] = False
+    uses_index: ClassVar[bool] = False
 
     def __mul__(self, weight: float) -> Term:
         return Term(self) * weight
@@ -48,6 +54,8 @@ class Term:
     weight: float = 1.0
     student: str = "logits"
     teacher: str = "logits"
+    #: factor on the weight as a function of training progress in [0, 1) (see ``losses.schedules``)
+    schedule: Callable[[float], float] | None = None
 
     def __mul__(self, weight: float) -> Term:
         if isinstance(weight, bool) or not isinstance(weight, (int, float)):
@@ -59,6 +67,12 @@ class Term:
     def between(self, student: str, teacher: str | None = None) -> Term:
         return replace(self, student=student, teacher=teacher or student)
 
+    def scheduled(self, schedule: Callable[[float], float]) -> Term:
+        return replace(self, schedule=schedule)
+
+    def weight_at(self, progress: float) -> float:
+        return self.weight * (self.schedule(progress) if self.schedule is not None else 1.0)
+
     @property
     def name(self) -> str:
         return self.loss.name or type(self.loss).__name__.lower()
@@ -69,3 +83,20 @@ def as_scalar(value: torch.Tensor) -> torch.Tensor:
     if value.dim() != 0:
         raise ValueError(f"a loss must return a scalar, got shape {tuple(value.shape)}")
     return value
+
+
+def check_same_shape(loss: str, student: torch.Tensor, teacher: torch.Tensor) -> None:
+    """Elementwise losses need equal shapes; broadcasting one onto the other would be silently wrong."""
+    if student.shape != teacher.shape:
+        raise ValueError(
+            f"{loss} needs student and teacher of the same shape (project the student with a connector), "
+            f"got {tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
+
+
+def check_same_batch(loss: str, student: torch.Tensor, teacher: torch.Tensor) -> None:
+    """Relational losses compare samples with samples, so both sides must hold the same batch."""
+    if student.dim() == 0 or teacher.dim() == 0 or student.shape[0] != teacher.shape[0]:
+        raise ValueError(
+            f"{loss} needs student and teacher batches of the same size, got {tuple(student.shape)} and {tuple(teacher.shape)}"
+        )
