@@ -24,7 +24,7 @@ def write(tmp_path: Path, raw: dict) -> Path:
 def test_valid_config_gets_defaults(tmp_path):
     cfg = load_config(write(tmp_path, BASE))
     assert cfg.student.epochs == 2
-    assert cfg.distill.temperature == 4.0 and cfg.distill.alpha == 0.9
+    assert cfg.distill.method == "kd" and [(t.loss, t.weight) for t in cfg.distill.term_specs()] == [("KD", 0.9), ("CE", 0.1)]
     assert cfg.student.kwargs == {"hidden": [16]}
     assert cfg.scratch is True
 
@@ -52,16 +52,16 @@ def test_wrong_type_names_field_and_value(tmp_path):
 
 
 def test_out_of_range_and_missing(tmp_path):
-    with pytest.raises(ConfigError, match="distill.alpha"):
-        load_config(write(tmp_path, {**BASE, "distill": {"alpha": 1.5}}))
+    with pytest.raises(ConfigError, match=r"distill.method: .*unknown method 'fitnets' \(did you mean 'fitnet'\?\)"):
+        load_config(write(tmp_path, {**BASE, "distill": {"method": "fitnets"}}))
     with pytest.raises(ConfigError, match="teacher: required field is missing"):
         load_config(write(tmp_path, {k: v for k, v in BASE.items() if k != "teacher"}))
 
 
 def test_overrides_are_parsed_and_validated(tmp_path):
     path = write(tmp_path, BASE)
-    cfg = load_config(path, ["student.epochs=5", "student.kwargs.hidden=[8, 8]", "distill.temperature=2"])
-    assert cfg.student.epochs == 5 and cfg.student.kwargs["hidden"] == [8, 8] and cfg.distill.temperature == 2.0
+    cfg = load_config(path, ["student.epochs=5", "student.kwargs.hidden=[8, 8]", "distill.method=at"])
+    assert cfg.student.epochs == 5 and cfg.student.kwargs["hidden"] == [8, 8] and cfg.distill.method == "at"
     with pytest.raises(ConfigError, match="student.epochs"):
         load_config(path, ["student.epochs=-1"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
@@ -81,3 +81,20 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("data: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_terms_update_the_method_or_extend_it(tmp_path):
+    raw = {**BASE, "distill": {"method": "kd", "terms": [{"loss": "KD", "params": {"T": 2}}, {"loss": "AT", "weight": 500, "student": "stages"}]}}
+    specs = load_config(write(tmp_path, raw)).distill.term_specs()
+    assert [(s.loss, s.weight, dict(s.params), s.student) for s in specs] == [
+        ("KD", 0.9, {"T": 2}, "logits"),
+        ("CE", 0.1, {}, "logits"),
+        ("AT", 500.0, {}, "stages"),
+    ]
+
+
+def test_bad_terms(tmp_path):
+    with pytest.raises(ConfigError, match=r"distill.terms.0.loss: .*unknown loss 'ATT' \(did you mean 'AT'\?\)"):
+        load_config(write(tmp_path, {**BASE, "distill": {"terms": [{"loss": "ATT"}]}}))
+    with pytest.raises(ConfigError, match=r"distill.terms.0.weight: .*'heavy'"):
+        load_config(write(tmp_path, {**BASE, "distill": {"terms": [{"loss": "AT", "weight": "heavy"}]}}))

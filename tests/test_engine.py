@@ -7,9 +7,14 @@ import torch
 from torch import nn
 
 from distil.data import Split
-from distil.engine.objective import hinton_objective, task_objective
+from distil.engine.objective import Objective, task_objective
+from distil.losses import CE, KD
 from distil.engine.teacher_outputs import CachedTeacher, OnlineTeacher, teacher_outputs
 from distil.engine.trainer import SCHEDULES, TrainSettings, fit
+
+
+def hinton_objective(T, alpha):
+    return Objective([KD(T=T) * alpha, CE() * (1 - alpha)])
 
 
 def toy_data(n=256, seed=0):

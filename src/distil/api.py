@@ -18,7 +18,9 @@ from torch import nn
 
 from distil.data import BatchAugment, Dataset, Split
 from distil.engine.evaluate import accuracy
-from distil.engine.objective import Objective, hinton_objective, task_objective
+from distil import losses
+from distil.engine.methods import connect_terms
+from distil.engine.objective import task_objective
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.trainer import EpochRecord, FitResult, TrainSettings, fit
 from distil.losses import Term
@@ -67,15 +69,18 @@ def distill(
 ) -> nn.Module:
     """Distil ``teacher`` into ``student`` (in place, returned for convenience).
 
-    ``terms`` is the objective; by default Hinton's ``KD(T) * alpha + CE() * (1 - alpha)``. The teacher
-    is frozen and its outputs are cached when ``augment`` is off.
+    ``terms`` is the objective; by default Hinton's ``KD(T) * alpha + CE() * (1 - alpha)``. A term may
+    read a tapped layer (``losses.AT().between("layer2", "layer3") * 1000``) or a group
+    (``.between("stages")``); connectors are added where shapes differ and trained with the student.
+    The teacher is frozen and its outputs are cached when ``augment`` is off.
     """
     device = _device_of(student)
     teacher.to(device).eval().requires_grad_(False)
     train_split, val_split = data.train.to(device), data.val.to(device)
-    objective = Objective(terms) if terms is not None else hinton_objective(temperature, alpha)
+    terms = list(terms) if terms is not None else [losses.KD(T=temperature) * alpha, losses.CE() * (1.0 - alpha)]
+    objective = connect_terms(terms, student, teacher, train_split.x[:8])
     augmented = augment is not None and augment.enabled
-    outputs = teacher_outputs(teacher, train_split.x, augmented) if objective.uses_teacher else None
+    outputs = teacher_outputs(teacher, train_split.x, augmented, objective.teacher_taps) if objective.uses_teacher else None
     fit(student, train_split, val_split, objective, _settings(options), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch)
     return student
 

@@ -150,6 +150,14 @@ def datasets() -> None:
 
 
 @app.command()
+def methods() -> None:
+    """List the method presets (use `distill.method` in YAML; adjust terms with `distill.terms`)."""
+    from distil.engine.methods import list_methods
+
+    _listing("methods", list_methods())
+
+
+@app.command()
 def losses() -> None:
     """List the registered losses."""
     from distil.losses import list_losses

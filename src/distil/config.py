@@ -69,11 +69,63 @@ class TeacherConfig(ModelConfig):
     sha256: str | None = Field(None, description="expected sha256 of the weights file")
 
 
-class DistillConfig(Section):
-    """Hinton KD: ``alpha * T² KL(p_t‖p_s) + (1 - alpha) * CE``."""
+class TermConfig(Section):
+    """One term of the objective. In ``distill.terms`` a term whose loss is already in the method
+    updates that term (only the fields given); any other is added."""
 
-    temperature: float = Field(4.0, gt=0)
-    alpha: float = Field(0.9, ge=0, le=1)
+    loss: str = Field(description="a registered loss (see `distil losses`)")
+    weight: float = 1.0
+    student: str = Field("logits", description="tap on the student: 'logits', a module path ('layer2', 'fc:input') or a group: stages, middle_stage, last_stage, embedding")
+    teacher: str | None = Field(None, description="tap on the teacher (default: the student's tap name)")
+    params: dict[str, Any] = Field(default_factory=dict, description="loss arguments, e.g. {T: 4}")
+    schedule: dict[str, float] | None = Field(None, description="{warmup: F}, {until: F} or {after: F}, F a fraction of training")
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, loss: str) -> str:
+        from distil.losses import LOSSES
+
+        if loss not in LOSSES:
+            close = difflib.get_close_matches(loss, LOSSES, n=1, cutoff=0.3)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown loss {loss!r}{hint}; known losses: {', '.join(sorted(LOSSES))}")
+        return loss
+
+
+class DistillConfig(Section):
+    """The distillation objective: a method preset (``distil methods``), optionally adjusted term by term."""
+
+    method: str = Field("kd", description="a preset from `distil methods`: kd, dkd, at, fitnet, crd, crd+kd, ...")
+    terms: list[TermConfig] = Field(default_factory=list, description="terms updating or extending the method's")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, method: str) -> str:
+        from distil.engine.methods import METHODS
+
+        if method not in METHODS:
+            close = difflib.get_close_matches(method, METHODS, n=1, cutoff=0.3)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown method {method!r}{hint}; known methods: {', '.join(METHODS)}")
+        return method
+
+    def term_specs(self) -> list:
+        """The method's terms with ``terms`` applied: same loss → update the given fields, else append."""
+        from dataclasses import replace
+
+        from distil.engine.methods import METHODS, TermSpec
+
+        specs = list(METHODS[self.method].terms)
+        for term in self.terms:
+            given = {k: getattr(term, k) for k in term.model_fields_set}
+            match = next((i for i, s in enumerate(specs) if s.loss == term.loss), None)
+            if match is None:
+                specs.append(TermSpec(**term.model_dump()))
+            else:
+                if "params" in given:
+                    given["params"] = {**specs[match].params, **given["params"]}
+                specs[match] = replace(specs[match], **given)
+        return specs
 
 
 class MeasureConfig(Section):

@@ -23,15 +23,17 @@ from rich.console import Console
 from torch import nn
 
 from distil.config import ExperimentConfig, ModelConfig
+from distil.errors import ConfigError
 from distil.data import BatchAugment, Dataset, load_dataset
 from distil.engine.evaluate import accuracy
 from distil.engine.measure import speed
-from distil.engine.objective import Objective, hinton_objective, task_objective
+from distil.engine.methods import build_objective
+from distil.engine.objective import Objective, task_objective
 from distil.engine.teacher_outputs import CachedTeacher, teacher_outputs
 from distil.engine.trainer import FitResult, TrainSettings, fit
 from distil.models import build_model, count_parameters
 from distil.run_dir import RunDir
-from distil.weights import file_sha256, load_weights, save_weights
+from distil.weights import file_sha256, load_weights, save_tensors, save_weights
 
 STEPS = ("teacher", "scratch", "kd")
 
@@ -108,6 +110,7 @@ class Experiment:
             load_weights(teacher, cfg.teacher.weights, cfg.teacher.sha256)
         if {"scratch", "kd"} & set(steps):
             build(cfg.student, data, cfg.seed)
+        objective = self._objective(data, teacher) if "kd" in steps else None
         self.run_dir.start(cfg.model_dump(mode="json"))
         self.console.print(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
         data = _on_device(data, self.device)
@@ -125,17 +128,20 @@ class Experiment:
             result = self._fit("student_scratch", student, data, task_objective(cfg.student.label_smoothing), cfg.student, augment, None)
             self._record("student_scratch", "student", "scratch", student, data, cfg.student, result)
         if "kd" in steps:
-            assert teacher is not None
-            objective = hinton_objective(cfg.distill.temperature, cfg.distill.alpha, cfg.student.label_smoothing)
+            assert teacher is not None and objective is not None
             start = time.perf_counter()
-            outputs = teacher_outputs(teacher, data.train.x, augmented=augment.enabled)
+            augmented = augment.enabled
+            outputs = teacher_outputs(teacher, data.train.x, augmented, objective.teacher_taps)
             if isinstance(outputs, CachedTeacher):
-                self.extras["teacher_cache"] = {"kind": "exact", "bytes": outputs.nbytes, "seconds": time.perf_counter() - start}
+                self.extras["teacher_cache"] = {"kind": "exact", "taps": sorted(outputs.outputs), "bytes": outputs.nbytes, "seconds": round(time.perf_counter() - start, 2)}
             else:
-                self.extras["teacher_cache"] = {"kind": "online", "reason": "training inputs are augmented"}
+                reason = "training inputs are augmented" if augmented else "the tapped features exceed the cache budget"
+                self.extras["teacher_cache"] = {"kind": "online", "reason": reason}
+            name = f"student_{cfg.distill.method}"
             student = build(cfg.student, data, cfg.seed).to(self.device)
-            result = self._fit("student_kd", student, data, objective, cfg.student, augment, outputs)
-            self._record("student_kd", "student", "kd", student, data, cfg.student, result)
+            result = self._fit(name, student, data, objective, cfg.student, augment, outputs)
+            self._record(name, "student", cfg.distill.method, student, data, cfg.student, result)
+            self._save_objective(name, objective)
 
         summary = {
             "name": cfg.name,
@@ -152,6 +158,25 @@ class Experiment:
         }
         self.run_dir.write_summary(summary)
         return summary
+
+    def _objective(self, data: Dataset, teacher: nn.Module | None) -> Objective:
+        """The distillation objective, built (taps resolved, shapes probed, connectors made) before any training."""
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        try:
+            objective = build_objective(cfg.distill.term_specs(), build(cfg.student, data, cfg.seed), teacher, data.train.x[:8], len(data.train))
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f"distill (method {cfg.distill.method!r}): {err.args[0]}") from None
+        for term in objective.terms:
+            if term.loss.uses_target and data.train.y is None:
+                raise ConfigError(f"distill: term {term.name} needs labels, but the training data have none")
+        return objective
+
+    def _save_objective(self, name: str, objective: Objective) -> None:
+        """Connectors and the losses' own parameters (not the student's) go beside the student's weights."""
+        params = {k: v for k, v in objective.named_parameters()}
+        if params:
+            save_tensors(params, self.run_dir.path / f"{name}.objective.safetensors")
 
     def _fit(self, name: str, model: nn.Module, data: Dataset, objective: Objective, cfg: ModelConfig, augment: BatchAugment, outputs) -> FitResult:
         from distil.progress import epoch_reporter

@@ -28,12 +28,17 @@ def atomic_write(path: Path, write: callable) -> None:
         raise
 
 
-def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
-    """Save the state dict (parameters and buffers, fp32 as trained) as one safetensors file."""
+def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save named tensors as one safetensors file, atomically."""
     path = Path(path)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
     return path
+
+
+def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save the state dict (parameters and buffers, fp32 as trained) as one safetensors file."""
+    return save_tensors(model.state_dict(), path, metadata)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -82,7 +82,7 @@ class Taps:
 # Named tap groups, resolved per model from one probe batch, so a method preset works on any
 # architecture: "stages" are the ends of its resolution stages, "embedding" the input of its last
 # linear layer (the penultimate feature vector), "last_stage" the last of the stages.
-AUTO_TAPS = ("stages", "last_stage", "embedding")
+AUTO_TAPS = ("stages", "middle_stage", "last_stage", "embedding")
 POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.MaxPool1d, nn.MaxPool2d)
 
 
@@ -130,11 +130,14 @@ def embedding_tap(model: nn.Module) -> str:
 
 
 def resolve_taps(model: nn.Module, x: torch.Tensor, tap: str) -> list[str]:
-    """A tap name or group (``stages``, ``last_stage``, ``embedding``) → concrete tap names."""
+    """A tap name or group (``stages``, ``middle_stage``, ``last_stage``, ``embedding``) → concrete tap names."""
     if tap == "stages":
         return stage_taps(model, x)
     if tap == "last_stage":
         return stage_taps(model, x)[-1:]
+    if tap == "middle_stage":
+        stages = stage_taps(model, x)
+        return [stages[(len(stages) - 1) // 2]] if len(stages) > 1 else stages
     if tap == "embedding":
         return [embedding_tap(model)]
     if tap != LOGITS:

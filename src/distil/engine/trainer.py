@@ -19,6 +19,7 @@ from torch import nn
 
 from distil.data import BatchAugment, Split
 from distil.engine.evaluate import accuracy, use_channels_last
+from distil.engine.taps import Taps
 from distil.engine.objective import Objective
 from distil.engine.teacher_outputs import TeacherOutputs
 
@@ -111,48 +112,51 @@ def fit(
 
     result = FitResult(best_epoch=0, best_val_accuracy=-1.0)
     best_state: dict[str, torch.Tensor] = {}
-    for epoch in range(1, settings.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        sums = torch.zeros(len(objective.names) + 1, device=device)
-        permutation = torch.randperm(len(train), generator=order).to(device)
-        for step, index in enumerate(permutation.split(settings.batch_size)):
-            x = train.x[index]
-            if augment is not None:
-                x = augment(x, order)
-            target = train.y[index] if train.y is not None else None
-            student_out = {"logits": model(x)}
-            teacher_out = teacher(index, x) if objective.uses_teacher and teacher is not None else None
-            values = objective(student_out, teacher_out, target)
-            loss = torch.stack(list(values.values())).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            with torch.no_grad():
-                sums[0] += loss.detach() * len(index)
-                for k, name in enumerate(objective.names, start=1):
-                    if name in values:
-                        sums[k] += values[name].detach() * len(index)
-            if on_batch is not None:
-                on_batch(step + 1, steps_per_epoch)
-        means = (sums / len(train)).tolist()
-        val_acc = accuracy(model, val.x, val.y) if len(val) else float("nan")
-        record = EpochRecord(
-            epoch=epoch,
-            loss=means[0],
-            terms=dict(zip(objective.names, means[1:])),
-            val_accuracy=val_acc,
-            lr=optimizer.param_groups[0]["lr"],
-            seconds=time.perf_counter() - start,
-        )
-        result.history.append(record)
-        if not math.isfinite(record.loss):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {record.loss}); lower the learning rate")
-        if val_acc > result.best_val_accuracy or not len(val):
-            result.best_epoch, result.best_val_accuracy = epoch, val_acc
-            best_state = copy.deepcopy(model.state_dict())
-        if on_epoch is not None:
-            on_epoch(record)
+    with Taps(model, objective.student_taps) as student:
+        for epoch in range(1, settings.epochs + 1):
+            start = time.perf_counter()
+            model.train()
+            objective.train()
+            sums = torch.zeros(len(objective.names) + 1, device=device)
+            permutation = torch.randperm(len(train), generator=order).to(device)
+            for step, index in enumerate(permutation.split(settings.batch_size)):
+                x = train.x[index]
+                if augment is not None:
+                    x = augment(x, order)
+                target = train.y[index] if train.y is not None else None
+                student_out = student.forward(x)
+                teacher_out = teacher(index, x) if objective.uses_teacher and teacher is not None else None
+                progress = (epoch - 1 + step / steps_per_epoch) / settings.epochs
+                values = objective(student_out, teacher_out, target, index=index, progress=progress)
+                loss = torch.stack(list(values.values())).sum()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                with torch.no_grad():
+                    sums[0] += loss.detach() * len(index)
+                    for k, name in enumerate(objective.names, start=1):
+                        if name in values:
+                            sums[k] += values[name].detach() * len(index)
+                if on_batch is not None:
+                    on_batch(step + 1, steps_per_epoch)
+            means = (sums / len(train)).tolist()
+            val_acc = accuracy(model, val.x, val.y) if len(val) else float("nan")
+            record = EpochRecord(
+                epoch=epoch,
+                loss=means[0],
+                terms=dict(zip(objective.names, means[1:])),
+                val_accuracy=val_acc,
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - start,
+            )
+            result.history.append(record)
+            if not math.isfinite(record.loss):
+                raise FloatingPointError(f"training diverged at epoch {epoch} (loss {record.loss}); lower the learning rate")
+            if val_acc > result.best_val_accuracy or not len(val):
+                result.best_epoch, result.best_val_accuracy = epoch, val_acc
+                best_state = copy.deepcopy(model.state_dict())
+            if on_epoch is not None:
+                on_epoch(record)
     model.load_state_dict(best_state)
     return result

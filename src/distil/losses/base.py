@@ -32,6 +32,8 @@ class Loss(nn.Module):
     uses_teacher: ClassVar[bool] = True
     uses_target: ClassVar[bool] = False
     uses_index: ClassVar[bool] = False
+    #: elementwise losses compare tensors of one shape; the engine puts a connector on the student side
+    needs_same_shape: ClassVar[bool] = False
 
     def __mul__(self, weight: float) -> Term:
         return Term(self) * weight

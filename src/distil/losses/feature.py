@@ -47,6 +47,8 @@ class FitNet(Loss):
     weight does not depend on the layer's size.
     """
 
+    needs_same_shape = True
+
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, *, target: torch.Tensor | None = None) -> torch.Tensor:
         check_same_shape("FitNet", student, teacher)
         return as_scalar(F.mse_loss(student, teacher.detach()))
@@ -137,6 +139,8 @@ class VID(LazyModuleMixin, Loss):
     materialised in place). Its minimum over σ is not zero, so the loss is not zero at t = μ(s).
     """
 
+    needs_same_shape = True
+
     cls_to_become = None
 
     def __init__(self, channels: int | None = None, init_var: float = 5.0, eps: float = 1e-5) -> None:
@@ -185,6 +189,8 @@ class FT(Loss):
     (the mean over elements, rather than the sum, follows the authors' code, ``nn.L1Loss``).
     """
 
+    needs_same_shape = True
+
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, *, target: torch.Tensor | None = None) -> torch.Tensor:
         check_same_shape("FT", student, teacher)
         f_s = F.normalize(student.flatten(1), dim=1)
@@ -205,6 +211,8 @@ class AB(Loss):
     i.e. a student neuron is pushed above +m where the teacher's fires and below −m where it does not;
     zero once every boundary agrees with margin. Default m = 1.
     """
+
+    needs_same_shape = True
 
     def __init__(self, margin: float = 1.0) -> None:
         super().__init__()

@@ -189,6 +189,8 @@ class LogitMSE(Loss):
     works unchanged for regression outputs of any shape.
     """
 
+    needs_same_shape = True
+
     def forward(self, student: torch.Tensor, teacher: torch.Tensor, *, target: torch.Tensor | None = None) -> torch.Tensor:
         check_same_shape("LogitMSE", student, teacher)
         return as_scalar(F.mse_loss(student, teacher.detach()))

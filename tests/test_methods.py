@@ -1,0 +1,110 @@
+"""Every method preset and every loss trains from YAML and from Python on a CNN pair (digits, seconds)."""
+
+import json
+import math
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from distil import build_model, distill, load_dataset, losses
+from distil.cli import app
+from distil.engine.methods import METHODS, build_objective, TermSpec
+from distil.losses import LOSSES
+
+PAIR = {
+    "data": {"name": "digits", "val_size": 0.15},
+    "teacher": {"arch": "cnn", "kwargs": {"widths": [16, 32, 64]}, "epochs": 2, "batch_size": 64, "lr": 0.05},
+    "student": {"arch": "cnn", "kwargs": {"widths": [8, 16, 24], "convs_per_stage": 1}, "epochs": 1, "batch_size": 64, "lr": 0.05},
+    "measure": {"latency_repeats": 2, "throughput_repeats": 1},
+}
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def teacher_weights(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("teacher")
+    (tmp / "c.yaml").write_text(yaml.safe_dump(PAIR))
+    result = runner.invoke(app, ["train", str(tmp / "c.yaml"), "--model", "teacher", "--out", str(tmp / "t")])
+    assert result.exit_code == 0, result.output
+    return tmp / "t" / "teacher.safetensors"
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_runs_from_yaml(method, teacher_weights, tmp_path):
+    raw = {**PAIR, "teacher": {**PAIR["teacher"], "weights": str(teacher_weights)}, "distill": {"method": method}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["distill", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert [m["method"] for m in summary["models"]] == ["loaded", method]
+    record = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert math.isfinite(record["loss"])
+    expected = {t.loss.lower() for t in METHODS[method].terms}
+    assert {name.split("@")[0].split("#")[0] for name in record["terms"]} == expected
+
+
+def test_connector_parameters_are_saved_beside_the_student(teacher_weights, tmp_path):
+    raw = {**PAIR, "teacher": {**PAIR["teacher"], "weights": str(teacher_weights)}, "distill": {"method": "fitnet"}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert runner.invoke(app, ["distill", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")]).exit_code == 0
+    from safetensors.torch import load_file
+
+    extra = load_file(str(tmp_path / "o" / "student_fitnet.objective.safetensors"))
+    assert any(k.startswith("connectors.") for k in extra)
+    student = load_file(str(tmp_path / "o" / "student_fitnet.safetensors"))
+    assert not any(k.startswith("connectors.") for k in student)  # the exported student stays the student
+
+
+@pytest.mark.parametrize(
+    ("terms", "message"),
+    [
+        ([{"loss": "AT", "student": "layer9"}], "no module 'layer9'"),
+        ([{"loss": "FitNet", "student": "stage2", "teacher": "fc:input"}], "different ranks"),
+        ([{"loss": "KD", "params": {"temperature": 2}}], "temperature"),
+        ([{"loss": "KD", "schedule": {"slowly": 0.5}}], "schedule must be one of"),
+    ],
+)
+def test_bad_terms_exit_2_before_training(terms, message, teacher_weights, tmp_path):
+    raw = {**PAIR, "teacher": {**PAIR["teacher"], "weights": str(teacher_weights)}, "distill": {"method": "kd", "terms": terms}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["distill", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "epoch 1" not in result.output
+
+
+def python_term(name: str) -> losses.Term:
+    """Each loss as a Python term on the taps its family reads."""
+    loss_cls = LOSSES[name]
+    if name == "CRD":
+        return losses.CRD(s_dim=24, t_dim=64, n_data=1222, nce_k=64).between("fc:input") * 0.8
+    if name in {"FitNet", "AT", "NST", "VID", "FT", "AB"}:
+        return loss_cls().between("stages") * 1.0  # VID's variances are sized lazily, one copy per stage
+    if name in {"SP", "RKD", "PKT", "CC"}:
+        return loss_cls().between("fc:input") * 1.0
+    return loss_cls() * 1.0
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_every_loss_trains_from_python(name):
+    data = load_dataset("digits", val_size=0.15)
+    torch.manual_seed(0)
+    teacher = build_model("cnn", input_shape=data.input_shape, num_classes=10, widths=[16, 32, 64])
+    student = build_model("cnn", input_shape=data.input_shape, num_classes=10, widths=[8, 16, 24], convs_per_stage=1)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    records = []
+    distill(teacher, student, data, terms=[python_term(name), losses.CE() * 1.0], epochs=1, batch_size=128, on_epoch=records.append)
+    assert math.isfinite(records[0].loss)
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+    assert all(not m._forward_hooks for m in [*student.modules(), *teacher.modules()])
+
+
+def test_group_taps_pair_stages_and_add_connectors():
+    torch.manual_seed(0)
+    teacher = build_model("resnet8", input_shape=(1, 28, 28), num_classes=10)
+    student = build_model("cnn", input_shape=(1, 28, 28), num_classes=10, widths=[8, 16], convs_per_stage=1)
+    objective = build_objective([TermSpec("FitNet", 1.0, student="stages")], student, teacher, torch.randn(4, 1, 28, 28), n_data=100)
+    # the student has 2 stages, the teacher 3: the last two pair up
+    assert [(t.student, t.teacher) for t in objective.terms] == [("stage1", "layer2"), ("stage2", "layer3")]
+    assert set(objective.connectors) == {"fitnet@stage1>layer2", "fitnet@stage2>layer3"}
