@@ -98,3 +98,13 @@ def test_bad_terms(tmp_path):
         load_config(write(tmp_path, {**BASE, "distill": {"terms": [{"loss": "ATT"}]}}))
     with pytest.raises(ConfigError, match=r"distill.terms.0.weight: .*'heavy'"):
         load_config(write(tmp_path, {**BASE, "distill": {"terms": [{"loss": "AT", "weight": "heavy"}]}}))
+
+
+def test_terms_for_another_method_only_update(tmp_path):
+    raw = {**BASE, "distill": {"method": "kd", "terms": [{"loss": "KD", "params": {"T": 2}}, {"loss": "CRD", "params": {"nce_k": 64}}]}}
+    cfg = load_config(write(tmp_path, raw)).distill
+    assert [s.loss for s in cfg.term_specs()] == ["KD", "CE", "CRD"]
+    assert [s.loss for s in cfg.term_specs("kd", extend=False)] == ["KD", "CE"]
+    crd = cfg.term_specs("crd+kd", extend=False)
+    assert [(s.loss, dict(s.params)) for s in crd] == [("CE", {}), ("KD", {"T": 2}), ("CRD", {"nce_k": 64})]
+    assert [s.loss for s in cfg.term_specs("at", extend=False)] == ["CE", "AT"]

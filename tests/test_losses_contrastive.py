@@ -7,10 +7,7 @@ import pytest
 import torch
 
 from distil.losses import CRD, Loss
-
-
-def feat(*shape, seed=0):
-    return torch.tensor(np.random.default_rng(seed).normal(size=shape), dtype=torch.float64)
+from loss_helpers import feat
 
 
 def unit(v):

@@ -7,22 +7,7 @@ import pytest
 import torch
 
 from distil.losses import AB, AT, FT, NST, VID, FitNet
-
-
-def feat(*shape, seed=0):
-    return torch.tensor(np.random.default_rng(seed).normal(size=shape), dtype=torch.float64)
-
-
-def student_and_teacher_grads(loss, student, teacher):
-    s = student.clone().requires_grad_(True)
-    t = teacher.clone().requires_grad_(True)
-    value = loss(s, t)
-    value.backward()
-    return value, s.grad, t.grad
-
-
-def assert_no_teacher_grad(grad):
-    assert grad is None or torch.count_nonzero(grad) == 0
+from loss_helpers import feat, student_and_teacher_grads, assert_no_teacher_grad
 
 
 def np_normalize_rows(x, eps=1e-12):

@@ -7,18 +7,7 @@ import pytest
 import torch
 
 from distil.losses import CC, PKT, RKD, SP
-
-
-def feat(*shape, seed=0):
-    return torch.tensor(np.random.default_rng(seed).normal(size=shape), dtype=torch.float64)
-
-
-def student_and_teacher_grads(loss, student, teacher):
-    s = student.clone().requires_grad_(True)
-    t = teacher.clone().requires_grad_(True)
-    value = loss(s, t)
-    value.backward()
-    return value, s.grad, t.grad
+from loss_helpers import feat, student_and_teacher_grads
 
 
 def rows(x):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from distil.losses import CE, DIST, DKD, KD, LOSSES, LSKD, LogitMSE, Term, build_loss, list_losses
+from loss_helpers import student_and_teacher_grads, assert_no_teacher_grad
 
 LN2, LN3 = math.log(2), math.log(3)
 
@@ -34,18 +35,6 @@ def np_softmax(z):
 def kl_rows(p, q):
     """Σ_k p_k log(p_k / q_k) for each row, by loops."""
     return [sum(pk * math.log(pk / qk) for pk, qk in zip(pr, qr) if pk > 0) for pr, qr in zip(p, q)]
-
-
-def student_and_teacher_grads(loss, student, teacher, **kw):
-    s = student.clone().requires_grad_(True)
-    t = teacher.clone().requires_grad_(True)
-    value = loss(s, t, **kw)
-    value.backward()
-    return value, s.grad, t.grad
-
-
-def assert_no_teacher_grad(grad):
-    assert grad is None or torch.count_nonzero(grad) == 0
 
 
 # --- KD ---------------------------------------------------------------------------------------

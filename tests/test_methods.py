@@ -108,3 +108,23 @@ def test_group_taps_pair_stages_and_add_connectors():
     # the student has 2 stages, the teacher 3: the last two pair up
     assert [(t.student, t.teacher) for t in objective.terms] == [("stage1", "layer2"), ("stage2", "layer3")]
     assert set(objective.connectors) == {"fitnet@stage1>layer2", "fitnet@stage2>layer3"}
+
+
+def test_bench_methods_writes_tables(teacher_weights, tmp_path):
+    raw = {**PAIR, "teacher": {**PAIR["teacher"], "weights": str(teacher_weights)}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["bench", "methods", str(tmp_path / "c.yaml"), "--methods", "kd,at", "--seeds", "2", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "b" / "results.csv")))
+    assert [r["method"] for r in rows] == ["scratch", "kd", "at"]
+    assert all(r["seeds"] == "2" for r in rows)
+    assert float(rows[0]["gap_closed"]) == 0.0  # scratch closes none of the gap, by definition
+    summaries = [json.loads((tmp_path / "b" / f"seed{s}" / "summary.json").read_text()) for s in (0, 1)]
+    kd = [m["accuracy"] for s in summaries for m in s["models"] if m["method"] == "kd"]
+    assert float(rows[1]["accuracy_mean"]) == pytest.approx(sum(kd) / 2)
+    md = (tmp_path / "b" / "results.md").read_text()
+    assert "| kd |" in md and "Command: `" in md
+    bad = runner.invoke(app, ["bench", "methods", str(tmp_path / "c.yaml"), "--methods", "kd,atx", "--out", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "atx" in bad.output

@@ -59,7 +59,7 @@ def test_run_writes_summary_metrics_weights(tiny_run):
     assert roles == {"teacher": ("teacher", "trained"), "student_scratch": ("student", "scratch"), "student_kd": ("student", "kd")}
     # the teacher learned something real on digits, even in 3 epochs
     assert summary["models"][0]["accuracy"] > 0.85
-    assert summary["teacher_cache"]["kind"] == "exact"
+    assert summary["models"][2]["teacher_outputs"]["kind"] == "exact"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(lines) == 9 and {line["model"] for line in lines} == set(names)
     kd_terms = [line["terms"] for line in lines if line["model"] == "student_kd"]
@@ -100,7 +100,7 @@ def test_loaded_teacher_and_augmented_run_uses_online_teacher(tiny_run, tmp_path
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [m["method"] for m in summary["models"]] == ["loaded", "kd"]
-    assert summary["teacher_cache"]["kind"] == "online"
+    assert summary["models"][-1]["teacher_outputs"]["kind"] == "online"
     teacher_before = json.loads((out / "summary.json").read_text())["models"][0]["accuracy"]
     assert summary["models"][0]["accuracy"] == pytest.approx(teacher_before)
 

@@ -118,6 +118,42 @@ def evaluate(
     typer.echo(json.dumps({"weights": str(weights), "dataset": data.name, "split": "test", "samples": len(test), "accuracy": acc}))
 
 
+bench = typer.Typer(no_args_is_help=True, help="Benchmarks that write their results as tables.")
+app.add_typer(bench, name="bench")
+
+
+@bench.command("methods")
+@user_errors
+def bench_methods_command(
+    config: Config,
+    overrides: Overrides = None,
+    out_dir: OutDir = Path("runs/bench-methods"),
+    methods: Annotated[str, typer.Option(help="comma-separated presets (see `distil methods`)")] = "kd,dkd,dist,lskd,fitnet,at,sp,rkd,pkt,crd,crd+kd",
+    seeds: Annotated[int, typer.Option(min=1, help="seeds 0..N-1 for every method")] = 3,
+) -> None:
+    """Every method × seed on the config's teacher/student pair: DIR/results.md and DIR/results.csv."""
+    import shlex
+    import sys
+
+    from distil.bench.methods import bench_methods
+    from distil.engine.methods import METHODS
+    from distil.errors import ConfigError
+
+    chosen = [m.strip() for m in methods.split(",") if m.strip() and m.strip() != "scratch"]
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown or not chosen:
+        raise ConfigError(f"--methods: unknown {unknown or 'empty list'}; known methods: {', '.join(METHODS)}")
+    cfg = _config(config, overrides)
+    command = shlex.join(["distil", *sys.argv[1:]])
+    rows = bench_methods(cfg, chosen, list(range(seeds)), out_dir, command, console=err)
+    table = Table(title=f"methods — {out_dir / 'results.md'}")
+    for col in ("method", "test acc", "gap closed", "s/epoch"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["method"], f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} %", f"{100 * r['gap_closed']:+.0f} %", f"{r['seconds_per_epoch']:.1f}")
+    out.print(table)
+
+
 def _print_summary(summary: dict) -> None:
     from distil.report import summary_table
 

@@ -69,6 +69,14 @@ class TeacherConfig(ModelConfig):
     sha256: str | None = Field(None, description="expected sha256 of the weights file")
 
 
+def _registered(kind: str, name: str, known: list[str]) -> str:
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.3)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown {kind} {name!r}{hint}; known {kind}s: {', '.join(known)}")
+    return name
+
+
 class TermConfig(Section):
     """One term of the objective. In ``distill.terms`` a term whose loss is already in the method
     updates that term (only the fields given); any other is added."""
@@ -85,11 +93,7 @@ class TermConfig(Section):
     def _known_loss(cls, loss: str) -> str:
         from distil.losses import LOSSES
 
-        if loss not in LOSSES:
-            close = difflib.get_close_matches(loss, LOSSES, n=1, cutoff=0.3)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown loss {loss!r}{hint}; known losses: {', '.join(sorted(LOSSES))}")
-        return loss
+        return _registered("loss", loss, sorted(LOSSES))
 
 
 class DistillConfig(Section):
@@ -103,24 +107,26 @@ class DistillConfig(Section):
     def _known_method(cls, method: str) -> str:
         from distil.engine.methods import METHODS
 
-        if method not in METHODS:
-            close = difflib.get_close_matches(method, METHODS, n=1, cutoff=0.3)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"unknown method {method!r}{hint}; known methods: {', '.join(METHODS)}")
-        return method
+        return _registered("method", method, list(METHODS))
 
-    def term_specs(self) -> list:
-        """The method's terms with ``terms`` applied: same loss → update the given fields, else append."""
+    def term_specs(self, method: str | None = None, extend: bool = True) -> list:
+        """The method's terms with ``terms`` applied: same loss → update the given fields, else append.
+
+        ``method`` defaults to the config's. With ``extend=False`` (``distil bench methods``, which runs
+        presets side by side) terms only update: a term is not forced onto every method.
+        """
         from dataclasses import replace
 
         from distil.engine.methods import METHODS, TermSpec
 
-        specs = list(METHODS[self.method].terms)
+        method = method or self.method
+        specs = list(METHODS[method].terms)
         for term in self.terms:
             given = {k: getattr(term, k) for k in term.model_fields_set}
             match = next((i for i, s in enumerate(specs) if s.loss == term.loss), None)
             if match is None:
-                specs.append(TermSpec(**term.model_dump()))
+                if extend:
+                    specs.append(TermSpec(**term.model_dump()))
             else:
                 if "params" in given:
                     given["params"] = {**specs[match].params, **given["params"]}

@@ -12,7 +12,7 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +30,7 @@ from distil.engine.measure import speed
 from distil.engine.methods import build_objective
 from distil.engine.objective import Objective, task_objective
 from distil.engine.teacher_outputs import CachedTeacher, teacher_outputs
+from distil.engine.taps import LOGITS
 from distil.engine.trainer import FitResult, TrainSettings, fit
 from distil.models import build_model, count_parameters
 from distil.run_dir import RunDir
@@ -56,6 +57,7 @@ class ModelResult:
     train_seconds: float
     weights: str
     sha256: str
+    teacher_outputs: dict[str, Any] | None = None  # for distilled students: exact cache or online teacher
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,10 +97,13 @@ class Experiment:
         self.command = command or shlex.join(["distil", *sys.argv[1:]])
         self.device = resolve_device(config.device)
         self.results: list[ModelResult] = []
-        self.extras: dict[str, Any] = {}
 
-    def run(self, steps: Collection[str] = STEPS) -> dict[str, Any]:
+    def run(self, steps: Collection[str] = STEPS, methods: Sequence[str] | None = None) -> dict[str, Any]:
+        """Run ``steps``; the ``kd`` step distils one student per method (default: the config's method)."""
         cfg = self.config
+        # Methods named explicitly (a benchmark) run as presets, adjusted but not extended by distill.terms.
+        extend = methods is None
+        methods = list(methods or [cfg.distill.method])
         unknown = set(steps) - set(STEPS)
         if unknown:
             raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
@@ -110,7 +115,7 @@ class Experiment:
             load_weights(teacher, cfg.teacher.weights, cfg.teacher.sha256)
         if {"scratch", "kd"} & set(steps):
             build(cfg.student, data, cfg.seed)
-        objective = self._objective(data, teacher) if "kd" in steps else None
+        objectives = {m: self._objective(data, teacher, m, extend) for m in methods} if "kd" in steps else {}
         self.run_dir.start(cfg.model_dump(mode="json"))
         self.console.print(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
         data = _on_device(data, self.device)
@@ -127,20 +132,16 @@ class Experiment:
             student = build(cfg.student, data, cfg.seed).to(self.device)
             result = self._fit("student_scratch", student, data, task_objective(cfg.student.label_smoothing), cfg.student, augment, None)
             self._record("student_scratch", "student", "scratch", student, data, cfg.student, result)
-        if "kd" in steps:
-            assert teacher is not None and objective is not None
-            start = time.perf_counter()
-            augmented = augment.enabled
-            outputs = teacher_outputs(teacher, data.train.x, augmented, objective.teacher_taps)
-            if isinstance(outputs, CachedTeacher):
-                self.extras["teacher_cache"] = {"kind": "exact", "taps": sorted(outputs.outputs), "bytes": outputs.nbytes, "seconds": round(time.perf_counter() - start, 2)}
-            else:
-                reason = "training inputs are augmented" if augmented else "the tapped features exceed the cache budget"
-                self.extras["teacher_cache"] = {"kind": "online", "reason": reason}
-            name = f"student_{cfg.distill.method}"
+        outputs, outputs_info = None, {}
+        for method, objective in objectives.items():
+            assert teacher is not None
+            if outputs is None or outputs_info.get("taps") != sorted(objective.teacher_taps | {LOGITS}):
+                outputs = None  # hold one cache at a time: methods with other taps replace it
+                outputs, outputs_info = self._teacher_outputs(teacher, data, objective, augment)
+            name = f"student_{method}"
             student = build(cfg.student, data, cfg.seed).to(self.device)
             result = self._fit(name, student, data, objective, cfg.student, augment, outputs)
-            self._record(name, "student", cfg.distill.method, student, data, cfg.student, result)
+            self._record(name, "student", method, student, data, cfg.student, result, teacher_outputs=outputs_info)
             self._save_objective(name, objective)
 
         summary = {
@@ -153,20 +154,29 @@ class Experiment:
             "machine": machine(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": round(time.perf_counter() - started, 2),
-            **self.extras,
             "models": [asdict(r) for r in self.results],
         }
         self.run_dir.write_summary(summary)
         return summary
 
-    def _objective(self, data: Dataset, teacher: nn.Module | None) -> Objective:
+    def _teacher_outputs(self, teacher: nn.Module, data: Dataset, objective: Objective, augment: BatchAugment):
+        start = time.perf_counter()
+        outputs = teacher_outputs(teacher, data.train.x, augment.enabled, objective.teacher_taps)
+        if isinstance(outputs, CachedTeacher):
+            info = {"kind": "exact", "bytes": outputs.nbytes, "seconds": round(time.perf_counter() - start, 2)}
+        else:
+            info = {"kind": "online", "reason": "training inputs are augmented" if augment.enabled else "the tapped features exceed the cache budget"}
+        return outputs, {**info, "taps": sorted(objective.teacher_taps | {LOGITS})}
+
+    def _objective(self, data: Dataset, teacher: nn.Module | None, method: str, extend: bool = True) -> Objective:
         """The distillation objective, built (taps resolved, shapes probed, connectors made) before any training."""
         cfg = self.config
-        torch.manual_seed(cfg.seed)
         try:
-            objective = build_objective(cfg.distill.term_specs(), build(cfg.student, data, cfg.seed), teacher, data.train.x[:8], len(data.train))
+            specs = cfg.distill.term_specs(method, extend)
+            torch.manual_seed(cfg.seed)
+            objective = build_objective(specs, build(cfg.student, data, cfg.seed), teacher, data.train.x[:8], len(data.train))
         except (KeyError, ValueError) as err:
-            raise ConfigError(f"distill (method {cfg.distill.method!r}): {err.args[0]}") from None
+            raise ConfigError(f"distill (method {method!r}): {err.args[0]}") from None
         for term in objective.terms:
             if term.loss.uses_target and data.train.y is None:
                 raise ConfigError(f"distill: term {term.name} needs labels, but the training data have none")
@@ -189,7 +199,9 @@ class Experiment:
 
             return fit(model, data.train, data.val, objective, settings_of(cfg), seed=self.config.seed, teacher=outputs, augment=augment, on_epoch=on_epoch, on_batch=reporter.on_batch)
 
-    def _record(self, name: str, role: str, method: str, model: nn.Module, data: Dataset, cfg: ModelConfig, fit_result: FitResult | None) -> None:
+    def _record(
+        self, name: str, role: str, method: str, model: nn.Module, data: Dataset, cfg: ModelConfig, fit_result: FitResult | None, teacher_outputs: dict | None = None
+    ) -> None:
         path = save_weights(model, self.run_dir.weights(name), metadata={"arch": cfg.arch, "role": role, "method": method})
         measured = speed(model, data.input_shape, latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
         self.results.append(
@@ -210,6 +222,7 @@ class Experiment:
                 train_seconds=round(fit_result.train_seconds, 2) if fit_result else 0.0,
                 weights=path.name,
                 sha256=file_sha256(path),
+                teacher_outputs=teacher_outputs,
             )
         )
 
@@ -231,8 +244,10 @@ def machine() -> dict[str, Any]:
     }
 
 
-def run_experiment(config: ExperimentConfig, out: str | Path, steps: Collection[str] = STEPS, console: Console | None = None) -> dict[str, Any]:
+def run_experiment(
+    config: ExperimentConfig, out: str | Path, steps: Collection[str] = STEPS, console: Console | None = None, methods: Sequence[str] | None = None
+) -> dict[str, Any]:
     """Run ``steps`` of the experiment; returns the summary also written to ``out/summary.json``."""
     if "scratch" in steps and not config.scratch:
         steps = [s for s in steps if s != "scratch"]
-    return Experiment(config, out, console).run(steps)
+    return Experiment(config, out, console).run(steps, methods)

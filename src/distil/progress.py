@@ -21,7 +21,8 @@ class EpochReporter:
     task: int | None = None
 
     def on_batch(self, step: int, steps: int) -> None:
-        if self.progress is not None and self.task is not None:
+        # About 50 updates an epoch: enough for the eye, negligible next to the training steps.
+        if self.progress is not None and self.task is not None and (step % max(1, steps // 50) == 0 or step == steps):
             self.progress.update(self.task, completed=step, total=steps)
 
     def on_epoch(self, r: EpochRecord) -> None:

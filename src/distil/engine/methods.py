@@ -62,7 +62,9 @@ METHODS: dict[str, Method] = {
     "vid": Method("Ahn 2019 variational information distillation on every stage + CE", (_ce(), TermSpec("VID", 1.0, student="stages"))),
     "sp": Method("Tung 2019 similarity-preserving on the last stage (γ=3000) + CE", (_ce(), TermSpec("SP", 3000.0, student="last_stage"))),
     "rkd": Method("Park 2019 relational KD (distance 25 + angle 50) on the embedding + CE", (_ce(), TermSpec("RKD", 1.0, student="embedding"))),
-    "pkt": Method("Passalis 2018 probabilistic knowledge transfer on the embedding (weight 30000) + CE", (_ce(), TermSpec("PKT", 30000.0, student="embedding"))),
+    # RepDistiller weighs PKT 30000 with a loss averaged over all b² pairs at batch 64; ours averages
+    # the per-sample KL over b (the paper), so the same strength is 30000 / 64 ≈ 470.
+    "pkt": Method("Passalis 2018 probabilistic knowledge transfer on the embedding (weight 470) + CE", (_ce(), TermSpec("PKT", 470.0, student="embedding"))),
     "cc": Method("Peng 2019 correlation congruence on the embedding (weight 0.02) + CE", (_ce(), TermSpec("CC", 0.02, student="embedding"))),
     "crd": Method("Tian 2020 contrastive representation distillation on the embedding (weight 0.8) + CE", (_ce(), TermSpec("CRD", 0.8, student="embedding"))),
     "crd+kd": Method("CRD (0.8) + KD (T=4, weight 1) + CE", (_ce(), TermSpec("KD", 1.0, params={"T": 4.0}), TermSpec("CRD", 0.8, student="embedding"))),

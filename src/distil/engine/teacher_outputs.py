@@ -20,7 +20,7 @@ from distil.engine.evaluate import INFERENCE_BATCH
 from distil.engine.taps import LOGITS, Taps, probe_shapes
 
 #: Default cap on what the exact cache may hold (all tapped teacher tensors of the training split).
-CACHE_BYTES = 2 * 1024**3
+CACHE_BYTES = 4 * 1024**3
 
 
 class TeacherOutputs(Protocol):

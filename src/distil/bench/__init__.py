@@ -1,0 +1,1 @@
+"""Benchmarks that distil runs itself and writes as tables: ``distil bench methods``."""
