@@ -8,6 +8,7 @@ before validation, so they are checked exactly like the file.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -233,8 +234,16 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 def _known_keys(loc: list[str]) -> list[str]:
     model: type[BaseModel] = ExperimentConfig
+    tagged: dict[str, type[BaseModel]] = {}  # a union chosen by its `name` (strategy): the next part is the tag
     for part in loc:
+        if part in tagged:
+            model, tagged = tagged[part], {}
+            continue
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        members = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel) and "name" in a.model_fields]
+        if members:
+            tagged = {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in members}
+            continue
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

@@ -98,6 +98,7 @@ class Experiment:
         self.command = command or shlex.join(["distil", *sys.argv[1:]])
         self.device = resolve_device(config.device)
         self.results: list[ModelResult] = []
+        self.models: dict[str, nn.Module] = {}  # every recorded model by name: strategies build on them
 
     def run(self, steps: Collection[str] = STEPS, methods: Sequence[str] | None = None) -> dict[str, Any]:
         """Run ``steps``; the ``kd`` step distils one student per method (default: the config's method)."""
@@ -208,6 +209,7 @@ class Experiment:
     def _record(
         self, name: str, role: str, method: str, model: nn.Module, data: Dataset, cfg: ModelConfig, fit_result: FitResult | None, teacher_outputs: dict | None = None
     ) -> None:
+        self.models[name] = model
         path = save_weights(model, self.run_dir.weights(name), metadata={"arch": cfg.arch, "role": role, "method": method})
         measured = speed(model, data.input_shape, latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
         self.results.append(

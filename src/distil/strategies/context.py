@@ -61,7 +61,7 @@ class Context:
         torch.manual_seed(self.seed if seed is None else seed)
         return build_model(cfg.arch, input_shape=data.input_shape, num_classes=data.num_classes, **{**cfg.kwargs, **kwargs})
 
-    def objective(self, student: nn.Module, teacher: nn.Module, *, labels: bool = True, n_data: int | None = None) -> Objective:
+    def objective(self, student: nn.Module, teacher: nn.Module | None, *, labels: bool = True, n_data: int | None = None) -> Objective:
         """``distill.method`` with ``distill.terms`` between ``student`` and ``teacher``.
 
         ``labels=False`` (unlabeled transfer sets) keeps only the terms that read no labels; an
@@ -101,11 +101,14 @@ class Context:
     def record(self, name: str, role: str, method: str, model: nn.Module, cfg: ModelConfig, result: FitResult | None, *, data: Dataset | None = None, **extra: Any) -> None:
         self.experiment._record(name, role, method, model, data or self.data, cfg, result, **extra)
 
-    def distil(self, name: str, method: str, student: nn.Module, cfg: ModelConfig, teacher: nn.Module, objective: Objective, *, role: str = "student", train: Split | None = None) -> FitResult:
+    def distil(
+        self, name: str, method: str, student: nn.Module, cfg: ModelConfig, teacher: nn.Module, objective: Objective, *,
+        role: str = "student", train: Split | None = None, seed: int | None = None,
+    ) -> FitResult:
         """One ordinary distillation step: teacher outputs, fit, record, connectors saved."""
         teacher.to(self.device)
         outputs, info = self.teacher_outputs(teacher, objective, train)
-        result = self.fit(name, student, objective, cfg, outputs=outputs, train=train)
+        result = self.fit(name, student, objective, cfg, outputs=outputs, train=train, seed=seed)
         self.record(name, role, method, student, cfg, result, teacher_outputs=info)
         self.experiment._save_objective(name, objective)
         return result
