@@ -79,6 +79,10 @@ def train(
     from distil.experiment import run_experiment
 
     cfg = _config(config, overrides)
+    if model is Role.teacher and cfg.teacher is None:
+        from distil.errors import ConfigError
+
+        raise ConfigError("the config has no teacher section to train")
     if model is Role.teacher and cfg.teacher.weights:
         cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"weights": None, "sha256": None})})
     steps = ["teacher"] if model is Role.teacher else ["scratch"]
@@ -191,6 +195,15 @@ def methods() -> None:
     from distil.engine.methods import list_methods
 
     _listing("methods", list_methods())
+    out.print("Strategies that combine models (ensembles, mutual learning, born-again, ...): `distil strategies`.")
+
+
+@app.command()
+def strategies() -> None:
+    """List the training strategies (`strategy.name` in YAML; examples in configs/strategies/)."""
+    from distil.strategies.registry import list_strategies
+
+    _listing("strategies (strategy: {name: ..., ...}; none = teacher → student)", list_strategies())
 
 
 @app.command()
