@@ -165,6 +165,18 @@ def test_unlabeled_set_of_another_shape_exits_2(tmp_path):
     assert result.exit_code == 2 and "shape (1, 28, 28)" in result.output and "(1, 8, 8)" in result.output
 
 
+def test_unlabeled_folder_of_images_in_any_layout(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "imgs" / "deeper").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (12, 10), dtype=np.uint8)).save(tmp_path / "imgs" / ("deeper" if i else "") / f"{i}.png")
+    data = load_dataset("digits")
+    split = load_unlabeled("folder", data, path=tmp_path / "imgs")
+    assert split.y is None and split.x.shape == (3, 1, 8, 8)  # resized to the labelled data's size
+
+
 def test_generated_mnist1d_transfer_set_must_not_overlap_the_test_split():
     data = load_dataset("mnist1d", num_samples=100)
     other = load_unlabeled("mnist1d", data, num_samples=100, generation_seed=1)

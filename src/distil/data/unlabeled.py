@@ -1,5 +1,6 @@
-"""Inputs without labels (transfer sets): an ``.npz`` with only ``x``, or any registered dataset with
-its labels dropped (a folder of images, extra MNIST-1D samples generated with another seed).
+"""Inputs without labels (transfer sets): an ``.npz`` with only ``x``, a folder of images in any
+layout (every image below it, resized to the labelled data's size), or any registered dataset with
+its labels dropped (e.g. extra MNIST-1D samples generated with another seed).
 
 They are normalised with the labelled dataset's statistics, so teacher and student see them exactly
 like the training inputs. Two checks run before any training: the samples have the labelled data's
@@ -26,6 +27,8 @@ def load_unlabeled(name: str, like: Dataset, *, path: str | Path | None = None, 
     where = None if path is None else Path(path).expanduser()
     if name == "npz":
         x = _npz_inputs(required_path("npz", where, "a .npz file with an array x"))
+    elif name == "folder":
+        x = _folder_images(required_path("folder", where, "a directory of images (any layout)"), like, **options)
     else:
         entry = lookup(name)
         check_options(name, entry.loader, options)
@@ -63,3 +66,21 @@ def _npz_inputs(file: Path) -> np.ndarray:
     if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
         raise DataError(f"{file}: array 'x' has shape {x.shape} and dtype {x.dtype}; expected numeric samples (N, L), (N, H, W) or (N, C, H, W)")
     return x[:, None] if x.ndim in (2, 3) else x
+
+
+def _folder_images(root: Path, like: Dataset, *, channels: int | None = None, image_size: int | None = None) -> np.ndarray:
+    """Every image below ``root`` (sub-folders or not), as ``channels`` × the labelled data's H×W by default."""
+    from distil.data.sources.image_folder import IMAGE_SUFFIXES, MODES, _read_images
+
+    if not root.is_dir():
+        raise DataError(f"unlabeled folder {root} is not a directory")
+    channels = channels if channels is not None else like.input_shape[0]
+    if channels not in MODES:
+        raise DataError(f"unlabeled folder: channels must be 1 or 3, got {channels!r}")
+    if len(like.input_shape) != 3:
+        raise DataError(f"unlabeled folder: images cannot feed {like.name!r}, whose samples have shape {like.input_shape}")
+    size = (image_size, image_size) if image_size else tuple(like.input_shape[1:])
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"unlabeled folder {root} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return _read_images(files, MODES[channels], size)
