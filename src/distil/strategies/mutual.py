@@ -65,6 +65,8 @@ def mutual_objective(k: int, T: float = 1.0, label_smoothing: float = 0.0) -> Ob
 @register_strategy("mutual", "Zhang 2018 deep mutual learning: a cohort of students (and optionally the teacher, still training) each distilling from the others' current outputs")
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
+    if cfg.distill.method != "kd" or cfg.distill.terms:
+        ctx.say("note: mutual learning trains with its own objective (CE + KL to the peers); distill.method and distill.terms are not used")
     students = [ctx.build(cfg.student, ctx.seed + i) for i in range(opts.students)]
     objective = mutual_objective(opts.students + int(opts.teacher_trains), opts.T, cfg.student.label_smoothing)
 

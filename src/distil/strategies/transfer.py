@@ -22,6 +22,7 @@ import torch
 from distil.data import BatchAugment, Split
 from distil.data.unlabeled import load_unlabeled
 from distil.engine.teacher_outputs import teacher_outputs
+from distil.models import count_parameters
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
 
@@ -81,6 +82,8 @@ def prepare_noisy_student(ctx: Context) -> Runner:
     extra = {"dropout": opts.dropout} if opts.dropout is not None else {}
     students = [ctx.build(cfg.student, ctx.seed + k, **extra) for k in range(1, opts.iterations + 1)]
     teachers = [ctx.teacher, *students[:-1]]
+    if count_parameters(students[0]) < count_parameters(ctx.teacher):
+        ctx.say("note: Noisy Student uses a student as large as the teacher or larger; this one is smaller")
     objectives = [ctx.objective(s, t, labels=False, n_data=len(transfer)) for s, t in zip(students, teachers)]
 
     def run(ctx: Context) -> None:
