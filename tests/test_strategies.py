@@ -125,7 +125,7 @@ def test_ensemble_member_with_other_class_count_exits_2(tmp_path):
     save_weights(build_model("mlp", input_shape=(1, 8, 8), num_classes=5, hidden=[16]), tmp_path / "five.safetensors")
     member = {"arch": "mlp", "kwargs": {"hidden": [16]}, "weights": str(tmp_path / "five.safetensors")}
     result = cli(tmp_path, {"name": "ensemble", "teachers": [member]})
-    assert result.exit_code == 2 and "does not fit the model" in result.output
+    assert result.exit_code == 2 and "teacher_1 (mlp, 10 classes)" in result.output and "file (5, 16) vs model (10, 16)" in result.output
     assert not (tmp_path / "out").exists()  # checked before the run directory is made
 
 

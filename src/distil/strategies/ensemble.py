@@ -30,7 +30,7 @@ from distil.config import ModelConfig
 from distil.engine.methods import build_objective
 from distil.engine.objective import Objective, connect
 from distil.engine.taps import LOGITS, probe_shapes
-from distil.errors import ConfigError
+from distil.errors import ConfigError, ModelError
 from distil.losses import LOSSES
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
@@ -124,10 +124,13 @@ def prepare(ctx: Context) -> Runner:
     names = ["teacher"] + [f"teacher_{i}" for i in range(1, len(configs))]
     seeds = [cfg.seed] + [t.seed if t.seed is not None else cfg.seed + i for i, t in enumerate(opts.teachers, start=1)]
     members: list[nn.Module] = [ctx.teacher]
-    for member_cfg, seed in zip(opts.teachers, seeds[1:]):
+    for name, member_cfg, seed in zip(names[1:], opts.teachers, seeds[1:]):
         member = ctx.build(member_cfg, seed)
         if member_cfg.weights:
-            load_weights(member, member_cfg.weights, member_cfg.sha256)
+            try:
+                load_weights(member, member_cfg.weights, member_cfg.sha256)
+            except ModelError as err:  # e.g. weights of a model with another number of classes
+                raise ModelError(f"strategy ensemble: {name} ({member_cfg.arch}, {ctx.data.num_classes} classes): {err}") from None
         members.append(member)
     check_class_counts(members, [f"{n} ({c.arch})" for n, c in zip(names, configs)], ctx.data.train.x[:2], ctx.data.num_classes)
     student = ctx.build(cfg.student)
