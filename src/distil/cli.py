@@ -114,6 +114,10 @@ def evaluate(
 
     cfg = _config(config, overrides)
     data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+    if model is Role.teacher and cfg.teacher is None:
+        from distil.errors import ConfigError
+
+        raise ConfigError("the config has no teacher section; evaluate with --model student")
     net = build(cfg.teacher if model is Role.teacher else cfg.student, data, cfg.seed)
     load_weights(net, weights)
     device = resolve_device(cfg.device)

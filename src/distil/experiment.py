@@ -1,4 +1,4 @@
-"""One experiment, end to end: data → teacher (trained or loaded) → students → test → summary.
+"""One experiment, end to end: data → teacher (trained or loaded) → students → strategy → test → summary.
 
 ``run_experiment`` is what ``distil run`` calls; ``distil train`` and ``distil distill`` run a subset of
 its steps. All inputs are validated (data found, every model built, teacher weights checked) before
@@ -155,6 +155,7 @@ class Experiment:
             "dataset": data.name,
             "data": data.describe(),
             "seed": cfg.seed,
+            "strategy": cfg.strategy.name,
             "device": str(self.device),
             "command": self.command,
             "machine": machine(),
