@@ -6,7 +6,8 @@
    (confusion counted both ways), grown to ``size`` by the class most confused with the subset.
 3. Specialist m classifies ``|S_m| + 1`` classes: its subset and a *dustbin* for every other class.
    Its training set is biased to its subset as in the paper: every sample of S_m and as many samples
-   drawn at random (seeded) from the rest.
+   drawn at random (seeded) from the rest. With the generalist's architecture (no ``specialist``
+   section) it starts from the generalist's weights, all but the head, as in the paper.
 4. For an input x, the specialists whose subset holds the generalist's top class are *active*
    (A(x)); the combined distribution q is the paper's
 
@@ -165,6 +166,9 @@ def prepare(ctx: Context) -> Runner:
         for k, (model, subset) in enumerate(zip(specialists, found), start=1):
             task, index = specialist_data(ctx.data, subset, ctx.seed + k)
             model.to(ctx.device)
+            if opts.specialist is None:  # same architecture: start from the generalist (all but the head)
+                own = model.state_dict()
+                model.load_state_dict({k: v for k, v in ctx.teacher.state_dict().items() if k in own and own[k].shape == v.shape}, strict=False)
             result = ctx.train_on_labels(f"specialist_{k}", model, spec_cfg, data=task, train=task.train.subset(index), seed=ctx.seed + k)
             ctx.record(f"specialist_{k}", "specialist", f"classes {'/'.join(names[k - 1])} + dustbin", model, spec_cfg, result, data=task)
         combined = SpecialistEnsemble(ctx.teacher, specialists, found).to(ctx.device)
