@@ -94,6 +94,8 @@ def test_strategy_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="teacher: required"):
         config({"name": "ensemble", "teachers": [BASE["teacher"]]}, teacher=None)
     assert config({"name": "tf_kd"}, teacher=None).teacher is None  # teacher-free strategies need none
+    with pytest.raises(ConfigError, match="teacher_trains is true but the config has no teacher"):
+        run_experiment(config({"name": "mutual", "teacher_trains": True}, teacher=None), "/nonexistent/never-made")
     assert config({"name": "none"}).strategy.name == "none"
 
 

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distil.engine.objective import Objective
+from distil.errors import ConfigError
 from distil.losses import CE, KD
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
@@ -65,6 +66,8 @@ def mutual_objective(k: int, T: float = 1.0, label_smoothing: float = 0.0) -> Ob
 @register_strategy("mutual", "Zhang 2018 deep mutual learning: a cohort of students (and optionally the teacher, still training) each distilling from the others' current outputs")
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
+    if opts.teacher_trains and ctx.teacher is None:
+        raise ConfigError("strategy mutual: teacher_trains is true but the config has no teacher section")
     if cfg.distill.method != "kd" or cfg.distill.terms:
         ctx.say("note: mutual learning trains with its own objective (CE + KL to the peers); distill.method and distill.terms are not used")
     students = [ctx.build(cfg.student, ctx.seed + i) for i in range(opts.students)]
