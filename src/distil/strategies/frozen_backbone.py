@@ -90,7 +90,7 @@ def relabelled(data: Dataset, label_map: list[int]) -> Dataset:
     return replace(data, train=split(data.train), val=split(data.val), test=split(data.test), num_classes=k, class_names=tuple(str(c) for c in range(k)))
 
 
-@register_strategy("frozen_backbone", "transfer: the trained teacher's backbone frozen (bit-identical), a new head for a new label set, optional fine-tuning")
+@register_strategy("frozen_backbone", "transfer: the trained teacher's backbone frozen (bit-identical), a new head for a new label set, optional fine-tuning", benchmark="MNIST-1D")
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
     data = ctx.data

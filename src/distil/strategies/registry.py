@@ -24,7 +24,7 @@ class Strategy:
     name: str
     description: str
     prepare: Callable[["Context"], Runner]
-    #: where it appears in a benchmark ("" when nowhere yet)
+    #: the data it is benchmarked on in benchmarks/strategies.md ("" when nowhere yet)
     benchmark: str = ""
 
 
@@ -50,4 +50,4 @@ def strategies() -> dict[str, Strategy]:
 
 def list_strategies() -> dict[str, str]:
     """Name → description, for ``distil strategies``."""
-    return {name: s.description + (f"  [bench: {s.benchmark}]" if s.benchmark else "") for name, s in strategies().items()}
+    return {name: s.description + (f"  [benchmarks/strategies.md: {s.benchmark}]" if s.benchmark else "") for name, s in strategies().items()}

@@ -132,7 +132,7 @@ def specialist_data(data: Dataset, subset: Sequence[int], seed: int) -> tuple[Da
     return task, torch.cat([inside, outside[pick]]).sort().values
 
 
-@register_strategy("specialists", "Hinton 2015 §5: specialists on confusable class subsets (+ dustbin), combined with the generalist (KL fit) into soft targets")
+@register_strategy("specialists", "Hinton 2015 §5: specialists on confusable class subsets (+ dustbin), combined with the generalist (KL fit) into soft targets", benchmark="MNIST-1D")
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
     data = ctx.data

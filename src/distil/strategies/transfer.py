@@ -54,11 +54,7 @@ class NoisyInputs:
         return x
 
 
-@register_strategy(
-    "unlabeled",
-    "Hinton 2015 §2 transfer set: distil on inputs without labels (npz with only x, a folder, generated MNIST-1D), teacher soft targets only",
-    benchmark="benchmarks/strategies.md (MNIST-1D, MLP student)",
-)
+@register_strategy("unlabeled", "Hinton 2015 §2 transfer set: distil on inputs without labels (npz with only x, a folder, generated MNIST-1D), teacher soft targets only", benchmark="MNIST-1D")
 def prepare_unlabeled(ctx: Context) -> Runner:
     cfg = ctx.config
     transfer = transfer_split(ctx)
@@ -72,10 +68,7 @@ def prepare_unlabeled(ctx: Context) -> Runner:
     return run
 
 
-@register_strategy(
-    "noisy_student",
-    "Xie 2020 Noisy Student: clean teacher labels the transfer set; noised student (input noise, augmentation, dropout) becomes the next teacher",
-)
+@register_strategy("noisy_student", "Xie 2020 Noisy Student: clean teacher labels the transfer set; noised student (input noise, augmentation, dropout) becomes the next teacher", benchmark="MNIST-1D")
 def prepare_noisy_student(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
     transfer = transfer_split(ctx)
