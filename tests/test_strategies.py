@@ -161,6 +161,13 @@ def test_unlabeled_npz_with_only_x_trains_on_teacher_targets_alone(tmp_path):
     assert set(terms) == {"kd"}  # the label term is dropped: the transfer set has no labels
 
 
+def test_unlabeled_with_augmentation_is_labelled_on_the_fly(tmp_path):
+    path = digits_like_npz(tmp_path, n=100)
+    data = {**BASE["data"], "augment": {"crop_padding": 1}}
+    rows = run(tmp_path, {"name": "unlabeled", "transfer": {"name": "npz", "path": str(path)}}, data=data)
+    assert rows["student_unlabeled_kd"]["teacher_outputs"]["kind"] == "online"
+
+
 def test_unlabeled_set_of_another_shape_exits_2(tmp_path):
     path = digits_like_npz(tmp_path, shape=(28, 28))
     result = cli(tmp_path, {"name": "unlabeled", "transfer": {"name": "npz", "path": str(path)}})

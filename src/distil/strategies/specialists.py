@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
@@ -144,12 +145,7 @@ def prepare(ctx: Context) -> Runner:
         raise ConfigError(f"strategy specialists: {opts.count} subsets of {opts.size} classes need {opts.count * opts.size} classes, the data have {data.num_classes}")
     sizes = [len(s) for s in subsets] if subsets else [opts.size] * opts.count
     spec_cfg = opts.specialist or cfg.teacher
-    specialists = []
-    for k, n in enumerate(sizes):
-        torch.manual_seed(ctx.seed + 100 + k)
-        from distil.models import build_model
-
-        specialists.append(build_model(spec_cfg.arch, input_shape=data.input_shape, num_classes=n + 1, **spec_cfg.kwargs))
+    specialists = [ctx.build(spec_cfg, ctx.seed + 100 + k, data=replace(data, num_classes=n + 1)) for k, n in enumerate(sizes)]
     student = ctx.build(cfg.student)
     objective = ctx.objective(student, ctx.teacher)
     method = cfg.distill.method
