@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from distil.cli import app
 from distil.config import validate_config
-from distil.data import Split, load_dataset
+from distil.data import BatchAugment, Split, load_dataset
 from distil.data.unlabeled import load_unlabeled
 from distil.engine.objective import task_objective
 from distil.engine.trainer import TrainSettings, fit
@@ -28,7 +28,6 @@ from distil.strategies.registry import list_strategies
 from distil.strategies.self_distill import VirtualTeacher
 from distil.strategies.specialists import SpecialistEnsemble, confusable_subsets
 from distil.strategies.transfer import NoisyInputs
-from distil.data import BatchAugment
 
 TRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.1}
 BASE = {

@@ -251,6 +251,6 @@ def _known_keys(loc: list[str]) -> list[str]:
 
 
 # The strategy section's models build on the sections above, so they are imported once those exist.
-from distil.strategies.options import TEACHERLESS, NoStrategy, StrategyConfig  # noqa: E402
+from distil.strategies.options import TEACHERLESS, NoStrategy, StrategyConfig
 
 ExperimentConfig.model_rebuild()

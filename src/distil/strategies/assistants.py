@@ -7,6 +7,8 @@ the smallest; each assistant has its own architecture and training settings.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
 
@@ -17,7 +19,7 @@ def prepare(ctx: Context) -> Runner:
     assistants = [ctx.build(a) for a in configs]
     student = ctx.build(cfg.student)
     chain = [ctx.teacher, *assistants, student]
-    objectives = [ctx.objective(s, t) for t, s in zip(chain, chain[1:])]
+    objectives = [ctx.objective(s, t) for t, s in pairwise(chain)]
     method = cfg.distill.method
 
     def run(ctx: Context) -> None:

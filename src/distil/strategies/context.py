@@ -110,5 +110,9 @@ class Context:
         outputs, info = self.teacher_outputs(teacher, objective, train)
         result = self.fit(name, student, objective, cfg, outputs=outputs, train=train, seed=seed)
         self.record(name, role, method, student, cfg, result, teacher_outputs=info)
-        self.experiment._save_objective(name, objective)
+        self.save_objective(name, objective)
         return result
+
+    def save_objective(self, name: str, objective: Objective) -> None:
+        """Connectors and loss parameters of ``name``'s objective, beside its weights (when it has any)."""
+        self.experiment._save_objective(name, objective)

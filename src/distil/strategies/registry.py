@@ -23,7 +23,7 @@ Runner = Callable[["Context"], None]
 class Strategy:
     name: str
     description: str
-    prepare: Callable[["Context"], Runner]
+    prepare: Callable[[Context], Runner]
     #: the data it is benchmarked on in benchmarks/strategies.md ("" when nowhere yet)
     benchmark: str = ""
 
@@ -34,8 +34,8 @@ STRATEGIES: dict[str, Strategy] = {}
 BUILTIN = ("ensemble", "transfer", "self_distill", "assistants", "mutual", "frozen_backbone", "specialists")
 
 
-def register_strategy(name: str, description: str, benchmark: str = "") -> Callable[[Callable[["Context"], Runner]], Callable[["Context"], Runner]]:
-    def add(prepare: Callable[["Context"], Runner]) -> Callable[["Context"], Runner]:
+def register_strategy(name: str, description: str, benchmark: str = "") -> Callable[[Callable[[Context], Runner]], Callable[[Context], Runner]]:
+    def add(prepare: Callable[[Context], Runner]) -> Callable[[Context], Runner]:
         STRATEGIES[name] = Strategy(name, description, prepare, benchmark)
         return prepare
 

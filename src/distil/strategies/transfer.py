@@ -89,7 +89,7 @@ def prepare_noisy_student(ctx: Context) -> Runner:
             outputs = teacher_outputs(teacher, train.x, False, objective.teacher_taps)
             result = ctx.fit(name, student, objective, cfg.student, outputs=outputs, train=train, seed=ctx.seed + k, augment=noise)
             ctx.record(name, "student", f"noisy_student[{k}]", student, cfg.student, result, teacher_outputs={"kind": "exact (clean inputs)", "taps": sorted(objective.teacher_taps)})
-            ctx.experiment._save_objective(name, objective)
+            ctx.save_objective(name, objective)
             teacher = student
 
     return run
