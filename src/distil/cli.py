@@ -79,6 +79,10 @@ def train(
     from distil.experiment import run_experiment
 
     cfg = _config(config, overrides)
+    if model is Role.teacher and cfg.teacher is None:
+        from distil.errors import ConfigError
+
+        raise ConfigError("the config has no teacher section to train")
     if model is Role.teacher and cfg.teacher.weights:
         cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"weights": None, "sha256": None})})
     steps = ["teacher"] if model is Role.teacher else ["scratch"]
@@ -110,6 +114,10 @@ def evaluate(
 
     cfg = _config(config, overrides)
     data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+    if model is Role.teacher and cfg.teacher is None:
+        from distil.errors import ConfigError
+
+        raise ConfigError("the config has no teacher section; evaluate with --model student")
     net = build(cfg.teacher if model is Role.teacher else cfg.student, data, cfg.seed)
     load_weights(net, weights)
     device = resolve_device(cfg.device)
@@ -191,6 +199,15 @@ def methods() -> None:
     from distil.engine.methods import list_methods
 
     _listing("methods", list_methods())
+    out.print("Strategies that combine models (ensembles, mutual learning, born-again, ...): `distil strategies`.")
+
+
+@app.command()
+def strategies() -> None:
+    """List the training strategies (`strategy.name` in YAML; examples in configs/strategies/)."""
+    from distil.strategies.registry import list_strategies
+
+    _listing("strategies (strategy: {name: ..., ...}; none = teacher → student)", list_strategies())
 
 
 @app.command()

@@ -8,6 +8,7 @@ before validation, so they are checked exactly like the file.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,14 +145,19 @@ class ExperimentConfig(Section):
     seed: int = 0
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
     data: DataConfig
-    teacher: TeacherConfig
+    teacher: TeacherConfig | None = Field(None, description="required unless the strategy needs no teacher (tf_kd, born_again, mutual)")
     student: ModelConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)
+    strategy: StrategyConfig = Field(default_factory=lambda: NoStrategy(), description="how models are combined: `distil strategies`")
     scratch: bool = Field(True, description="also train the student from scratch, with the same budget and seed")
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
 
     @model_validator(mode="after")
     def _teacher_needs_weights_or_training(self) -> ExperimentConfig:
+        if self.teacher is None:
+            if self.strategy.name not in TEACHERLESS:
+                raise ValueError(f"teacher: required field is missing (only strategies {', '.join(TEACHERLESS)} run without one)")
+            return self
         if self.teacher.sha256 and not self.teacher.weights:
             raise ValueError("teacher.sha256 is set but teacher.weights is not")
         return self
@@ -204,9 +210,9 @@ def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
     def resolve(p: str | None) -> str | None:
         return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
 
-    teacher = config.teacher.model_copy(update={"weights": resolve(config.teacher.weights)})
+    teacher = config.teacher.model_copy(update={"weights": resolve(config.teacher.weights)}) if config.teacher else None
     data = config.data.model_copy(update={"path": resolve(config.data.path)})
-    return config.model_copy(update={"teacher": teacher, "data": data})
+    return config.model_copy(update={"teacher": teacher, "data": data, "strategy": config.strategy.resolve_paths(resolve)})
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -228,9 +234,23 @@ def format_validation_error(err: ValidationError, source: str) -> str:
 
 def _known_keys(loc: list[str]) -> list[str]:
     model: type[BaseModel] = ExperimentConfig
+    tagged: dict[str, type[BaseModel]] = {}  # a union chosen by its `name` (strategy): the next part is the tag
     for part in loc:
+        if part in tagged:
+            model, tagged = tagged[part], {}
+            continue
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        members = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel) and "name" in a.model_fields]
+        if members:
+            tagged = {typing.get_args(m.model_fields["name"].annotation)[0]: m for m in members}
+            continue
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation
     return list(model.model_fields)
+
+
+# The strategy section's models build on the sections above, so they are imported once those exist.
+from distil.strategies.options import TEACHERLESS, NoStrategy, StrategyConfig
+
+ExperimentConfig.model_rebuild()

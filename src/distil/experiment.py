@@ -1,4 +1,4 @@
-"""One experiment, end to end: data → teacher (trained or loaded) → students → test → summary.
+"""One experiment, end to end: data → teacher (trained or loaded) → students → strategy → test → summary.
 
 ``run_experiment`` is what ``distil run`` calls; ``distil train`` and ``distil distill`` run a subset of
 its steps. All inputs are validated (data found, every model built, teacher weights checked) before
@@ -34,6 +34,7 @@ from distil.engine.taps import LOGITS
 from distil.engine.trainer import FitResult, TrainSettings, fit
 from distil.models import build_model, count_parameters
 from distil.run_dir import RunDir
+from distil.strategies.run import prepare_strategy
 from distil.weights import file_sha256, load_weights, save_tensors, save_weights
 
 STEPS = ("teacher", "scratch", "kd")
@@ -97,6 +98,7 @@ class Experiment:
         self.command = command or shlex.join(["distil", *sys.argv[1:]])
         self.device = resolve_device(config.device)
         self.results: list[ModelResult] = []
+        self.models: dict[str, nn.Module] = {}  # every recorded model by name: strategies build on them
 
     def run(self, steps: Collection[str] = STEPS, methods: Sequence[str] | None = None) -> dict[str, Any]:
         """Run ``steps``; the ``kd`` step distils one student per method (default: the config's method)."""
@@ -110,12 +112,14 @@ class Experiment:
         started = time.perf_counter()
         data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
         # Build every model before training any, so a bad arch or weights file fails at once.
-        teacher = build(cfg.teacher, data, cfg.seed) if {"teacher", "kd"} & set(steps) else None
+        teacher = build(cfg.teacher, data, cfg.seed) if {"teacher", "kd"} & set(steps) and cfg.teacher is not None else None
         if teacher is not None and cfg.teacher.weights:
             load_weights(teacher, cfg.teacher.weights, cfg.teacher.sha256)
         if {"scratch", "kd"} & set(steps):
             build(cfg.student, data, cfg.seed)
-        objectives = {m: self._objective(data, teacher, m, extend) for m in methods} if "kd" in steps else {}
+        strategy = prepare_strategy(self, data, teacher) if "kd" in steps else None
+        direct = "kd" in steps and teacher is not None and (strategy is None or getattr(cfg.strategy, "baseline", False))
+        objectives = {m: self._objective(data, teacher, m, extend) for m in methods} if direct else {}
         self.run_dir.start(cfg.model_dump(mode="json"))
         self.console.print(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
         data = _on_device(data, self.device)
@@ -143,12 +147,15 @@ class Experiment:
             result = self._fit(name, student, data, objective, cfg.student, augment, outputs)
             self._record(name, "student", method, student, data, cfg.student, result, teacher_outputs=outputs_info)
             self._save_objective(name, objective)
+        if strategy is not None:
+            strategy.run(data, teacher, augment)
 
         summary = {
             "name": cfg.name,
             "dataset": data.name,
             "data": data.describe(),
             "seed": cfg.seed,
+            "strategy": cfg.strategy.name,
             "device": str(self.device),
             "command": self.command,
             "machine": machine(),
@@ -188,7 +195,7 @@ class Experiment:
         if params:
             save_tensors(params, self.run_dir.path / f"{name}.objective.safetensors")
 
-    def _fit(self, name: str, model: nn.Module, data: Dataset, objective: Objective, cfg: ModelConfig, augment: BatchAugment, outputs) -> FitResult:
+    def _fit(self, name: str, model: nn.Module, data: Dataset, objective: Objective, cfg: ModelConfig, augment: BatchAugment, outputs, seed: int | None = None) -> FitResult:
         from distil.progress import epoch_reporter
 
         with epoch_reporter(self.console, name, cfg.epochs) as reporter:
@@ -197,11 +204,13 @@ class Experiment:
                 self.run_dir.log_epoch(name, record.as_dict())
                 reporter.on_epoch(record)
 
-            return fit(model, data.train, data.val, objective, settings_of(cfg), seed=self.config.seed, teacher=outputs, augment=augment, on_epoch=on_epoch, on_batch=reporter.on_batch)
+            seed = self.config.seed if seed is None else seed
+            return fit(model, data.train, data.val, objective, settings_of(cfg), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch, on_batch=reporter.on_batch)
 
     def _record(
         self, name: str, role: str, method: str, model: nn.Module, data: Dataset, cfg: ModelConfig, fit_result: FitResult | None, teacher_outputs: dict | None = None
     ) -> None:
+        self.models[name] = model
         path = save_weights(model, self.run_dir.weights(name), metadata={"arch": cfg.arch, "role": role, "method": method})
         measured = speed(model, data.input_shape, latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
         self.results.append(

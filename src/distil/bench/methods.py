@@ -24,6 +24,10 @@ from distil.weights import atomic_write
 def bench_methods(config: ExperimentConfig, methods: Sequence[str], seeds: Sequence[int], out: str | Path, command: str, console: Console | None = None) -> list[dict[str, Any]]:
     """Run every method for every seed; returns the aggregated rows also written to results.csv/.md."""
     out = Path(out)
+    if config.teacher is None:
+        from distil.errors import ConfigError
+
+        raise ConfigError("bench methods measures the gap to a teacher; the config has none (use `distil run` for teacher-free strategies)")
     summaries = []
     for k, seed in enumerate(seeds):
         cfg = config.model_copy(update={"seed": seed, "scratch": True})
@@ -40,7 +44,9 @@ def aggregate(summaries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     by_method: dict[str, list[dict[str, Any]]] = {}
     for summary in summaries:
         for m in summary["models"]:
-            by_method.setdefault(m["method"] if m["role"] == "student" else "teacher", []).append(m)
+            # Strategies add rows with other roles (ensemble members, assistants, ...): only students are methods.
+            if m["role"] == "student" or m["name"] == "teacher":
+                by_method.setdefault(m["method"] if m["role"] == "student" else "teacher", []).append(m)
     teacher = statistics.mean(m["accuracy"] for m in by_method.pop("teacher"))
     scratch = statistics.mean(m["accuracy"] for m in by_method["scratch"])
     rows = []

@@ -1,0 +1,86 @@
+"""Inputs without labels (transfer sets): an ``.npz`` with only ``x``, a folder of images in any
+layout (every image below it, resized to the labelled data's size), or any registered dataset with
+its labels dropped (e.g. extra MNIST-1D samples generated with another seed).
+
+They are normalised with the labelled dataset's statistics, so teacher and student see them exactly
+like the training inputs. Two checks run before any training: the samples have the labelled data's
+shape, and none of them is also a test sample (a transfer set must not leak the test split).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from distil.data.load import _as_float, _normalize
+from distil.data.registry import check_options, lookup, required_path
+from distil.data.split import Dataset, Split
+from distil.errors import DataError
+
+
+def load_unlabeled(name: str, like: Dataset, *, path: str | Path | None = None, max_samples: int | None = None, **options: Any) -> Split:
+    """The inputs of ``name`` as an unlabeled split, normalised like ``like`` (``y`` is ``None``)."""
+    where = None if path is None else Path(path).expanduser()
+    if name == "npz":
+        x = _npz_inputs(required_path("npz", where, "a .npz file with an array x"))
+    elif name == "folder":
+        x = _folder_images(required_path("folder", where, "a directory of images (any layout)"), like, **options)
+    else:
+        entry = lookup(name)
+        check_options(name, entry.loader, options)
+        raw = entry.loader(where, **options)
+        x = raw.train_x if raw.test_x is None else np.concatenate([raw.train_x, raw.test_x])
+    if max_samples is not None:
+        x = x[:max_samples]
+    if tuple(x.shape[1:]) != tuple(like.input_shape):
+        raise DataError(
+            f"unlabeled set {name!r}{f' ({where})' if where else ''} has samples of shape {tuple(x.shape[1:])}, "
+            f"but the labelled data {like.name!r} (and so the teacher) have {tuple(like.input_shape)}"
+        )
+    mean, std = torch.tensor(like.mean), torch.tensor(like.std)
+    split = Split(_normalize(_as_float(x, None), mean, std))
+    leaked = overlap(split.x, like.test.x.cpu())
+    if leaked:
+        raise DataError(f"unlabeled set {name!r}: {leaked} of its {len(split)} samples are also in the test split of {like.name!r}; use other data (for mnist1d another generation_seed)")
+    return split
+
+
+def overlap(x: torch.Tensor, test: torch.Tensor) -> int:
+    """How many rows of ``x`` are bit-identical to a row of ``test``."""
+    seen = {row.tobytes() for row in test.contiguous().numpy()}
+    return sum(row.tobytes() in seen for row in x.contiguous().numpy())
+
+
+def _npz_inputs(file: Path) -> np.ndarray:
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            if not isinstance(archive, np.lib.npyio.NpzFile) or "x" not in archive.files:
+                raise DataError(f"{file}: expected a .npz file with an array x (labels, if any, are not used)")
+            x = archive["x"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise DataError(f"{file}: cannot be read as .npz ({error}); expected an array x") from None
+    if x.dtype.kind not in "biuf" or x.ndim < 2 or len(x) == 0:
+        raise DataError(f"{file}: array 'x' has shape {x.shape} and dtype {x.dtype}; expected numeric samples (N, L), (N, H, W) or (N, C, H, W)")
+    return x[:, None] if x.ndim in (2, 3) else x
+
+
+def _folder_images(root: Path, like: Dataset, *, channels: int | None = None, image_size: int | None = None) -> np.ndarray:
+    """Every image below ``root`` (sub-folders or not), as ``channels`` × the labelled data's H×W by default."""
+    from distil.data.sources.image_folder import IMAGE_SUFFIXES, MODES, _read_images
+
+    if not root.is_dir():
+        raise DataError(f"unlabeled folder {root} is not a directory")
+    channels = channels if channels is not None else like.input_shape[0]
+    if channels not in MODES:
+        raise DataError(f"unlabeled folder: channels must be 1 or 3, got {channels!r}")
+    if len(like.input_shape) != 3:
+        raise DataError(f"unlabeled folder: images cannot feed {like.name!r}, whose samples have shape {like.input_shape}")
+    size = (image_size, image_size) if image_size else tuple(like.input_shape[1:])
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"unlabeled folder {root} has no images ({', '.join(IMAGE_SUFFIXES)})")
+    return _read_images(files, MODES[channels], size)

@@ -1,0 +1,150 @@
+"""Teacher ensembles: N teachers (architectures or seeds) distilled into one student.
+
+Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural Network", §3 and §4: the soft
+targets of an ensemble are the arithmetic mean of its members' tempered distributions,
+
+    p̄_T(x) = Σ_i w_i · softmax(z_i(x) / T),   Σ_i w_i = 1,
+
+and the student minimises ``T² · KL(p̄_T ‖ softmax(s/T))``. :class:`Ensemble` is an ``nn.Module``
+whose logits are ``T · log p̄_T``: since ``softmax(T · log p̄_T / T) = p̄_T`` exactly, the ordinary
+``KD(T)`` term (cached once like any teacher's logits) computes precisely that loss. With T = 1 they
+are the log of the averaged probabilities, i.e. the usual ensemble prediction (its accuracy is the
+``teacher_ensemble`` row). ``combine: logits`` averages logits instead (a geometric mean of the
+distributions, renormalised).
+
+Feature and relation terms (``distill.method: crd``, ``at``, ...) are made once per member and summed,
+as in CRD's ensemble variant (Tian et al. 2020, CRD-EN): the student's tap is compared with
+``members.<i>.<tap>`` of each member; each term gets its own loss (and connector or CRD heads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from distil.config import ModelConfig
+from distil.engine.methods import build_objective
+from distil.engine.objective import Objective, connect
+from distil.engine.taps import LOGITS, probe_shapes
+from distil.errors import ConfigError, ModelError
+from distil.losses import LOSSES
+from distil.strategies.context import Context
+from distil.strategies.registry import Runner, register_strategy
+from distil.weights import load_weights
+
+
+class Ensemble(nn.Module):
+    """Members whose outputs are combined: ``T · log Σ_i w_i softmax(z_i / T)`` (or ``Σ_i w_i z_i``)."""
+
+    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float] | None = None, combine: str = "probs", T: float = 1.0) -> None:
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self.members = nn.ModuleList(members)
+        w = torch.tensor(list(weights) if weights is not None else [1.0] * len(members), dtype=torch.float32)
+        if w.shape != (len(members),) or (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"ensemble weights must be {len(members)} non-negative numbers with a positive sum, got {weights}")
+        self.register_buffer("member_weights", w / w.sum())
+        if combine not in ("probs", "logits"):
+            raise ValueError(f"combine must be 'probs' or 'logits', got {combine!r}")
+        self.combine = combine
+        self.T = float(T)
+
+    def at_temperature(self, T: float) -> Ensemble:
+        """The same members and weights, combined at temperature ``T`` (shares the members)."""
+        return Ensemble(list(self.members), self.member_weights.tolist(), self.combine, T)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.stack([m(x) for m in self.members])  # (members, batch, classes)
+        w = self.member_weights.to(z.dtype).view(-1, 1, 1)
+        if self.combine == "logits":
+            return (w * z).sum(0)
+        p = (w * F.softmax(z / self.T, dim=-1)).sum(0)
+        return self.T * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
+
+
+def check_class_counts(members: Sequence[nn.Module], names: Sequence[str], probe: torch.Tensor, num_classes: int) -> None:
+    """Every member must output one logit per class of the data; otherwise their targets cannot be averaged."""
+    for member, name in zip(members, names):
+        was = member.training
+        member.eval()
+        with torch.no_grad():
+            out = member(probe)
+        member.train(was)
+        if out.dim() != 2 or out.shape[1] != num_classes:
+            raise ConfigError(
+                f"strategy ensemble: {name} outputs {tuple(out.shape[1:])} logits per sample but the data have {num_classes} classes; "
+                "every member must classify the same classes"
+            )
+
+
+def temperature_of(objective: Objective) -> float:
+    """The temperature of the first logit term that has one (KD's T): the one the soft targets are averaged at."""
+    for term in objective.terms:
+        if term.loss.uses_teacher and term.teacher == LOGITS:
+            for attr in ("T", "tau"):
+                if hasattr(term.loss, attr):
+                    return float(getattr(term.loss, attr))
+    return 1.0
+
+
+def ensemble_objective(ctx: Context, student: nn.Module, ensemble: Ensemble) -> Objective:
+    """Logit terms read the ensemble's combined logits; feature terms are repeated per member and summed."""
+    specs = ctx.config.distill.term_specs()
+    on_logits = [s for s in specs if not LOSSES[s.loss].uses_teacher or (s.student == LOGITS and (s.teacher or LOGITS) == LOGITS)]
+    on_features = [s for s in specs if s not in on_logits]
+    probe, n = ctx.data.train.x[:8], len(ctx.data.train)
+    terms = []
+    try:
+        torch.manual_seed(ctx.seed)
+        if on_logits:
+            terms += build_objective(on_logits, student, ensemble, probe, n).terms
+        for i, member in enumerate(ensemble.members):
+            if on_features:
+                terms += [replace(t, teacher=f"members.{i}.{t.teacher}") for t in build_objective(on_features, student, member, probe, n).terms]
+        s_shapes = probe_shapes(student, probe, {t.student for t in terms})
+        t_shapes = probe_shapes(ensemble, probe, {t.teacher for t in terms if t.loss.uses_teacher})
+        return connect(terms, s_shapes, t_shapes)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"distill (method {ctx.config.distill.method!r}, strategy ensemble): {err.args[0]}") from None
+
+
+@register_strategy("ensemble", "Hinton 2015 §3: `teacher` + `teachers` (archs or seeds), soft targets = weighted mean of softmax(z/T); feature terms per member, summed (CRD-EN)", benchmark="MNIST-1D")
+def prepare(ctx: Context) -> Runner:
+    opts, cfg = ctx.options, ctx.config
+    configs = [cfg.teacher, *opts.teachers]
+    names = ["teacher"] + [f"teacher_{i}" for i in range(1, len(configs))]
+    seeds = [cfg.seed] + [t.seed if t.seed is not None else cfg.seed + i for i, t in enumerate(opts.teachers, start=1)]
+    members: list[nn.Module] = [ctx.teacher]
+    for name, member_cfg, seed in zip(names[1:], opts.teachers, seeds[1:]):
+        member = ctx.build(member_cfg, seed)
+        if member_cfg.weights:
+            try:
+                load_weights(member, member_cfg.weights, member_cfg.sha256)
+            except ModelError as err:  # e.g. weights of a model with another number of classes
+                raise ModelError(f"strategy ensemble: {name} ({member_cfg.arch}, {ctx.data.num_classes} classes): {err}") from None
+        members.append(member)
+    check_class_counts(members, [f"{n} ({c.arch})" for n, c in zip(names, configs)], ctx.data.train.x[:2], ctx.data.num_classes)
+    student = ctx.build(cfg.student)
+    ensemble = Ensemble(members, opts.weights, opts.combine)
+    objective = ensemble_objective(ctx, student, ensemble)
+    target = ensemble.at_temperature(temperature_of(objective))
+    arch = f"ensemble({', '.join(c.arch for c in configs)})"
+
+    def run(ctx: Context) -> None:
+        for name, member, member_cfg, seed in zip(names[1:], members[1:], configs[1:], seeds[1:]):
+            member.to(ctx.device)
+            if member_cfg.weights:
+                ctx.record(name, "teacher", "loaded", member, member_cfg, None)
+            else:
+                result = ctx.train_on_labels(name, member, member_cfg, seed=seed)
+                ctx.record(name, "teacher", "trained", member, member_cfg, result)
+        ensemble.to(ctx.device)
+        ctx.record("teacher_ensemble", "ensemble", f"mean of {len(members)} ({opts.combine})", ensemble, ModelConfig(arch=arch), None)
+        ctx.distil(f"student_ensemble_{cfg.distill.method}", f"ensemble→{cfg.distill.method}", student, cfg.student, target, objective)
+
+    return run

@@ -1,0 +1,36 @@
+"""How the experiment hands over to a strategy: prepare (checks, before any work), then run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from distil.data import BatchAugment, Dataset
+from distil.strategies.context import Context
+from distil.strategies.registry import Runner, strategies
+
+if TYPE_CHECKING:
+    from distil.experiment import Experiment
+
+
+@dataclass
+class PreparedStrategy:
+    context: Context
+    runner: Runner
+
+    def run(self, data: Dataset, teacher: nn.Module | None, augment: BatchAugment) -> None:
+        """Train with the data now on the device and the teacher trained (or loaded)."""
+        self.context.data, self.context.teacher, self.context.augment = data, teacher, augment
+        self.runner(self.context)
+
+
+def prepare_strategy(experiment: Experiment, data: Dataset, teacher: nn.Module | None) -> PreparedStrategy | None:
+    """``None`` for ``strategy: none``; otherwise the strategy checked and ready (raises DistilError on bad input)."""
+    cfg = experiment.config
+    if cfg.strategy.name == "none":
+        return None
+    augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
+    context = Context(experiment, data, teacher, augment)
+    return PreparedStrategy(context, strategies()[cfg.strategy.name].prepare(context))
