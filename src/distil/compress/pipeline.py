@@ -131,6 +131,8 @@ def prune_step(chain: Chain) -> list[dict[str, Any]]:
     example = chain.data.train.x[:8]
     info: dict[str, Any] = {}
     seconds = 0.0
+    from distil.engine.evaluate import accuracy
+
     accuracy_after_prune = []
     for r in range(1, p.rounds + 1):
         if p.method == "channels":
@@ -139,16 +141,14 @@ def prune_step(chain: Chain) -> list[dict[str, Any]]:
             info = prune.channel_prune(model, 1.0 - keep, example)
         else:
             prune.magnitude_prune(model, 1.0 - (1.0 - p.sparsity) ** (r / p.rounds))
-        from distil.engine.evaluate import accuracy
-
-        accuracy_after_prune.append(round(accuracy(model, chain.data.val.x, chain.data.val.y), 4) if len(chain.data.val) else None)
+        accuracy_after_prune.append(round(accuracy(model, chain.data.test.x, chain.data.test.y), 4))
         if p.epochs:
             seconds += _recover(chain, model, p.epochs, p.lr)
     prune.finalize(model)
     name = f"{chain.name}.pruned"
     path = save_weights(model, chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "role": "student", "method": "pruned", "source": chain.name})
     extra = {"prune": {"method": p.method, "sparsity": p.sparsity, "rounds": p.rounds, "recovery_epochs": p.epochs,
-                       "val_accuracy_before_recovery": accuracy_after_prune, "weight_sparsity": round(prune.sparsity_of(model), 4), **info}}  # fmt: skip
+                       "accuracy_before_recovery": accuracy_after_prune, "weight_sparsity": round(prune.sparsity_of(model), 4), **info}}  # fmt: skip
     result = row(chain, name, "pruned", "torch", model, path, train_seconds=round(seconds, 2), **extra)
     chain.model, chain.name, chain.onnx = model, name, None
     return [result]
