@@ -266,7 +266,7 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
 
     run = RunDir(run_dir)
     rows = summary["models"]
-    for entry in rows:
+    for entry in list(rows):
         if entry["name"] in ("teacher", base):
             model = teacher if entry["name"] == "teacher" else student
             rows.extend(_remeasure(chain, entry, model, run_dir / entry["weights"]))
