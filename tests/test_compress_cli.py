@@ -144,3 +144,12 @@ def test_bad_compress_input_exits_2(tmp_path, compressed_run):
         result = invoke("compress", *args)
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
+
+
+def test_quantization_aware_training_with_kd(compressed_run):
+    out, _ = compressed_run
+    result = invoke("compress", out, "--steps", "int8", "compress.int8.mode=qat", "compress.int8.epochs=1")
+    assert result.exit_code == 0, result.output
+    row = summary_of(out)["models"][-1]
+    assert (row["name"], row["runtime"], row["int8"]["mode"]) == ("student_kd.int8", "torch-int8", "qat")
+    assert row["parity"]["argmax_agreement"] >= 0.9 and row["train_seconds"] > 0
