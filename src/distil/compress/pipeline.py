@@ -270,7 +270,12 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
         if entry["name"] in ("teacher", base):
             model = teacher if entry["name"] == "teacher" else student
             rows.extend(_remeasure(chain, entry, model, run_dir / entry["weights"]))
-    summary["compress"] = {"config": config.compress.model_dump(mode="json"), "steps": [], "measured_again": ["teacher", base]}
+    import onnxruntime
+
+    from distil.experiment import machine
+
+    summary["compress"] = {"config": config.compress.model_dump(mode="json"), "steps": [], "measured_again": ["teacher", base],
+                           "machine": {**machine(), "onnxruntime": onnxruntime.__version__}}  # fmt: skip
     run.write_summary(summary)
     for name in config.compress.steps:
         console.print(f"compress: {name} ({chain.name})", highlight=False)
