@@ -26,7 +26,7 @@ from distil.config import ExperimentConfig, ModelConfig
 from distil.errors import ConfigError
 from distil.data import BatchAugment, Dataset, load_dataset
 from distil.engine.evaluate import accuracy
-from distil.engine.measure import speed
+from distil.engine.measure import measure
 from distil.engine.methods import build_objective
 from distil.engine.objective import Objective, task_objective
 from distil.engine.teacher_outputs import CachedTeacher, teacher_outputs
@@ -59,6 +59,11 @@ class ModelResult:
     weights: str
     sha256: str
     teacher_outputs: dict[str, Any] | None = None  # for distilled students: exact cache or online teacher
+    runtime: str = "torch"
+    nonzeros: int = 0
+    latency_ms_b1_p95: float = 0.0
+    latency_ms_b256: float = 0.0
+    latency_ms_b256_p95: float = 0.0
 
 
 def resolve_device(name: str) -> torch.device:
@@ -164,6 +169,10 @@ class Experiment:
             "models": [asdict(r) for r in self.results],
         }
         self.run_dir.write_summary(summary)
+        if cfg.compress is not None and "kd" in steps:
+            from distil.compress.pipeline import compress_run
+
+            summary = compress_run(self.run_dir.path, cfg, console=self.console)
         return summary
 
     def _teacher_outputs(self, teacher: nn.Module, data: Dataset, objective: Objective, augment: BatchAugment):
@@ -212,7 +221,7 @@ class Experiment:
     ) -> None:
         self.models[name] = model
         path = save_weights(model, self.run_dir.weights(name), metadata={"arch": cfg.arch, "role": role, "method": method})
-        measured = speed(model, data.input_shape, latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
+        measured = measure(model, data.input_shape, runtime="torch", latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
         self.results.append(
             ModelResult(
                 name=name,
@@ -222,8 +231,8 @@ class Experiment:
                 accuracy=accuracy(model, data.test.x, data.test.y),
                 params=count_parameters(model),
                 size_bytes=path.stat().st_size,
-                latency_ms_b1=round(measured["latency_ms_b1"], 4),
-                throughput_b256=round(measured["throughput_b256"], 1),
+                latency_ms_b1=measured["latency_ms_b1"],
+                throughput_b256=measured["throughput_b256"],
                 seed=self.config.seed,
                 val_accuracy=accuracy(model, data.val.x, data.val.y) if len(data.val) else float("nan"),
                 best_epoch=fit_result.best_epoch if fit_result else 0,
@@ -232,6 +241,10 @@ class Experiment:
                 weights=path.name,
                 sha256=file_sha256(path),
                 teacher_outputs=teacher_outputs,
+                nonzeros=measured["nonzeros"],
+                latency_ms_b1_p95=measured["latency_ms_b1_p95"],
+                latency_ms_b256=measured["latency_ms_b256"],
+                latency_ms_b256_p95=measured["latency_ms_b256_p95"],
             )
         )
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-COLUMNS = ["model", "method", "arch", "test acc", "params", "size", "latency b=1", "throughput b=256", "train s"]
-LEFT = {"model", "method", "arch"}
+COLUMNS = ["model", "method", "runtime", "arch", "test acc", "params", "non-zeros", "size", "latency b=1", "p95 b=1", "throughput b=256", "train s"]
+LEFT = {"model", "method", "runtime", "arch"}
 
 
 def human_bytes(n: float) -> str:
@@ -18,18 +18,26 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+def _ms(value: float | None) -> str:
+    return f"{value:.3f} ms" if value else "–"
+
+
 def rows(summary: dict[str, Any]) -> list[list[str]]:
+    """One row per model; fields older summaries lack (runtime, non-zeros, p95) read as torch / –."""
     return [
         [
             m["name"],
             m["method"],
+            m.get("runtime", "torch"),
             m["arch"],
             f"{100 * m['accuracy']:.2f} %",
             f"{m['params']:,}",
+            f"{m['nonzeros']:,}" if m.get("nonzeros") else "–",
             human_bytes(m["size_bytes"]),
-            f"{m['latency_ms_b1']:.3f} ms",
+            _ms(m["latency_ms_b1"]),
+            _ms(m.get("latency_ms_b1_p95")),
             f"{m['throughput_b256']:,.0f} /s",
-            f"{m['train_seconds']:.0f}",
+            f"{m.get('train_seconds', 0):.0f}",
         ]
         for m in summary["models"]
     ]

@@ -30,7 +30,7 @@ def bench_methods(config: ExperimentConfig, methods: Sequence[str], seeds: Seque
         raise ConfigError("bench methods measures the gap to a teacher; the config has none (use `distil run` for teacher-free strategies)")
     summaries = []
     for k, seed in enumerate(seeds):
-        cfg = config.model_copy(update={"seed": seed, "scratch": True})
+        cfg = config.model_copy(update={"seed": seed, "scratch": True, "compress": None})  # compares methods; compress is not part of it
         if k > 0 and not config.teacher.weights:  # train the teacher once, then load it
             cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"weights": str(out / f"seed{seeds[0]}" / "teacher.safetensors")})})
         summaries.append(run_experiment(cfg, out / f"seed{seed}", console=console, methods=list(methods)))

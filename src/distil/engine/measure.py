@@ -1,18 +1,44 @@
-"""How a model is measured, the same way for every row of the table: size, parameters, CPU latency."""
+"""How a model is measured, the same way for every row of the table: accuracy, size, parameters, latency.
+
+:func:`measure` is the one function behind every row — the teacher and students of a run, and each
+pruned, int8 or ONNX model of ``distil compress`` — so rows differ only in what runs, never in how it
+is timed. A *runtime* says how a model is run (``RUNTIMES``): PyTorch eager (fp32 or int8 modules),
+``torch.compile``, or an ONNX Runtime session wrapped as a module (``distil.compress.export.OnnxModel``).
+Latency is timed on the CPU with random inputs after warm-up; p50 and p95 at batch 1 and 256.
+"""
 
 from __future__ import annotations
 
 import copy
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 
-def cpu_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1, repeats: int = 50, warmup: int = 10) -> list[float]:
-    """Seconds per forward of a random batch, on CPU in eval mode, after ``warmup`` untimed calls."""
-    model = copy.deepcopy(model).to("cpu").eval()
+def _compiled(model: nn.Module) -> nn.Module:
+    return torch.compile(model, dynamic=False)
+
+
+#: How a model is prepared to run in each runtime; the measurement itself is the same for all.
+RUNTIMES: dict[str, Callable[[nn.Module], nn.Module]] = {
+    "torch": lambda m: m,  # eager fp32
+    "torch-int8": lambda m: m,  # eager, int8 modules (fbgemm/x86 kernels)
+    "torch-compiled": _compiled,  # torch.compile (inductor); compile time is spent in the warm-up
+    "onnxruntime": lambda m: m,  # an OnnxModel: the session runs, torch only passes tensors
+}
+
+
+def cpu_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1, repeats: int = 50, warmup: int = 10, copy_model: bool = True) -> list[float]:
+    """Seconds per forward of a random batch, on CPU in eval mode, after ``warmup`` untimed calls.
+
+    The model is deep-copied first (the caller's stays where and as it was) unless ``copy_model`` is
+    false, for a model that is already a CPU copy (a compiled one cannot be copied).
+    """
+    model = (copy.deepcopy(model) if copy_model else model).to("cpu").eval()
     x = torch.randn(batch, *input_shape)
     times = []
     with torch.inference_mode():
@@ -24,11 +50,62 @@ def cpu_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 
     return times
 
 
-def speed(model: nn.Module, input_shape: tuple[int, ...], *, latency_repeats: int = 50, throughput_repeats: int = 5) -> dict[str, float]:
-    """``latency_ms_b1``: median batch-1 forward; ``throughput_b256``: samples/s at batch 256 (median)."""
-    b1 = cpu_latency(model, input_shape, batch=1, repeats=latency_repeats)
-    b256 = cpu_latency(model, input_shape, batch=256, repeats=throughput_repeats, warmup=2)
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-quantile (0..1) by linear interpolation between order statistics."""
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def speed(model: nn.Module, input_shape: tuple[int, ...], *, latency_repeats: int = 50, throughput_repeats: int = 5, copy_model: bool = True) -> dict[str, float]:
+    """Latency p50/p95 (ms) at batch 1 and 256 and throughput at 256 (samples/s, from the median)."""
+    b1 = cpu_latency(model, input_shape, batch=1, repeats=latency_repeats, copy_model=copy_model)
+    b256 = cpu_latency(model, input_shape, batch=256, repeats=throughput_repeats, warmup=2, copy_model=copy_model)
     return {
         "latency_ms_b1": statistics.median(b1) * 1e3,
+        "latency_ms_b1_p95": percentile(b1, 0.95) * 1e3,
+        "latency_ms_b256": statistics.median(b256) * 1e3,
+        "latency_ms_b256_p95": percentile(b256, 0.95) * 1e3,
         "throughput_b256": 256 / statistics.median(b256),
     }
+
+
+def count_nonzeros(model: nn.Module) -> int:
+    """Non-zero parameter entries (what unstructured pruning lowers; the dense size stays)."""
+    return sum(int(torch.count_nonzero(p).item()) for p in model.parameters())
+
+
+def measure(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    *,
+    runtime: str = "torch",
+    test: tuple[torch.Tensor, torch.Tensor] | None = None,
+    size_bytes: int | None = None,
+    counted: nn.Module | None = None,
+    latency_repeats: int = 50,
+    throughput_repeats: int = 5,
+) -> dict[str, Any]:
+    """One row's measurements: runtime, accuracy on ``test`` (x, y), params and non-zeros, size, speed.
+
+    ``counted`` is the fp32 module whose parameters are counted when ``model`` has none of its own
+    (an ONNX session, an int8 model with packed weights); by default ``model`` itself.
+    """
+    from distil.engine.evaluate import accuracy
+
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
+    run = RUNTIMES[runtime](copy.deepcopy(model).cpu().eval())
+    counted = counted if counted is not None else model
+    row: dict[str, Any] = {"runtime": runtime}
+    if test is not None:
+        row["accuracy"] = accuracy(run, test[0].cpu(), test[1].cpu())
+    row["params"] = sum(p.numel() for p in counted.parameters())
+    row["nonzeros"] = count_nonzeros(counted)
+    if size_bytes is not None:
+        row["size_bytes"] = int(size_bytes)
+    timed = speed(run, input_shape, latency_repeats=latency_repeats, throughput_repeats=throughput_repeats, copy_model=False)
+    row.update({k: round(v, 4) if k.startswith("latency") else round(v, 1) for k, v in timed.items()})
+    return row

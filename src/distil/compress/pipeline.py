@@ -1,0 +1,346 @@
+"""``distil compress``: the steps declared in ``compress.steps``, applied in order to a run's student.
+
+A step is a function registered by name in ``STEPS``; it gets the :class:`Chain` (data, teacher, the
+current float model and its name) and its own section of the config, and returns the table rows it
+made. ``prune`` replaces the current model (later steps start from the pruned one); ``int8``,
+``onnx`` and ``onnx-int8`` each add a deployable form of the current model. Every row is measured by
+:func:`distil.engine.measure.measure`, and the teacher and the starting student are re-measured in
+the same session so that ratios compare like with like.
+
+Files go to ``RUN_DIR/compressed/``: each is written under a temporary name and renamed into place
+only after its check passed, and ``summary.json`` is rewritten (atomically) after every step, so a
+failed step leaves neither a file nor a row behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from distil.errors import ConfigError, DistilError
+
+COMPRESSED = "compressed"
+
+
+@dataclass
+class Chain:
+    """What the steps share: data (CPU), the teacher, and the model the next step starts from."""
+
+    config: Any  # ExperimentConfig with a compress section
+    data: Any  # Dataset
+    teacher: nn.Module
+    model: nn.Module
+    name: str
+    out: Path
+    console: Console
+    onnx: Path | None = None  # the ONNX file of the current model, once exported
+    arch: str = ""
+    _teacher_outputs: Any = field(default=None, repr=False)
+
+    @property
+    def compress(self):
+        return self.config.compress
+
+    def held_out(self, n: int) -> torch.Tensor:
+        """Inputs no step trained on: the validation split (the test split when there is none)."""
+        split = self.data.val if len(self.data.val) else self.data.test
+        return split.x[:n]
+
+    def calibration(self, n: int) -> torch.Tensor:
+        """A seeded random sample of ``n`` training inputs."""
+        g = torch.Generator().manual_seed(self.config.seed)
+        index = torch.randperm(len(self.data.train), generator=g)[:n]
+        return self.data.train.x[index]
+
+    def teacher_outputs(self, augment):
+        """The teacher's outputs on the training inputs, cached once for every recovery fine-tune."""
+        from distil.engine.teacher_outputs import teacher_outputs
+
+        if self._teacher_outputs is None:
+            self._teacher_outputs = teacher_outputs(self.teacher, self.data.train.x, augment.enabled, set())
+        return self._teacher_outputs
+
+
+Step = Callable[[Chain], list[dict[str, Any]]]
+STEPS: dict[str, Step] = {}
+
+
+def step(name: str) -> Callable[[Step], Step]:
+    """Register a compression step under ``name`` (usable in ``compress.steps`` and ``--steps``)."""
+
+    def add(fn: Step) -> Step:
+        STEPS[name] = fn
+        return fn
+
+    return add
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+
+def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, path: Path, *, counted: nn.Module | None = None, **extra: Any) -> dict[str, Any]:
+    """One table row, measured like every other row."""
+    from distil.engine.measure import measure
+    from distil.weights import file_sha256
+
+    cfg = chain.config
+    measured = measure(model, chain.data.input_shape, runtime=runtime, test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size,
+                       counted=counted, latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)  # fmt: skip
+    return {"name": name, "role": "student", "method": method, "arch": chain.arch, "source": chain.name, **measured,
+            "seed": cfg.seed, "weights": f"{COMPRESSED}/{path.name}", "sha256": file_sha256(path), "train_seconds": extra.pop("train_seconds", 0.0), **extra}  # fmt: skip
+
+
+def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
+    """Fine-tune ``model`` in place with ``alpha × KD(T) + (1 − alpha) × CE`` against the teacher; seconds spent."""
+    from distil import losses
+    from distil.data import BatchAugment
+    from distil.engine.methods import connect_terms
+    from distil.engine.trainer import TrainSettings, fit
+
+    p = chain.compress.prune
+    cfg = chain.config
+    augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
+    terms = [losses.KD(T=p.temperature) * p.alpha, losses.CE() * (1.0 - p.alpha)]
+    objective = connect_terms(terms, model, chain.teacher, chain.data.train.x[:8])
+    settings = TrainSettings(epochs=epochs, batch_size=p.batch_size, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=cfg.student.weight_decay, schedule="cosine")
+    result = fit(model, chain.data.train, chain.data.val, objective, settings, seed=cfg.seed, teacher=chain.teacher_outputs(augment), augment=augment)
+    return result.train_seconds
+
+
+# ----------------------------------------------------------------------------------------------- steps
+
+
+@step("prune")
+def prune_step(chain: Chain) -> list[dict[str, Any]]:
+    """Prune (channels or magnitude) in ``rounds``, each followed by a KD recovery fine-tune."""
+    import copy
+
+    from distil.compress import prune
+    from distil.weights import save_weights
+
+    p = chain.compress.prune
+    model = copy.deepcopy(chain.model).cpu()
+    example = chain.data.train.x[:8]
+    info: dict[str, Any] = {}
+    seconds = 0.0
+    from distil.engine.evaluate import accuracy
+
+    accuracy_after_prune = []
+    for r in range(1, p.rounds + 1):
+        if p.method == "channels":
+            # channels kept per round multiply: (1 − s)^(r/R) of the original after round r
+            keep = (1.0 - p.sparsity) ** (1.0 / p.rounds)
+            info = prune.channel_prune(model, 1.0 - keep, example)
+        else:
+            prune.magnitude_prune(model, 1.0 - (1.0 - p.sparsity) ** (r / p.rounds))
+        accuracy_after_prune.append(round(accuracy(model, chain.data.test.x, chain.data.test.y), 4))
+        if p.epochs:
+            seconds += _recover(chain, model, p.epochs, p.lr)
+    prune.finalize(model)
+    name = f"{chain.name}.pruned"
+    path = save_weights(model, chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "role": "student", "method": "pruned", "source": chain.name})
+    extra = {"prune": {"method": p.method, "sparsity": p.sparsity, "rounds": p.rounds, "recovery_epochs": p.epochs,
+                       "accuracy_before_recovery": accuracy_after_prune, "weight_sparsity": round(prune.sparsity_of(model), 4), **info}}  # fmt: skip
+    result = row(chain, name, "pruned", "torch", model, path, train_seconds=round(seconds, 2), **extra)
+    chain.model, chain.name, chain.onnx = model, name, None
+    return [result]
+
+
+@step("int8")
+def int8_step(chain: Chain) -> list[dict[str, Any]]:
+    """PyTorch int8 of the current model (static, dynamic or QAT with KD), checked against fp32."""
+    from distil.compress import quantize
+    from distil.compress.export import check_parity, parity
+    from distil.weights import save_tensors
+
+    q = chain.compress.int8
+    strict = chain.compress.on_error == "stop"
+    seconds = 0.0
+    if q.mode == "static":
+        model = quantize.static_int8(chain.model, chain.calibration(q.calibration), backend=q.backend, strict=strict)
+    elif q.mode == "dynamic":
+        model = quantize.dynamic_int8(chain.model)
+    else:
+        prepared = quantize.prepare_qat(chain.model, chain.data.train.x[:8], backend=q.backend)
+        seconds = _recover(chain, prepared, q.epochs, q.lr)
+        model = quantize.convert(prepared, strict=strict)
+    name = f"{chain.name}.int8"
+    checked = check_parity(f"int8 ({q.mode})", parity(chain.model, model, chain.held_out(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
+    path = save_tensors(quantize.int8_tensors(model), chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "method": "int8", "mode": q.mode, "source": chain.name})
+    left = quantize.unquantized_layers(model)
+    extra = {"int8": {"mode": q.mode, "backend": q.backend, "fp32_layers": left}, "parity": checked.as_dict()}
+    return [row(chain, name, "int8", "torch-int8", model, path, counted=chain.model, train_seconds=round(seconds, 2), **extra)]
+
+
+def _export(chain: Chain) -> tuple[Path, dict[str, Any]]:
+    """The current model as ONNX, checked in onnxruntime; cached for a following ``onnx-int8``."""
+    from distil.compress.export import OnnxModel, check_parity, export_onnx, parity
+
+    o = chain.compress.onnx
+    final = chain.out / f"{chain.name}.onnx"
+    staged = chain.out / f".{chain.name}.staged.onnx"
+    try:
+        export_onnx(chain.model, chain.data.input_shape, staged, exporter=o.exporter, opset=o.opset)
+        checked = check_parity(f"onnx ({chain.name})", parity(chain.model, OnnxModel(staged), chain.held_out(o.samples)), atol=o.tolerance)
+        staged.replace(final)
+    finally:
+        staged.unlink(missing_ok=True)
+    chain.onnx = final
+    return final, checked.as_dict()
+
+
+@step("onnx")
+def onnx_step(chain: Chain) -> list[dict[str, Any]]:
+    """ONNX export (one file, dynamic batch), run in onnxruntime and checked against PyTorch."""
+    from distil.compress.export import OnnxModel
+
+    path, checked = _export(chain)
+    extra = {"onnx": {"exporter": chain.compress.onnx.exporter, "opset": chain.compress.onnx.opset}, "parity": checked}
+    return [row(chain, f"{chain.name}.onnx", "onnx", "onnxruntime", OnnxModel(path), path, counted=chain.model, **extra)]
+
+
+@step("onnx-int8")
+def onnx_int8_step(chain: Chain) -> list[dict[str, Any]]:
+    """ONNX Runtime static int8 (QDQ or QOperator) of the current model's ONNX file, checked against fp32."""
+    from distil.compress.export import OnnxModel, check_parity, parity, quantize_onnx
+
+    q = chain.compress.onnx_int8
+    source = chain.onnx if chain.onnx is not None and chain.onnx.is_file() else _export(chain)[0]
+    final = chain.out / f"{chain.name}.int8.onnx"
+    staged = chain.out / f".{chain.name}.int8.staged.onnx"
+    try:
+        quantize_onnx(source, staged, chain.calibration(q.calibration), fmt=q.format, per_channel=q.per_channel)
+        checked = check_parity(f"onnx-int8 ({chain.name})", parity(chain.model, OnnxModel(staged), chain.held_out(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
+        staged.replace(final)
+    finally:
+        staged.unlink(missing_ok=True)
+    extra = {"onnx_int8": {"format": q.format, "per_channel": q.per_channel}, "parity": checked.as_dict()}
+    return [row(chain, f"{chain.name}.onnx-int8", "onnx-int8", "onnxruntime", OnnxModel(final), final, counted=chain.model, **extra)]
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+
+def _remeasure(chain: Chain, entry: dict[str, Any], model: nn.Module, path: Path) -> list[dict[str, Any]]:
+    """The run's own rows measured again now (same session as the compressed rows), plus torch.compile rows if asked."""
+    from distil.engine.measure import measure
+
+    cfg = chain.config
+    kw = dict(latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)
+    entry.update(measure(model, chain.data.input_shape, runtime="torch", size_bytes=path.stat().st_size, **kw))
+    extra = []
+    if chain.compress.compiled:
+        compiled = {**entry, "name": f"{entry['name']}.compiled", "method": entry["method"], "source": entry["name"]}
+        compiled.update(measure(model, chain.data.input_shape, runtime="torch-compiled", test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size, **kw))
+        extra.append(compiled)
+    return extra
+
+
+def compress_run(run_dir: str | Path, config=None, console: Console | None = None) -> dict[str, Any]:
+    """Compress the student of a finished run as ``config.compress`` says; returns the updated summary.
+
+    ``config`` defaults to the run's own ``config.yaml`` (with the default compress section if it has
+    none). Raises :class:`DistilError` for a step that fails with ``on_error: stop`` — the rows and
+    files of the steps before it are kept, and valid.
+    """
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    config, summary, data, teacher, student, arch, base = load_run(run_dir, config)
+    out = run_dir / COMPRESSED
+    # a new chain replaces the last one: its files and rows go first, so nothing stale looks valid
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    summary["models"] = [m for m in summary["models"] if "source" not in m]
+    chain = Chain(config=config, data=data, teacher=teacher, model=student, name=base, out=out, console=console, arch=arch)
+
+    from distil.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    rows = summary["models"]
+    for entry in list(rows):
+        if entry["name"] in ("teacher", base):
+            model = teacher if entry["name"] == "teacher" else student
+            rows.extend(_remeasure(chain, entry, model, run_dir / entry["weights"]))
+    import onnxruntime
+
+    from distil.experiment import machine
+
+    summary["compress"] = {"config": config.compress.model_dump(mode="json"), "steps": [], "measured_again": ["teacher", base],
+                           "machine": {**machine(), "onnxruntime": onnxruntime.__version__}}  # fmt: skip
+    run.write_summary(summary)
+    for name in config.compress.steps:
+        console.print(f"compress: {name} ({chain.name})", highlight=False)
+        t0 = time.perf_counter()
+        try:
+            made = STEPS[name](chain)
+        except DistilError as err:
+            summary["compress"]["steps"].append({"step": name, "from": chain.name, "status": "failed", "error": str(err)})
+            run.write_summary(summary)
+            if config.compress.on_error == "stop":
+                raise type(err)(f"compress step {name!r} on {chain.name}: {err}") from None
+            console.print(f"[yellow]compress: step {name!r} skipped: {err}[/]", highlight=False)
+            continue
+        rows.extend(made)
+        summary["compress"]["steps"].append({"step": name, "from": made[0]["source"], "status": "ok", "rows": [m["name"] for m in made], "seconds": round(time.perf_counter() - t0, 2)})
+        run.write_summary(summary)
+    summary["compress"]["wall_seconds"] = round(time.perf_counter() - started, 2)
+    run.write_summary(summary)
+    return summary
+
+
+def run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()):
+    """The run's ``config.yaml`` with ``overrides`` (``compress.prune.sparsity=0.3``), validated like any config.
+
+    A run made without a ``compress`` section gets the default one.
+    """
+    import yaml
+
+    from distil.config import apply_override, validate_config
+    from distil.run_dir import CONFIG
+
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG} not found (make one with `distil run CONFIG --out {run_dir}`)")
+    raw = yaml.safe_load(path.read_text())
+    if not raw.get("compress"):
+        raw["compress"] = {}
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_config(raw, source=str(path))
+
+
+def load_run(run_dir: Path, config=None):
+    """Config, summary, data (CPU), teacher and the student to compress, all checked before any work."""
+    from distil.config import CompressConfig
+    from distil.data import load_dataset
+    from distil.experiment import build
+    from distil.run_dir import SUMMARY, read_summary
+    from distil.weights import load_weights
+
+    config = config if config is not None else run_config(run_dir)
+    if config.compress is None:
+        config = config.model_copy(update={"compress": CompressConfig()})
+    if not (run_dir / SUMMARY).is_file():
+        raise ConfigError(f"{run_dir}: no {SUMMARY}; compress needs a finished run (`distil run CONFIG --out {run_dir}`)")
+    summary = read_summary(run_dir)
+    entries = {m["name"]: m for m in summary["models"] if "source" not in m}
+    base = config.compress.student or f"student_{config.distill.method}"
+    if base not in entries or base == "teacher":
+        students = [n for n, m in entries.items() if m.get("role") == "student"]
+        raise ConfigError(f"compress.student: {base!r} is not a student of {run_dir} (students: {', '.join(students) or 'none'})")
+    if "teacher" not in entries:
+        raise ConfigError(f"{run_dir}: the run has no teacher; the recovery fine-tune distils from it")
+    cfg = config
+    data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+    teacher = load_weights(build(cfg.teacher, data, cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
+    student = load_weights(build(cfg.student, data, cfg.seed), run_dir / entries[base]["weights"]).eval()
+    return config, summary, data, teacher, student, cfg.student.arch, base

@@ -1,0 +1,155 @@
+"""`distil run` with a compress section and `distil compress` end to end on digits (MLPs: seconds)."""
+
+import copy
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from distil.cli import app
+
+TINY = {
+    "name": "tiny",
+    "seed": 3,
+    "data": {"name": "digits", "val_size": 0.15},
+    "teacher": {"arch": "mlp", "kwargs": {"hidden": [64]}, "epochs": 4, "batch_size": 64, "lr": 0.1},
+    "student": {"arch": "mlp", "kwargs": {"hidden": [32]}, "epochs": 4, "batch_size": 64, "lr": 0.1},
+    "scratch": False,
+    "measure": {"latency_repeats": 3, "throughput_repeats": 1},
+    "compress": {
+        # heavy pruning, so the KD recovery has something to win back
+        "steps": ["prune", "int8", "onnx", "onnx-int8"],
+        "prune": {"method": "magnitude", "sparsity": 0.95, "epochs": 3, "lr": 0.05},
+        "int8": {"mode": "dynamic"},
+        "onnx": {"exporter": "torchscript"},
+    },
+}
+ROW_FIELDS = {"name", "role", "method", "runtime", "arch", "accuracy", "params", "nonzeros", "size_bytes", "latency_ms_b1", "latency_ms_b1_p95",
+              "latency_ms_b256", "latency_ms_b256_p95", "throughput_b256", "weights", "sha256", "source"}  # fmt: skip
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def compressed_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("compress")
+    (tmp / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    result = invoke("run", tmp / "tiny.yaml", "--out", tmp / "out")
+    assert result.exit_code == 0, result.output
+    return tmp / "out", result
+
+
+def summary_of(out):
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_run_with_compress_section_writes_rows_and_files(compressed_run):
+    out, result = compressed_run
+    models = {m["name"]: m for m in summary_of(out)["models"]}
+    assert list(models) == ["teacher", "student_kd", "student_kd.pruned", "student_kd.pruned.int8", "student_kd.pruned.onnx", "student_kd.pruned.onnx-int8"]
+    assert [(m["method"], m["runtime"]) for m in list(models.values())[2:]] == [
+        ("pruned", "torch"), ("int8", "torch-int8"), ("onnx", "onnxruntime"), ("onnx-int8", "onnxruntime"),
+    ]  # fmt: skip
+    for m in list(models.values())[2:]:
+        assert ROW_FIELDS <= set(m)
+        assert (out / m["weights"]).stat().st_size == m["size_bytes"]
+    assert sorted(p.name for p in (out / "compressed").iterdir()) == [
+        "student_kd.pruned.int8.onnx", "student_kd.pruned.int8.safetensors", "student_kd.pruned.onnx", "student_kd.pruned.safetensors",
+    ]  # fmt: skip
+    assert "student_kd.pruned.onnx-int8" in result.output and "onnxruntime" in result.output
+
+
+def test_magnitude_pruning_keeps_its_zeros_and_recovery_wins_accuracy_back(compressed_run):
+    out, _ = compressed_run
+    pruned = next(m for m in summary_of(out)["models"] if m["method"] == "pruned")
+    assert pruned["prune"]["weight_sparsity"] >= 0.95 - 1e-3
+    assert pruned["nonzeros"] < 0.1 * pruned["params"]
+    before = pruned["prune"]["accuracy_before_recovery"][0]
+    assert pruned["accuracy"] > before + 0.05, (before, pruned["accuracy"])
+
+
+def test_onnx_rows_passed_parity(compressed_run):
+    out, _ = compressed_run
+    models = {m["name"]: m for m in summary_of(out)["models"]}
+    fp32 = models["student_kd.pruned"]
+    onnx = models["student_kd.pruned.onnx"]
+    assert onnx["parity"]["max_abs_diff"] <= 1e-3 and onnx["parity"]["argmax_agreement"] == 1.0
+    assert onnx["accuracy"] == pytest.approx(fp32["accuracy"], abs=1e-9)
+    assert models["student_kd.pruned.onnx-int8"]["parity"]["argmax_agreement"] >= 0.9
+    assert models["student_kd.pruned.int8"]["parity"]["argmax_agreement"] >= 0.9
+
+
+def test_compress_again_with_channel_pruning_replaces_the_chain(compressed_run):
+    out, _ = compressed_run
+    result = invoke("compress", out, "--steps", "prune", "--prune-method", "channels", "--sparsity", "0.5", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    models = summary_of(out)["models"]
+    names = [m["name"] for m in models]
+    assert names == ["teacher", "student_kd", "student_kd.pruned"]  # the old chain's rows and files are gone
+    assert sorted(p.name for p in (out / "compressed").iterdir()) == ["student_kd.pruned.safetensors"]
+    student, pruned = models[1], models[2]
+    assert pruned["params"] < 0.6 * student["params"] and pruned["size_bytes"] < 0.6 * student["size_bytes"]
+    assert pruned["prune"]["channels"] == {"layer1.linear": "32 → 16"}
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.5"])
+def test_sparsity_outside_range_exits_2_naming_the_field(compressed_run, value):
+    out, _ = compressed_run
+    result = invoke("compress", out, "--sparsity", value)
+    assert result.exit_code == 2
+    assert "compress.prune.sparsity" in result.output
+
+
+def test_parity_failure_exits_2_and_leaves_nothing(compressed_run, monkeypatch):
+    import torch
+
+    from distil.compress import export
+
+    real = export.export_onnx
+
+    def broken(model, *args, **kwargs):  # an exporter that changes the model: parity must catch it
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            model.fc.bias.add_(torch.arange(10.0))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(export, "export_onnx", broken)
+    out, _ = compressed_run
+    result = invoke("compress", out, "--steps", "onnx")
+    assert result.exit_code == 2
+    assert "compress step 'onnx'" in result.output and "parity check failed" in result.output
+    assert list((out / "compressed").iterdir()) == []
+    summary = summary_of(out)
+    assert not any(m.get("method") == "onnx" for m in summary["models"])
+    assert summary["compress"]["steps"][-1]["status"] == "failed"
+
+    skipped = invoke("compress", out, "--steps", "onnx", "--on-error", "skip")
+    assert skipped.exit_code == 0 and "skipped" in skipped.output
+    assert list((out / "compressed").iterdir()) == []
+
+
+def test_bad_compress_input_exits_2(tmp_path, compressed_run):
+    out, _ = compressed_run
+    for args, message in [
+        ((tmp_path, "--steps", "onnx"), "not a run directory"),
+        ((out, "--steps", "prune,zip"), "unknown step 'zip'"),
+        ((out, "--student", "student_nope"), "compress.student"),
+        ((out, "compress.prune.sparsty=0.2"), "unknown key"),
+        ((out, "student.epochs=3"), "compress.KEY=VALUE"),
+    ]:
+        result = invoke("compress", *args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+
+
+def test_quantization_aware_training_with_kd(compressed_run):
+    out, _ = compressed_run
+    result = invoke("compress", out, "--steps", "int8", "compress.int8.mode=qat", "compress.int8.epochs=1")
+    assert result.exit_code == 0, result.output
+    row = summary_of(out)["models"][-1]
+    assert (row["name"], row["runtime"], row["int8"]["mode"]) == ("student_kd.int8", "torch-int8", "qat")
+    assert row["parity"]["argmax_agreement"] >= 0.9 and row["train_seconds"] > 0
