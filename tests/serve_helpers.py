@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import io
 import functools
 import shutil
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import uvicorn
+from PIL import Image
 
 from distil.config import validate_config
 from distil.experiment import run_experiment
@@ -80,3 +82,13 @@ class ThreadedServer:
         self.server.should_exit = True
         self.thread.join(20)
         self.sock.close()
+
+
+def digit_png(index: int = 0) -> tuple[bytes, np.ndarray]:
+    """A digits image as an 8×8 grayscale PNG, and its pixels in [0, 1] (what training saw, up to 8 bits)."""
+    from sklearn.datasets import load_digits
+
+    pixels = np.round(load_digits().images[index] / 16 * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "L").save(buffer, "PNG")
+    return buffer.getvalue(), pixels.astype(np.float32) / 255

@@ -6,7 +6,6 @@ are compared with the run's model rebuilt locally in PyTorch.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import time
@@ -15,9 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from serve_helpers import ThreadedServer, local_logits, local_model, tiny_run
+from serve_helpers import ThreadedServer, digit_png, local_logits, local_model, tiny_run
 
 from distil.data import load_dataset
 from distil.serve import BatchSettings, FeedbackWriter, ServedModel, ServeSettings, create_app, load_models
@@ -115,16 +113,6 @@ def test_raw_http_binary_extension(http, run):
     logits = np.frombuffer(r.content[length : length + sizes[0]], dtype="<f4").reshape(3, 10)
     np.testing.assert_allclose(logits, local_logits(local_model(run), x), atol=1e-4)
     assert len(r.content) == length + sum(sizes)
-
-
-def digit_png(index: int = 0) -> tuple[bytes, np.ndarray]:
-    """A digits image as an 8×8 grayscale PNG, and its pixels in [0, 1] (what training saw, up to 8 bits)."""
-    from sklearn.datasets import load_digits
-
-    pixels = np.round(load_digits().images[index] / 16 * 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "L").save(buffer, "PNG")
-    return buffer.getvalue(), pixels.astype(np.float32) / 255
 
 
 def test_predict_png_upload_and_json_match_local(http, run, models):
