@@ -109,9 +109,13 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
     summary_path = run / "summary.json"
     if not summary_path.is_file():
         raise ModelError(f"{run}: no summary.json; serve a finished run directory (`distil run ... --out {run}`) or an .onnx file")
-    summary = json.loads(summary_path.read_text())
-    data = summary["data"]
-    rows = {m["name"]: m for m in summary.get("models", [])}
+    try:
+        summary = json.loads(summary_path.read_text())
+        data = summary["data"]
+        # rows of other runtimes (distil compress adds ONNX rows) are found through compressed/ instead
+        rows = {m["name"]: m for m in summary.get("models", []) if str(m.get("weights", "")).endswith(".safetensors")}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"{summary_path}: not a distil run summary ({err})") from None
     students = [m for m in rows.values() if m.get("role") == "student" and m.get("method") != "scratch"] or [
         m for m in rows.values() if m.get("role") == "student"
     ]
@@ -122,6 +126,8 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
     shape = tuple(data["input_shape"])
     served = [_run_model(run, name, "student", student, shape, runtime, common)]
     if "teacher" in rows and (run / rows["teacher"]["weights"]).is_file():
+        if name == "teacher":
+            raise ModelError("--model-name teacher clashes with the run's teacher, served as 'teacher'; choose another name")
         served.append(_run_model(run, "teacher", "teacher", rows["teacher"], shape, runtime, common))
     return served
 
