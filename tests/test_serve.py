@@ -174,6 +174,7 @@ BAD = {
     "unknown model metadata": ("GET", "/v2/models/resnet", {}, 404, "unknown model"),
     "unknown version": ("POST", "/v2/models/student/versions/7/infer", {"json": oip_json(GOOD)}, 404, "no version"),
     "body over the limit": ("POST", INFER, {"content": b"x" * (LIMIT + 1)}, 413, "over the limit"),
+    "chunked body over the limit": ("POST", INFER, {"content": iter([b"x" * (LIMIT // 2)] * 3)}, 413, "over the limit"),
     "upload over the limit": ("POST", "/predict", {"files": {"file": ("big.png", b"\x89PNG" + b"0" * LIMIT, "image/png")}}, 413, "over the limit"),
     "non-image upload": ("POST", "/predict", {"files": {"file": ("notes.png", b"these are not pixels", "image/png")}}, 415, "not an image"),
     "non-image body": ("POST", "/predict", {"content": b"GIF89a?", "headers": {"content-type": "image/gif"}}, 415, "not an image"),
