@@ -286,3 +286,27 @@ def test_feedback_capture_respects_cap_and_is_a_transfer_set(tmp_path):
         assert first["y"].tolist() == sent[0].reshape(2, -1)[:, :10].argmax(1).tolist()
     again = FeedbackWriter(tmp_path / "fb", tuple(str(k) for k in range(10)), (1, 8, 8), max_samples=5)
     assert again.written == 5 and again.add(samples(1), np.zeros(1, np.int64)) == 0  # the cap holds across restarts
+
+
+def test_run_dir_prefers_the_fp32_onnx_from_compressed(tmp_path, run):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    exported = export_onnx(local_model(run), (1, 8, 8))
+    (copy / "compressed").mkdir()
+    for name in ("student_int8.onnx", "student.onnx"):
+        shutil.copy(exported.path, copy / "compressed" / name)
+    student = load_models(copy)[0]
+    assert student.info["weights"] == str(copy / "compressed" / "student.onnx") and "exported" not in student.info
+    assert load_models(copy, "torch")[0].backend.name == "torch"
+
+
+def test_serve_command_reports_user_errors(tmp_path, run):
+    from typer.testing import CliRunner
+
+    from distil.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", str(tmp_path)])
+    assert result.exit_code == 2 and "no summary.json" in result.output
+    result = runner.invoke(app, ["serve", str(run), "--model-name", "teacher"])
+    assert result.exit_code == 2 and "clashes" in result.output
