@@ -29,7 +29,12 @@ def payloads(shape: list[int], batch: int, seed: int = 0) -> dict[str, tuple[byt
     x = np.random.default_rng(seed).standard_normal((batch, *shape)).astype(np.float32)
     tensor = {"name": "input", "shape": [batch, *shape], "datatype": "FP32"}
     as_json = json.dumps({"inputs": [{**tensor, "data": x.ravel().tolist()}]}).encode()
-    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": x.nbytes}}], "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
+    header = json.dumps(
+        {
+            "inputs": [{**tensor, "parameters": {"binary_data_size": x.nbytes}}],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
     return {
         "json": (as_json, {"content-type": "application/json"}),
         "binary": (header + x.tobytes(), {"content-type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}),
@@ -62,7 +67,9 @@ def _well_formed(r: httpx.Response, kind: str) -> bool:
 
 
 async def load(url: str, model: str, clients: int, seconds: float, batch: int, max_requests: int) -> dict:
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients)) as http:
+    async with httpx.AsyncClient(
+        base_url=url, timeout=30, limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    ) as http:
         meta = (await http.get(f"/v2/models/{model}")).json()
         bodies = payloads(meta["inputs"][0]["shape"][1:], batch)
         path = f"/v2/models/{model}/infer"
@@ -79,9 +86,18 @@ async def load(url: str, model: str, clients: int, seconds: float, batch: int, m
 def summarize(records: list, wall: float, meta: dict, clients: int, batch: int, server_metrics: str) -> dict:
     def stats(rows: list) -> dict:
         ms = np.array([r[1] for r in rows]) * 1000 if rows else np.array([np.nan])
-        return {"requests": len(rows), "p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2), "errors": sum(not r[2] for r in rows)}
+        return {
+            "requests": len(rows),
+            "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "errors": sum(not r[2] for r in rows),
+        }
 
-    batch_stats = {line.split("{")[0]: float(line.split()[-1]) for line in server_metrics.splitlines() if line.startswith(("distil_batch_size_sum", "distil_batch_size_count")) and f'"{meta["name"]}"' in line}
+    batch_stats = {
+        line.split("{")[0]: float(line.split()[-1])
+        for line in server_metrics.splitlines()
+        if line.startswith(("distil_batch_size_sum", "distil_batch_size_count")) and f'"{meta["name"]}"' in line
+    }
     out = {
         "model": meta["name"],
         "platform": meta["platform"],
@@ -153,7 +169,9 @@ def main() -> None:
     print("| clients | s | requests | req/s | p50 ms | p99 ms | errors | JSON p50/p99 ms | binary p50/p99 ms |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     j, b = result["by_kind"]["json"], result["by_kind"]["binary"]
-    print(f"| {result['clients']} | {result['seconds']} | {result['requests']} | {result['throughput_rps']} | {result['p50_ms']} | {result['p99_ms']} | {result['errors']} | {j['p50_ms']} / {j['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} |")
+    print(
+        f"| {result['clients']} | {result['seconds']} | {result['requests']} | {result['throughput_rps']} | {result['p50_ms']} | {result['p99_ms']} | {result['errors']} | {j['p50_ms']} / {j['p99_ms']} | {b['p50_ms']} / {b['p99_ms']} |"
+    )
     print(json.dumps(result))
 
 

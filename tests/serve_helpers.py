@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import atexit
-import io
 import functools
+import io
 import shutil
 import socket
 import tempfile
@@ -69,7 +69,7 @@ class ThreadedServer:
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def __enter__(self) -> ThreadedServer:
+    def __enter__(self) -> ThreadedServer:  # noqa: PYI034
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:

@@ -59,7 +59,11 @@ def test_run_dir_gives_student_and_teacher_with_metadata(models, run):
     data = json.loads((run / "summary.json").read_text())["data"]
     assert (student.name, student.role, teacher.name, teacher.role) == ("student", "student", "teacher", "teacher")
     assert student.backend.name == "onnxruntime" and "exported" in student.info  # no compressed/ yet: exported at start
-    assert list(student.class_names) == data["class_names"] and list(student.mean) == data["mean"] and list(student.input_shape) == data["input_shape"]
+    assert (
+        list(student.class_names) == data["class_names"]
+        and list(student.mean) == data["mean"]
+        and list(student.input_shape) == data["input_shape"]
+    )
     torch_models = load_models(run, "torch")
     assert torch_models[0].backend.name == "torch" and torch_models[0].metadata()["parameters"]["runtime"] == "torch"
 
@@ -103,7 +107,10 @@ def test_raw_http_binary_extension(http, run):
     """The binary extension by hand: JSON header, then raw bytes; binary_data_output for all outputs."""
     x = samples(3, seed=7)
     header = json.dumps(
-        {"inputs": [{"name": "input", "shape": [3, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}], "parameters": {"binary_data_output": True}}
+        {
+            "inputs": [{"name": "input", "shape": [3, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": x.nbytes}}],
+            "parameters": {"binary_data_output": True},
+        }
     ).encode()
     r = http.post("/v2/models/student/infer", content=header + x.tobytes(), headers={"Inference-Header-Content-Length": str(len(header))})
     assert r.status_code == 200, r.text
@@ -154,20 +161,52 @@ GOOD = samples(1)
 
 
 def binary_request(declared: int, sent: int) -> dict:
-    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": declared}}]}).encode()
+    header = json.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "parameters": {"binary_data_size": declared}}]}
+    ).encode()
     return {"content": header + GOOD.tobytes()[:sent], "headers": {"Inference-Header-Content-Length": str(len(header))}}
 
 
 BAD = {
     "wrong shape": ("POST", INFER, {"json": oip_json(GOOD.reshape(1, 1, 4, 16))}, 400, "shape"),
-    "wrong datatype": ("POST", INFER, {"json": {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "INT32", "data": [0] * 64}]}}, 400, "datatype"),
-    "string data": ("POST", INFER, {"json": {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ["a"] * 64}]}}, 400, "numbers"),
-    "too few values": ("POST", INFER, {"json": {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 63}]}}, 400, "63 values"),
-    "wrong input name": ("POST", INFER, {"json": {"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}}, 400, "unknown input"),
+    "wrong datatype": (
+        "POST",
+        INFER,
+        {"json": {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "INT32", "data": [0] * 64}]}},
+        400,
+        "datatype",
+    ),
+    "string data": (
+        "POST",
+        INFER,
+        {"json": {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ["a"] * 64}]}},
+        400,
+        "numbers",
+    ),
+    "too few values": (
+        "POST",
+        INFER,
+        {"json": {"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 63}]}},
+        400,
+        "63 values",
+    ),
+    "wrong input name": (
+        "POST",
+        INFER,
+        {"json": {"inputs": [{"name": "x", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [0.0] * 64}]}},
+        400,
+        "unknown input",
+    ),
     "unknown output": ("POST", INFER, {"json": oip_json(GOOD, outputs=[{"name": "features"}])}, 400, "unknown output"),
     "binary shorter than declared": ("POST", INFER, binary_request(256, 200), 400, "shorter than the declared"),
     "binary size not the shape's": ("POST", INFER, binary_request(128, 128), 400, "needs 256 bytes"),
-    "header length past the body": ("POST", INFER, {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}}, 400, "body has 2 bytes"),
+    "header length past the body": (
+        "POST",
+        INFER,
+        {"content": b"{}", "headers": {"Inference-Header-Content-Length": "99"}},
+        400,
+        "body has 2 bytes",
+    ),
     "not JSON": ("POST", INFER, {"content": b"\x00\x01garbage"}, 400, "invalid inference request"),
     "no inputs": ("POST", INFER, {"json": {"id": "1"}}, 400, "inputs"),
     "unknown model": ("POST", "/v2/models/resnet/infer", {"json": oip_json(GOOD)}, 404, "unknown model"),
@@ -175,7 +214,13 @@ BAD = {
     "unknown version": ("POST", "/v2/models/student/versions/7/infer", {"json": oip_json(GOOD)}, 404, "no version"),
     "body over the limit": ("POST", INFER, {"content": b"x" * (LIMIT + 1)}, 413, "over the limit"),
     "chunked body over the limit": ("POST", INFER, {"content": iter([b"x" * (LIMIT // 2)] * 3)}, 413, "over the limit"),
-    "upload over the limit": ("POST", "/predict", {"files": {"file": ("big.png", b"\x89PNG" + b"0" * LIMIT, "image/png")}}, 413, "over the limit"),
+    "upload over the limit": (
+        "POST",
+        "/predict",
+        {"files": {"file": ("big.png", b"\x89PNG" + b"0" * LIMIT, "image/png")}},
+        413,
+        "over the limit",
+    ),
     "non-image upload": ("POST", "/predict", {"files": {"file": ("notes.png", b"these are not pixels", "image/png")}}, 415, "not an image"),
     "non-image body": ("POST", "/predict", {"content": b"GIF89a?", "headers": {"content-type": "image/gif"}}, 415, "not an image"),
     "form without file": ("POST", "/predict", {"files": {"image": ("a.png", b"x", "image/png")}}, 400, "no file field"),
@@ -219,7 +264,9 @@ class SlowBackend:
         return np.tile(x.reshape(len(x), -1)[:, :10], 1)
 
 
-def slow_server(backend: SlowBackend, batch: BatchSettings, timeout_s: float = 10.0, feedback: FeedbackWriter | None = None) -> ThreadedServer:
+def slow_server(
+    backend: SlowBackend, batch: BatchSettings, timeout_s: float = 10.0, feedback: FeedbackWriter | None = None
+) -> ThreadedServer:
     model = ServedModel("slow", backend, tuple(str(k) for k in range(10)), (0.5,), (0.25,))
     return ThreadedServer(create_app([model], ServeSettings(batch=batch, timeout_s=timeout_s), feedback))
 
@@ -264,8 +311,16 @@ def test_metrics_are_prometheus_text(http):
     http.post(INFER, json=oip_json(GOOD))
     http.get("/v2/models/nope")
     families = {f.name: f for f in text_string_to_metric_families(http.get("/metrics").text)}
-    assert {"distil_requests", "distil_request_errors", "distil_request_duration_seconds", "distil_batch_size", "distil_queue_depth"} <= set(families)
-    requests = {(s.labels["route"], s.labels["code"]): s.value for s in families["distil_requests"].samples if s.name == "distil_requests_total"}
+    assert {
+        "distil_requests",
+        "distil_request_errors",
+        "distil_request_duration_seconds",
+        "distil_batch_size",
+        "distil_queue_depth",
+    } <= set(families)
+    requests = {
+        (s.labels["route"], s.labels["code"]): s.value for s in families["distil_requests"].samples if s.name == "distil_requests_total"
+    }
     assert requests[("/v2/models/{name}/infer", "200")] >= 1 and requests[("/v2/models/{name}", "404")] >= 1
     depth = {s.labels["model"]: s.value for s in families["distil_queue_depth"].samples}
     assert depth == {"student": 0, "teacher": 0}

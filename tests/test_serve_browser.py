@@ -16,7 +16,9 @@ from distil.serve import create_app, load_models
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,12 @@ def results(driver, timeout: float = 20.0) -> dict[str, list[str]]:
 
     WebDriverWait(driver, timeout).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".model-result .latency")) == 2)
     boxes = driver.find_elements(By.CSS_SELECTOR, ".model-result")
-    return {b.get_attribute("data-model"): [r.find_elements(By.TAG_NAME, "td")[0].text for r in b.find_elements(By.CSS_SELECTOR, "tr.prediction")] for b in boxes}
+    return {
+        b.get_attribute("data-model"): [
+            r.find_elements(By.TAG_NAME, "td")[0].text for r in b.find_elements(By.CSS_SELECTOR, "tr.prediction")
+        ]
+        for b in boxes
+    }
 
 
 def test_page_upload_and_drawing_show_student_and_teacher(browser, server, tmp_path):
@@ -70,7 +77,9 @@ def test_page_upload_and_drawing_show_student_and_teacher(browser, server, tmp_p
     browser.find_element(By.ID, "clear").click()
     assert not browser.find_elements(By.CSS_SELECTOR, ".model-result")
     canvas = browser.find_element(By.ID, "canvas")
-    ActionChains(browser).move_to_element_with_offset(canvas, -40, -80).click_and_hold().move_by_offset(60, 40).move_by_offset(0, 100).release().perform()
+    ActionChains(browser).move_to_element_with_offset(canvas, -40, -80).click_and_hold().move_by_offset(60, 40).move_by_offset(
+        0, 100
+    ).release().perform()
     drawn = results(browser)
     assert set(drawn) == {"student", "teacher"} and all(len(v) == 5 for v in drawn.values())
     assert browser.find_element(By.ID, "error").text == ""

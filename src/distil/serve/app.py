@@ -81,7 +81,10 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        message = {404: f"no route {request.method} {request.url.path}", 405: f"method {request.method} is not allowed on {request.url.path}"}
+        message = {
+            404: f"no route {request.method} {request.url.path}",
+            405: f"method {request.method} is not allowed on {request.url.path}",
+        }
         return error(exc.status_code, message.get(exc.status_code, str(exc.detail)))
 
     @app.exception_handler(RequestValidationError)
@@ -149,7 +152,9 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         model = model_of(name, version)
         body = await request.body()
-        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.backend.input_name, model.input_shape, settings.max_request_batch)
+        parsed = parse_infer(
+            body, request.headers.get(HEADER_LENGTH), model.backend.input_name, model.input_shape, settings.max_request_batch
+        )
         logits = await run(model, parsed.x)
         content, headers = encode_response(model.name, parsed.id, parsed.outputs, {"logits": logits, "probabilities": softmax(logits)})
         media = headers.pop("content-type")
@@ -167,7 +172,9 @@ def create_app(models: list[ServedModel], settings: ServeSettings | None = None,
         latency_ms = (time.perf_counter() - start) * 1000
         probs = softmax(logits)
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
-        predictions = [[{"class": served.class_names[i], "index": int(i), "probability": float(p[i])} for i in row] for row, p in zip(order, probs)]
+        predictions = [
+            [{"class": served.class_names[i], "index": int(i), "probability": float(p[i])} for i in row] for row, p in zip(order, probs)
+        ]
         return {"model": served.name, "role": served.role, "latency_ms": round(latency_ms, 3), "predictions": predictions}
 
     @app.get("/", response_class=HTMLResponse)
@@ -206,7 +213,9 @@ async def _raw_input(request: Request, model: ServedModel, max_batch: int) -> np
         return array_to_raw(values, model.input_shape, max_batch)
     if kind.startswith("image/") or kind in ("application/octet-stream", ""):
         return image_to_raw(body, model.input_shape)
-    raise InferError(f"unsupported content type {kind!r}: send an image (multipart field 'file', or image/png, image/jpeg) or a JSON array", 415)
+    raise InferError(
+        f"unsupported content type {kind!r}: send an image (multipart field 'file', or image/png, image/jpeg) or a JSON array", 415
+    )
 
 
 class LimitsAndMetrics:

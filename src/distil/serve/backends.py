@@ -44,7 +44,7 @@ class OnnxBackend:
             options.intra_op_num_threads = threads
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own exception types for bad files
+        except Exception as err:  # noqa: BLE001  onnxruntime raises its own exception types for bad files
             raise ModelError(f"{path}: onnxruntime cannot load it ({err})") from None
         inputs = self.session.get_inputs()
         if len(inputs) != 1:

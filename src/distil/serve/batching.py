@@ -33,7 +33,9 @@ Item = tuple[np.ndarray, asyncio.Future]
 class Batcher:
     """Batches ``predict`` calls of one model; ``start`` inside the event loop, ``stop`` at shutdown."""
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], settings: BatchSettings, on_batch: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self, predict: Callable[[np.ndarray], np.ndarray], settings: BatchSettings, on_batch: Callable[[int], None] | None = None
+    ) -> None:
         self.predict = predict
         self.settings = settings
         self.on_batch = on_batch
@@ -80,7 +82,7 @@ class Batcher:
                 self.on_batch(len(xs))
             try:
                 logits = await asyncio.to_thread(self.predict, xs)
-            except Exception as err:  # a model failure fails the requests of this batch, not the server
+            except Exception as err:  # noqa: BLE001  a model failure fails the requests of this batch, not the server
                 for _, f in live:
                     if not f.done():
                         f.set_exception(err)

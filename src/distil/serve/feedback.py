@@ -49,7 +49,12 @@ class FeedbackWriter:
         channels = (-1,) + (1,) * (len(input_shape) - 1)
         self._mean = np.asarray(mean, np.float32).reshape(channels) if mean else None
         self._std = np.asarray(std, np.float32).reshape(channels) if std else None
-        meta = {"class_names": list(class_names), "input_shape": list(input_shape), "labels": f"predictions of the served {labelled_by}", "x": "raw scale, before normalization"}
+        meta = {
+            "class_names": list(class_names),
+            "input_shape": list(input_shape),
+            "labels": f"predictions of the served {labelled_by}",
+            "x": "raw scale, before normalization",
+        }
         atomic_write(self.folder / META, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
         self._shards = sorted(self.folder.glob(SHARD_GLOB))
         self.written = sum(_count(p) for p in self._shards)

@@ -65,5 +65,7 @@ def array_to_raw(values: object, input_shape: tuple[int, ...], max_batch: int) -
     elif input_shape[0] == 1 and array.shape[-(len(input_shape) - 1) :] == input_shape[1:]:
         array = array[None, None] if array.ndim == len(input_shape) - 1 else array[:, None]  # H×W or N×H×W: one channel
     if array.shape[1:] != input_shape or not 1 <= len(array) <= max_batch:
-        raise InferError(f"the JSON array has shape {list(array.shape)}; expected {list(input_shape)} or [N, {', '.join(map(str, input_shape))}] with N <= {max_batch}")
+        raise InferError(
+            f"the JSON array has shape {list(array.shape)}; expected {list(input_shape)} or [N, {', '.join(map(str, input_shape))}] with N <= {max_batch}"
+        )
     return array.astype(np.float32)

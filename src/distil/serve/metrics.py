@@ -19,7 +19,9 @@ class ServerMetrics:
         r = self.registry
         self.requests = Counter("distil_requests", "HTTP requests by route and status code", ["route", "code"], registry=r)
         self.errors = Counter("distil_request_errors", "HTTP requests answered with a 4xx or 5xx status", ["route", "code"], registry=r)
-        self.latency = Histogram("distil_request_duration_seconds", "time from request to response", ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "distil_request_duration_seconds", "time from request to response", ["route"], buckets=LATENCY_BUCKETS, registry=r
+        )
         self.batch_size = Histogram("distil_batch_size", "samples per forward pass", ["model"], buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("distil_queue_depth", "requests waiting for a batch", ["model"], registry=r)
         self.feedback = Counter("distil_feedback_samples", "inputs written to the feedback transfer set", registry=r)

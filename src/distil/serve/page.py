@@ -16,6 +16,15 @@ def _template() -> str:
 
 def page_html(models: list[ServedModel]) -> str:
     """The page with the served models (name, role, input shape) filled in."""
-    described = [{"name": m.name, "role": m.role, "input_shape": list(m.input_shape), "runtime": m.backend.name, **{k: m.info[k] for k in ("arch", "accuracy") if k in m.info}} for m in models]
+    described = [
+        {
+            "name": m.name,
+            "role": m.role,
+            "input_shape": list(m.input_shape),
+            "runtime": m.backend.name,
+            **{k: m.info[k] for k in ("arch", "accuracy") if k in m.info},
+        }
+        for m in models
+    ]
     # "</" cannot end the <script> block early once escaped
     return _template().replace("__MODELS__", json.dumps(described).replace("</", "<\\/"))

@@ -84,7 +84,9 @@ def parse_infer(body: bytes, header_length: str | None, input_name: str, input_s
         raise InferError(f"input {tensor.name!r} has datatype {tensor.datatype!r}; the model takes {', '.join(DATATYPES)}")
     shape = tuple(tensor.shape)
     if len(shape) != len(input_shape) + 1 or shape[1:] != input_shape or not 1 <= shape[0] <= max_batch:
-        raise InferError(f"input {tensor.name!r} has shape {list(shape)}; expected [N, {', '.join(map(str, input_shape))}] with 1 <= N <= {max_batch}")
+        raise InferError(
+            f"input {tensor.name!r} has shape {list(shape)}; expected [N, {', '.join(map(str, input_shape))}] with 1 <= N <= {max_batch}"
+        )
     count = int(np.prod(shape))
     size = tensor.parameters.get("binary_data_size")
     if size is not None:
@@ -122,7 +124,9 @@ def _binary_tensor(tensor: RequestInput, size: Any, binary: bytes, count: int, d
         raise InferError(f"input {tensor.name!r} has both data and binary_data_size; give one")
     expected = count * dtype.itemsize
     if isinstance(size, bool) or not isinstance(size, int) or size != expected:
-        raise InferError(f"input {tensor.name!r}: binary_data_size is {size!r}, but shape {tensor.shape} of {tensor.datatype} needs {expected} bytes")
+        raise InferError(
+            f"input {tensor.name!r}: binary_data_size is {size!r}, but shape {tensor.shape} of {tensor.datatype} needs {expected} bytes"
+        )
     if len(binary) < size:
         raise InferError(f"input {tensor.name!r}: binary payload is {len(binary)} bytes, shorter than the declared {size}")
     if len(binary) > size:
@@ -144,7 +148,9 @@ def _json_tensor(tensor: RequestInput, count: int) -> np.ndarray:
     return values.astype(np.float32).ravel()
 
 
-def encode_response(model_name: str, request_id: str | None, outputs: list[tuple[str, bool]], tensors: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+def encode_response(
+    model_name: str, request_id: str | None, outputs: list[tuple[str, bool]], tensors: dict[str, np.ndarray]
+) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers: JSON only, or JSON header + binary tensors."""
     entries, blobs = [], []
     for name, binary in outputs:

@@ -102,7 +102,9 @@ def _from_onnx_file(path: Path, name: str) -> ServedModel:
     class_names = tuple(str(c) for c in meta.get("class_names", range(classes)))
     if len(class_names) != classes:
         raise ModelError(f"{path}: the model has {classes} outputs but its sidecar names {len(class_names)} classes")
-    return ServedModel(name, backend, class_names, tuple(meta.get("mean", ())), tuple(meta.get("std", ())), "student", {"source": str(path)})
+    return ServedModel(
+        name, backend, class_names, tuple(meta.get("mean", ())), tuple(meta.get("std", ())), "student", {"source": str(path)}
+    )
 
 
 def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
@@ -122,7 +124,7 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
     if not students:
         raise ModelError(f"{run}/summary.json lists no student model")
     student = students[-1]
-    common = dict(class_names=tuple(data["class_names"]), mean=tuple(data["mean"]), std=tuple(data["std"]))
+    common = {"class_names": tuple(data["class_names"]), "mean": tuple(data["mean"]), "std": tuple(data["std"])}
     shape = tuple(data["input_shape"])
     served = [_run_model(run, name, "student", student, shape, runtime, common)]
     if "teacher" in rows and (run / rows["teacher"]["weights"]).is_file():
@@ -198,14 +200,20 @@ def export_onnx(model, input_shape: tuple[int, ...]) -> OnnxBackend | None:
         with warnings.catch_warnings():  # the TorchScript exporter warns it is legacy; it is fast and needs no onnxscript
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (probe,), str(path), input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False
+                model,
+                (probe,),
+                str(path),
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                dynamo=False,
             )
         backend = OnnxBackend(path)
         if not np.allclose(backend.predict(probe.numpy()), expected, atol=1e-4):
             log.warning("ONNX export differs from PyTorch; serving PyTorch")
             return None
         return backend
-    except Exception as err:  # any exporter failure means: serve PyTorch instead
+    except Exception as err:  # noqa: BLE001  any exporter failure means: serve PyTorch instead
         log.warning("ONNX export failed (%s); serving PyTorch", err)
         return None
 

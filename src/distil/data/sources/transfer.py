@@ -40,7 +40,12 @@ def load_transfer(path: Path | None) -> RawData:
                 x, y = archive["x"], archive["y"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
             raise DataError(f"{shard}: cannot be read as a transfer shard ({err})") from None
-        if x.shape[1:] != shape or y.shape != (len(x),) or y.dtype.kind not in "iu" or (len(y) and not 0 <= y.min() <= y.max() < len(class_names)):
+        if (
+            x.shape[1:] != shape
+            or y.shape != (len(x),)
+            or y.dtype.kind not in "iu"
+            or (len(y) and not 0 <= y.min() <= y.max() < len(class_names))
+        ):
             raise DataError(f"{shard}: expected x of shape (N, {', '.join(map(str, shape))}) and labels y in 0..{len(class_names) - 1}")
         xs.append(x.astype(np.float32, copy=False))
         ys.append(y.astype(np.int64, copy=False))
