@@ -30,7 +30,8 @@ from torch import nn
 from distil.errors import DistilError
 from distil.weights import atomic_write
 
-INPUT, OUTPUT = "x", "logits"
+# The names `distil serve` advertises over the Open Inference Protocol: one name for every exported file.
+INPUT, OUTPUT = "input", "logits"
 EXPORTERS = ("dynamo", "torchscript")
 FORMATS = ("qdq", "qoperator")
 

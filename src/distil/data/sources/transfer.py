@@ -1,0 +1,54 @@
+"""A transfer set collected by ``distil serve --feedback DIR``: ``.npz`` shards plus ``transfer.json``.
+
+Each ``shard-*.npz`` holds ``x`` (inputs at raw scale, ``(N, *input_shape)``) and ``y`` (the served
+model's predictions: pseudo-labels); ``transfer.json`` names the classes. Shards are read in name
+order with ``allow_pickle=False``. Unlike the ``npz`` dataset, a class may have no sample (a
+deployment sees what it sees); the class list is the served model's.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from distil.data.raw import RawData
+from distil.data.registry import register_dataset, required_path
+from distil.errors import DataError
+
+WHAT = "a folder written by `distil serve --feedback DIR` (transfer.json and shard-*.npz)"
+
+
+@register_dataset("transfer", "inputs captured by `distil serve --feedback DIR`, labelled by the served model's predictions")
+def load_transfer(path: Path | None) -> RawData:
+    """Concatenate the shards under ``path``; class names and input shape from ``transfer.json``."""
+    root = required_path("transfer", path, WHAT)
+    meta_file = root / "transfer.json"
+    if not meta_file.is_file():
+        raise DataError(f"{root}: no transfer.json; expected {WHAT}")
+    try:
+        meta = json.loads(meta_file.read_text())
+        class_names, shape = tuple(meta["class_names"]), tuple(int(d) for d in meta["input_shape"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{meta_file}: not a transfer set description ({err})") from None
+    xs, ys = [], []
+    for shard in sorted(root.glob("shard-*.npz")):
+        try:
+            with np.load(shard, allow_pickle=False) as archive:
+                x, y = archive["x"], archive["y"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            raise DataError(f"{shard}: cannot be read as a transfer shard ({err})") from None
+        if (
+            x.shape[1:] != shape
+            or y.shape != (len(x),)
+            or y.dtype.kind not in "iu"
+            or (len(y) and not 0 <= y.min() <= y.max() < len(class_names))
+        ):
+            raise DataError(f"{shard}: expected x of shape (N, {', '.join(map(str, shape))}) and labels y in 0..{len(class_names) - 1}")
+        xs.append(x.astype(np.float32, copy=False))
+        ys.append(y.astype(np.int64, copy=False))
+    if not xs:
+        raise DataError(f"{root}: the transfer set has no shards yet (nothing was captured)")
+    return RawData(np.concatenate(xs), np.concatenate(ys), None, None, class_names, shape, str(root))

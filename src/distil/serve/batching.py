@@ -1,0 +1,122 @@
+"""Dynamic batching: requests for one model are gathered into one forward pass.
+
+A worker task takes the first waiting request, then keeps taking more until the batch holds
+``max_batch`` samples or ``max_delay_ms`` has passed since it started gathering; the forward pass
+runs in a thread so the event loop keeps accepting requests meanwhile. The queue holds at most
+``queue_size`` requests: :meth:`Batcher.submit` raises :class:`QueueFull` beyond that (the app
+answers 503), so memory stays bounded however many clients push.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    max_batch: int = 32  # samples per forward pass (a single larger request runs alone)
+    max_delay_ms: float = 2.0  # how long the first request of a batch waits for company
+    queue_size: int = 256  # requests waiting, at most
+
+
+class QueueFull(Exception):
+    """The model's queue is full: the client should retry later (HTTP 503)."""
+
+
+Item = tuple[np.ndarray, asyncio.Future]
+
+
+class Batcher:
+    """Batches ``predict`` calls of one model; ``start`` inside the event loop, ``stop`` at shutdown."""
+
+    def __init__(
+        self, predict: Callable[[np.ndarray], np.ndarray], settings: BatchSettings, on_batch: Callable[[int], None] | None = None
+    ) -> None:
+        self.predict = predict
+        self.settings = settings
+        self.on_batch = on_batch
+        self._queue: asyncio.Queue[Item] | None = None
+        self._arrived: asyncio.Event | None = None
+        self._carry: Item | None = None  # a request that did not fit the last batch: first in the next
+        self._task: asyncio.Task | None = None
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not yet in a running batch)."""
+        return (self._queue.qsize() if self._queue else 0) + (self._carry is not None)
+
+    def start(self) -> None:
+        self._queue = asyncio.Queue(self.settings.queue_size)
+        self._arrived = asyncio.Event()
+        self._task = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def submit(self, x: np.ndarray) -> np.ndarray:
+        """The logits of ``x`` (a batch), once its batch has run; QueueFull when the queue is."""
+        assert self._queue is not None and self._arrived is not None, "Batcher.start() was not called"
+        future = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((x, future))
+        except asyncio.QueueFull:
+            raise QueueFull(f"the queue holds {self.settings.queue_size} requests already; retry later") from None
+        self._arrived.set()
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = await self._gather()
+            live = [(x, f) for x, f in batch if not f.done()]  # timed-out requests are dropped
+            if not live:
+                continue
+            xs = np.concatenate([x for x, _ in live]) if len(live) > 1 else live[0][0]
+            if self.on_batch:
+                self.on_batch(len(xs))
+            try:
+                logits = await asyncio.to_thread(self.predict, xs)
+            except Exception as err:  # noqa: BLE001  a model failure fails the requests of this batch, not the server
+                for _, f in live:
+                    if not f.done():
+                        f.set_exception(err)
+                continue
+            start = 0
+            for x, f in live:
+                if not f.done():
+                    f.set_result(logits[start : start + len(x)])
+                start += len(x)
+
+    async def _gather(self) -> list[Item]:
+        assert self._queue is not None and self._arrived is not None
+        loop = asyncio.get_running_loop()
+        first, self._carry = self._carry, None
+        if first is None:
+            first = await self._queue.get()
+        items, size = [first], len(first[0])
+        deadline = loop.time() + self.settings.max_delay_ms / 1000
+        while size < self.settings.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+                continue
+            if size + len(item[0]) > self.settings.max_batch:
+                self._carry = item
+                break
+            items.append(item)
+            size += len(item[0])
+        return items

@@ -1,0 +1,30 @@
+"""The web page at ``/``: upload or draw an image, see each served model's top classes and latency."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib.resources import files
+
+from distil.serve.repository import ServedModel
+
+
+@cache
+def _template() -> str:
+    return files("distil.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def page_html(models: list[ServedModel]) -> str:
+    """The page with the served models (name, role, input shape) filled in."""
+    described = [
+        {
+            "name": m.name,
+            "role": m.role,
+            "input_shape": list(m.input_shape),
+            "runtime": m.backend.name,
+            **{k: m.info[k] for k in ("arch", "accuracy") if k in m.info},
+        }
+        for m in models
+    ]
+    # "</" cannot end the <script> block early once escaped
+    return _template().replace("__MODELS__", json.dumps(described).replace("</", "<\\/"))
