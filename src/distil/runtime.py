@@ -1,0 +1,49 @@
+"""Thread settings for CPU work: as many compute threads as there are free cores, no more.
+
+PyTorch starts one intra-op thread per core it sees. On a small machine that other jobs share, the
+threads of one op wait for each other while the cores run someone else, and every op pays for it:
+on the 2-core development machine with other jobs running, a small CNN's training step took about
+30× longer with 2 threads than with 1 (measured in this session, see benchmarks/speed.md). So
+``auto`` counts the cores this process may use (its CPU affinity, which containers narrow) and
+subtracts the ones the 1-minute load average says are busy, keeping at least one. The choice is made
+once, when a command starts, so every model of a run is measured under the same setting.
+Inter-op parallelism is set to 1: distil runs one op at a time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def auto_threads() -> int:
+    """Free cores: usable CPUs minus the busy ones by the 1-minute load average, at least 1."""
+    cpus = usable_cpus()
+    try:
+        busy = round(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        busy = 0
+    return max(1, min(cpus, cpus - busy))
+
+
+def set_threads(threads: int | str | None = None) -> int:
+    """Set torch's intra-op threads to ``threads`` (``None``: ``$DISTIL_THREADS``, else ``auto``); returns it."""
+    choice = threads if threads is not None else os.environ.get("DISTIL_THREADS", "auto")
+    n = auto_threads() if choice == "auto" else int(choice)
+    if n < 1:
+        raise ValueError(f"threads must be >= 1 or 'auto', got {choice!r}")
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already fixed by earlier parallel work in this process
+        pass
+    return n
