@@ -1,6 +1,11 @@
-"""Shared test setup: teacher caches go to a per-test temporary directory, never to ~/.cache."""
+"""Shared test setup: teacher caches go to a per-test temporary directory, never to ~/.cache; threads
+are chosen as the CLI chooses them (free cores), so a loaded machine does not slow every op."""
 
 import pytest
+
+from distil.runtime import set_threads
+
+set_threads()
 
 
 @pytest.fixture(autouse=True)

@@ -124,8 +124,10 @@ def reference_epochs(
     random.seed(seed)
     steps = [random_crop(augment.crop_padding)] if augment.crop_padding else []
     steps += [random_hflip] if augment.hflip else []
-    train_set = TensorImages(data.train.x, data.train.y, compose(*steps, normalize))
-    val_set = TensorImages(data.val.x, data.val.y, normalize)
+    # As in the tutorial, the dataset lives on the CPU and each batch is moved to the device.
+    device = data.train.x.device
+    train_set = TensorImages(data.train.x.cpu(), data.train.y.cpu(), compose(*steps, normalize))
+    val_set = TensorImages(data.val.x.cpu(), data.val.y.cpu(), normalize)
     g = torch.Generator().manual_seed(seed)
     train_loader = DataLoader(train_set, batch_size=settings.batch_size, shuffle=True, num_workers=workers, generator=g)
     val_loader = DataLoader(val_set, batch_size=settings.batch_size, shuffle=False, num_workers=workers)
@@ -137,6 +139,7 @@ def reference_epochs(
     for _ in range(settings.epochs):
         student.train()
         for inputs, labels in train_loader:
+            inputs, labels = inputs.to(device), labels.to(device)
             with torch.no_grad():
                 teacher_logits = teacher(inputs)
             student_logits = student(inputs)
@@ -153,6 +156,7 @@ def reference_epochs(
         correct = 0
         with torch.no_grad():
             for inputs, labels in val_loader:
+                inputs, labels = inputs.to(device), labels.to(device)
                 correct += (student(inputs).argmax(1) == labels).sum().item()
         yield correct / len(val_set)
 
@@ -283,6 +287,7 @@ def bench_speed(
     out = Path(out)
     text = json.dumps(result, indent=1, default=str)
     atomic_write(out / "speed.json", lambda tmp: tmp.write_text(text + "\n"))
+    atomic_write(out / "speed.md", lambda tmp: tmp.write_text(markdown(result)))
     return result
 
 
@@ -295,3 +300,32 @@ def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             acc = s["test_accuracy"].get(run, math.nan)
             table.append((name, run, f"{median:.2f}", f"{median / base:.2f}", f"{100 * acc:.2f} %"))
     return table
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The measured tables of ``speed.json`` as Markdown (``DIR/speed.md``)."""
+    lines = [
+        f"Command: `{result['command']}`  ",
+        f"Data: {result['dataset']}, {result['train_samples']:,} training samples; {result['epochs']} epochs per run, batch {result['batch_size']}, "
+        f"method {result['method']}; {result['threads']} torch thread(s); reference DataLoader workers {result['reference_workers']}; device {result['device']}.  ",
+        f"Teacher: {result['teacher']} ",
+        "",
+        "| inputs | run | epoch times (s, interleaved) | median s/epoch | × student | test accuracy |",
+        "|---|---|---|---:|---:|---:|",
+    ]
+    for name, s in result["settings"].items():
+        base = s["median_epoch_seconds"]["student"]
+        for run, median in s["median_epoch_seconds"].items():
+            times = ", ".join(f"{t:.1f}" for t in s["epoch_seconds"][run])
+            lines.append(f"| {name} | {run} | {times} | {median:.2f} | {median / base:.2f} | {100 * s['test_accuracy'][run]:.2f} % |")
+    lines += ["", "| ratio (of median epoch times) | value |", "|---|---:|"]
+    for key in ("kd_over_student_noaug", "kd_over_student_aug", "reference_over_kd_noaug", "reference_over_kd_aug", "kd_online_over_kd_aug"):
+        if key in result:
+            lines.append(f"| `{key}` | {result[key]:.3f} |")
+    lines += ["", "Teacher outputs (built once, not in the epoch times):", ""]
+    for name, s in result["settings"].items():
+        info = s["teacher_outputs"]
+        lines.append(f"- {name}: {info['kind']}, {info.get('bytes', 0):,} bytes, {'loaded from disk' if info.get('from_disk') else 'built'} in {info['seconds']} s ({info['reason']})")
+    if "load_average" in result:
+        lines += ["", f"1-minute load average at start {result['load_average']['start']}, at end {result['load_average']['end']} (other jobs shared the machine)."]
+    return "\n".join(lines) + "\n"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -95,6 +95,7 @@ class CachedTeacher:
 
     kind = "exact"
     views = None
+    info: dict[str, Any]  # what was chosen and why (set by teacher_outputs)
 
     def __init__(
         self, teacher: nn.Module, x: torch.Tensor, taps: Iterable[str] = (LOGITS,), batch_size: int = INFERENCE_BATCH, store: TeacherStore | None = None
@@ -163,6 +164,7 @@ class ViewCache:
     """
 
     kind = "views"
+    info: dict[str, Any]
 
     def __init__(
         self,
@@ -234,6 +236,7 @@ class OnlineTeacher:
 
     kind = "online"
     views = None
+    info: dict[str, Any]
 
     def __init__(self, teacher: nn.Module, taps: Iterable[str] = (LOGITS,)) -> None:
         self.teacher = _frozen(teacher)
@@ -264,7 +267,6 @@ class TeacherOutputsPlan:
     kind: str
     reason: str
     bytes: int = 0
-    info: dict[str, Any] = field(default_factory=dict)
 
 
 def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: BatchAugment | None, taps: Iterable[str], settings: CacheSettings) -> TeacherOutputsPlan:
@@ -319,9 +321,9 @@ def teacher_outputs(
     """
     settings = settings or CacheSettings(store=False)
     if max_bytes is not None:
-        settings = CacheSettings(**{**settings.__dict__, "max_bytes": max_bytes})
+        settings = replace(settings, max_bytes=max_bytes)
     if augment is True:
-        augment, settings = None, CacheSettings(**{**settings.__dict__, "mode": "online"})
+        augment, settings = None, replace(settings, mode="online")
     elif augment is False:
         augment = None
     taps = set(taps) | {LOGITS}
@@ -348,5 +350,5 @@ def teacher_outputs(
         )
     if isinstance(outputs, ViewCache):
         info.update(views=outputs.views.count, top_k=outputs.top_k, T=outputs.T)
-    outputs.info = info  # type: ignore[union-attr]
+    outputs.info = info
     return outputs
