@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -164,13 +165,23 @@ def reference_epochs(
 # ---------------------------------------------------------------------------------------------
 
 
-def _timed(epochs: Iterator[Any]) -> Callable[[], float]:
-    """A callable that runs the next epoch and returns its wall time."""
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (the reference's DataLoader workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
-    def step() -> float:
-        start = time.perf_counter()
+
+def _timed(epochs: Iterator[Any]) -> Callable[[], tuple[float, float]]:
+    """A callable that runs the next epoch and returns its wall time and CPU time.
+
+    CPU time is the work done, whatever else runs on the machine; wall time is what a user waits.
+    On a machine shared with other jobs the two differ, and CPU-time ratios are the steadier ones.
+    """
+
+    def step() -> tuple[float, float]:
+        start, cpu = time.perf_counter(), cpu_seconds()
         next(epochs)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, cpu_seconds() - cpu
 
     return step
 
@@ -260,25 +271,33 @@ def bench_speed(
             online = OnlineTeacher(teacher, objective.teacher_taps)
             runs["kd_online"] = _timed(fit_epochs(models["kd_online"], data.train, data.val, kd_objective(), settings, seed=cfg.seed, teacher=online, augment=augment, result=results["kd_online"]))
         times: dict[str, list[float]] = {k: [] for k in runs}
+        cpu: dict[str, list[float]] = {k: [] for k in runs}
         for epoch in range(settings.epochs):
             for run_name, run in runs.items():
-                times[run_name].append(run())
-            log(f"{name}: epoch {epoch + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+                wall, used = run()
+                times[run_name].append(wall)
+                cpu[run_name].append(used)
+            log(f"{name}: epoch {epoch + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.2f} s)" for k, v in times.items()))
         for run_name, run in runs.items():  # exhaust the generators: distil's runs restore their best weights
             try:
                 run()
             except StopIteration:
                 pass
         medians = {k: statistics.median(v) for k, v in times.items()}
+        cpu_medians = {k: statistics.median(v) for k, v in cpu.items()}
         result["settings"][name] = {
             "augment": {"crop_padding": augment.crop_padding, "hflip": augment.hflip},
             "epoch_seconds": {k: [round(s, 4) for s in v] for k, v in times.items()},
             "median_epoch_seconds": {k: round(v, 4) for k, v in medians.items()},
+            "epoch_cpu_seconds": {k: [round(s, 4) for s in v] for k, v in cpu.items()},
+            "median_epoch_cpu_seconds": {k: round(v, 4) for k, v in cpu_medians.items()},
             "test_accuracy": {k: accuracy(m, data.test.x, data.test.y) for k, m in models.items()},
             "teacher_outputs": cache_info,
         }
         result[f"kd_over_student_{name}"] = round(medians["kd"] / medians["student"], 3)
         result[f"reference_over_kd_{name}"] = round(medians["reference"] / medians["kd"], 3)
+        result[f"cpu_kd_over_student_{name}"] = round(cpu_medians["kd"] / cpu_medians["student"], 3)
+        result[f"cpu_reference_over_kd_{name}"] = round(cpu_medians["reference"] / cpu_medians["kd"], 3)
         if "kd_online" in medians:
             result[f"kd_online_over_kd_{name}"] = round(medians["kd_online"] / medians["kd"], 3)
         del outputs
@@ -310,16 +329,21 @@ def markdown(result: dict[str, Any]) -> str:
         f"method {result['method']}; {result['threads']} torch thread(s); reference DataLoader workers {result['reference_workers']}; device {result['device']}.  ",
         f"Teacher: {result['teacher']} ",
         "",
-        "| inputs | run | epoch times (s, interleaved) | median s/epoch | × student | test accuracy |",
-        "|---|---|---|---:|---:|---:|",
+        "| inputs | run | epoch wall times (s, interleaved) | median s/epoch | × student | median CPU s/epoch | × student (CPU) | test accuracy |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for name, s in result["settings"].items():
         base = s["median_epoch_seconds"]["student"]
         for run, median in s["median_epoch_seconds"].items():
             times = ", ".join(f"{t:.1f}" for t in s["epoch_seconds"][run])
-            lines.append(f"| {name} | {run} | {times} | {median:.2f} | {median / base:.2f} | {100 * s['test_accuracy'][run]:.2f} % |")
-    lines += ["", "| ratio (of median epoch times) | value |", "|---|---:|"]
-    for key in ("kd_over_student_noaug", "kd_over_student_aug", "reference_over_kd_noaug", "reference_over_kd_aug", "kd_online_over_kd_aug"):
+            cpu = s.get("median_epoch_cpu_seconds", {})
+            cpu_text = f"{cpu[run]:.2f} | {cpu[run] / cpu['student']:.2f}" if run in cpu else "– | –"
+            lines.append(f"| {name} | {run} | {times} | {median:.2f} | {median / base:.2f} | {cpu_text} | {100 * s['test_accuracy'][run]:.2f} % |")
+    lines += ["", "| ratio (of median epoch times; cpu_: of median CPU times) | value |", "|---|---:|"]
+    for key in (
+        "kd_over_student_noaug", "kd_over_student_aug", "reference_over_kd_noaug", "reference_over_kd_aug", "kd_online_over_kd_aug",
+        "cpu_kd_over_student_noaug", "cpu_kd_over_student_aug", "cpu_reference_over_kd_noaug", "cpu_reference_over_kd_aug",
+    ):
         if key in result:
             lines.append(f"| `{key}` | {result[key]:.3f} |")
     lines += ["", "Teacher outputs (built once, not in the epoch times):", ""]
