@@ -327,7 +327,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Command: `{result['command']}`  ",
         f"Data: {result['dataset']}, {result['train_samples']:,} training samples; {result['epochs']} epochs per run, batch {result['batch_size']}, "
         f"method {result['method']}; {result['threads']} torch thread(s); reference DataLoader workers {result['reference_workers']}; device {result['device']}.  ",
-        f"Teacher: {result['teacher']} ",
+        "Teacher: " + ", ".join(f"{k} {100 * v:.2f} %" if k == "test_accuracy" else f"{k} {v}" for k, v in result["teacher"].items()) + ".",
         "",
         "| inputs | run | epoch wall times (s, interleaved) | median s/epoch | × student | median CPU s/epoch | × student (CPU) | test accuracy |",
         "|---|---|---|---:|---:|---:|---:|---:|",
