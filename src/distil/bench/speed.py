@@ -22,7 +22,6 @@ import json
 import math
 import os
 import random
-import resource
 import statistics
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +44,11 @@ from distil.engine.teacher_outputs import OnlineTeacher, objective_temperature, 
 from distil.engine.trainer import OPTIMIZERS, SCHEDULES, FitResult, TrainSettings, fit, fit_epochs
 from distil.experiment import build, cache_settings, machine, resolve_device, settings_of
 from distil.weights import atomic_write, load_weights
+
+try:
+    import resource
+except ImportError:  # not on Unix
+    resource = None  # type: ignore[assignment]
 
 #: The augmentation of the "aug" setting: the crop + flip the demo teacher was trained with.
 AUGMENT = BatchAugment(crop_padding=2, hflip=True)
@@ -167,6 +171,8 @@ def reference_epochs(
 
 def cpu_seconds() -> float:
     """CPU time of this process and its reaped children (the reference's DataLoader workers)."""
+    if resource is None:  # not on Unix: this process only
+        return time.process_time()
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
