@@ -1,8 +1,8 @@
 """``distil bench speed``: what distillation costs next to training the student alone.
 
 In one process, on the same data, models, seed and training settings, for inputs without and with
-augmentation, epochs of these runs are measured *interleaved* (one epoch of each in turn, so a change
-in the machine's load hits all of them alike), and ratios of the median epoch times are reported:
+augmentation, epochs of these runs are measured *interleaved* (one epoch of each in turn, in an order
+rotated every round, so a change in the machine's load hits all of them alike), and ratios of the median epoch times are reported:
 
 - ``student``: the student trained alone on the labels (CE only) — the floor;
 - ``kd``: distil's KD epoch, with its teacher outputs (exact cache, or pre-drawn views with augmentation);
@@ -278,9 +278,12 @@ def bench_speed(
             runs["kd_online"] = _timed(fit_epochs(models["kd_online"], data.train, data.val, kd_objective(), settings, seed=cfg.seed, teacher=online, augment=augment, result=results["kd_online"]))
         times: dict[str, list[float]] = {k: [] for k in runs}
         cpu: dict[str, list[float]] = {k: [] for k in runs}
+        names = list(runs)
         for epoch in range(settings.epochs):
-            for run_name, run in runs.items():
-                wall, used = run()
+            # Rotate the order every round, so no run always follows the same one (another job's
+            # periodic load would otherwise fall on the same run each round).
+            for run_name in names[epoch % len(names) :] + names[: epoch % len(names)]:
+                wall, used = runs[run_name]()
                 times[run_name].append(wall)
                 cpu[run_name].append(used)
             log(f"{name}: epoch {epoch + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s (cpu {cpu[k][-1]:.2f} s)" for k, v in times.items()))
