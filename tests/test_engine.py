@@ -37,8 +37,8 @@ def test_cache_equals_online_teacher_outputs():
     online = OnlineTeacher(teacher)
     assert torch.allclose(cached(index, data.x[index])["logits"], online(index, data.x[index])["logits"])
     assert cached.nbytes == 256 * 2 * 4
-    assert isinstance(teacher_outputs(teacher, data.x, augmented=False), CachedTeacher)
-    assert isinstance(teacher_outputs(teacher, data.x, augmented=True), OnlineTeacher)
+    assert isinstance(teacher_outputs(teacher, data.x, False), CachedTeacher)
+    assert isinstance(teacher_outputs(teacher, data.x, True), OnlineTeacher)
 
 
 def test_teacher_stays_frozen_and_in_eval_mode_while_student_learns():

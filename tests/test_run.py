@@ -92,7 +92,7 @@ def test_same_seed_same_metrics(tiny_run, tmp_path):
     assert acc(out) == acc(again)
 
 
-def test_loaded_teacher_and_augmented_run_uses_online_teacher(tiny_run, tmp_path):
+def test_loaded_teacher_and_augmented_run_replays_cached_views(tiny_run, tmp_path):
     out, _ = tiny_run
     raw = {**TINY, "teacher": {**TINY["teacher"], "weights": str(out / "teacher.safetensors")}, "scratch": False}
     raw["data"] = {**TINY["data"], "augment": {"crop_padding": 1}}
@@ -100,7 +100,8 @@ def test_loaded_teacher_and_augmented_run_uses_online_teacher(tiny_run, tmp_path
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [m["method"] for m in summary["models"]] == ["loaded", "kd"]
-    assert summary["models"][-1]["teacher_outputs"]["kind"] == "online"
+    assert summary["models"][-1]["teacher_outputs"]["kind"] == "views"
+    assert summary["models"][-1]["teacher_outputs"]["bytes"] > 0
     teacher_before = json.loads((out / "summary.json").read_text())["models"][0]["accuracy"]
     assert summary["models"][0]["accuracy"] == pytest.approx(teacher_before)
 

@@ -21,7 +21,7 @@ from distil.engine.evaluate import accuracy
 from distil import losses
 from distil.engine.methods import connect_terms
 from distil.engine.objective import task_objective
-from distil.engine.teacher_outputs import teacher_outputs
+from distil.engine.teacher_outputs import CacheSettings, objective_temperature, teacher_outputs
 from distil.engine.trainer import EpochRecord, FitResult, TrainSettings, fit
 from distil.losses import Term
 
@@ -64,6 +64,7 @@ def distill(
     alpha: float = 0.9,
     seed: int = 0,
     augment: BatchAugment | None = None,
+    cache: CacheSettings | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     **options,
 ) -> nn.Module:
@@ -72,15 +73,19 @@ def distill(
     ``terms`` is the objective; by default Hinton's ``KD(T) * alpha + CE() * (1 - alpha)``. A term may
     read a tapped layer (``losses.AT().between("layer2", "layer3") * 1000``) or a group
     (``.between("stages")``); connectors are added where shapes differ and trained with the student.
-    The teacher is frozen and its outputs are cached when ``augment`` is off.
+    The teacher is frozen and its outputs are cached: exactly when ``augment`` is off, as pre-drawn
+    views with it (``cache``: :class:`~distil.engine.teacher_outputs.CacheSettings`; in memory only
+    unless ``cache.store`` is set).
     """
     device = _device_of(student)
     teacher.to(device).eval().requires_grad_(False)
     train_split, val_split = data.train.to(device), data.val.to(device)
     terms = list(terms) if terms is not None else [losses.KD(T=temperature) * alpha, losses.CE() * (1.0 - alpha)]
     objective = connect_terms(terms, student, teacher, train_split.x[:8])
-    augmented = augment is not None and augment.enabled
-    outputs = teacher_outputs(teacher, train_split.x, augmented, objective.teacher_taps) if objective.uses_teacher else None
+    outputs = None
+    if objective.uses_teacher:
+        settings = cache if cache is not None else CacheSettings(store=False, seed=seed)
+        outputs = teacher_outputs(teacher, train_split.x, augment, objective.teacher_taps, settings=settings, temperature=objective_temperature(objective.losses))
     fit(student, train_split, val_split, objective, _settings(options), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch)
     return student
 

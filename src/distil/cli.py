@@ -238,6 +238,39 @@ def serve(
     uvicorn.run(create_app(models, settings, writer), host=host, port=port, log_level="warning")
 
 
+@bench.command("speed")
+@user_errors
+def bench_speed_command(
+    config: Annotated[Path | None, typer.Argument(help="experiment YAML (default: the Fashion-MNIST demo)")] = None,
+    overrides: Overrides = None,
+    out_dir: OutDir = Path("runs/bench-speed"),
+    epochs: Annotated[int | None, typer.Option(min=1, help="epochs per run (default: 3; --quick: the config's)")] = None,
+    samples: Annotated[int | None, typer.Option(min=1, help="use only this many training samples")] = None,
+    quick: Annotated[bool, typer.Option(help="scikit-learn digits and small CNNs: seconds, for a smoke test")] = False,
+    reference_workers: Annotated[int, typer.Option(min=0, help="DataLoader workers of the tutorial-style reference (the tutorial uses 2)")] = 2,
+) -> None:
+    """Distillation vs the student alone vs a tutorial-style KD loop, interleaved: DIR/speed.json."""
+    import shlex
+    import sys
+
+    from distil.bench.speed import bench_speed, quick_config, rows
+
+    if quick:
+        cfg = quick_config()
+    else:
+        cfg = _config(config or Path("configs/fashion_mnist/demo.yaml"), overrides)
+        epochs = epochs or 3
+    result = bench_speed(cfg, out_dir, epochs=epochs, samples=samples, reference_workers=reference_workers, command=shlex.join(["distil", *sys.argv[1:]]), log=lambda m: err.print(m, highlight=False))
+    table = Table(title=f"speed — {out_dir / 'speed.json'} ({result['threads']} threads)")
+    for col in ("inputs", "run", "median s/epoch", "× student", "test acc"):
+        table.add_column(col)
+    for row in rows(result):
+        table.add_row(*row)
+    out.print(table)
+    for key in ("kd_over_student_noaug", "kd_over_student_aug", "reference_over_kd_noaug", "reference_over_kd_aug"):
+        out.print(f"{key} = {result[key]:.3f}", highlight=False)
+
+
 def _print_summary(summary: dict) -> None:
     from distil.report import summary_table
 
@@ -295,6 +328,9 @@ def losses() -> None:
 
 
 def main() -> None:
+    from distil.runtime import set_threads
+
+    set_threads()
     app()
 
 

@@ -135,6 +135,19 @@ class DistillConfig(Section):
         return specs
 
 
+class CacheConfig(Section):
+    """Where the teacher's outputs come from: exact cache, pre-drawn augmented views, or online forwards."""
+
+    mode: Literal["auto", "exact", "views", "online"] = Field(
+        "auto", description="auto: exact cache without augmentation, pre-drawn views with it (logit terms only), online otherwise"
+    )
+    views: int = Field(4, ge=1, description="augmented views pre-drawn per sample (FKD); the teacher runs once per view")
+    top_k: int = Field(10, ge=1, description="teacher logits kept per view in fp16; the other classes share their residual mass")
+    max_bytes: int = Field(4 * 1024**3, ge=0, description="the most a cache may take; larger caches fall back to the online teacher")
+    dir: str | None = Field(None, description="where caches are stored (default $DISTIL_CACHE or ~/.cache/distil/teacher)")
+    store: bool = Field(True, description="keep caches on disk, keyed by teacher weights, data and settings, to reuse across runs")
+
+
 class MeasureConfig(Section):
     latency_repeats: int = Field(50, ge=1, description="timed batch-1 forwards after warm-up (median reported)")
     throughput_repeats: int = Field(5, ge=1, description="timed batch-256 forwards")
@@ -218,6 +231,7 @@ class ExperimentConfig(Section):
     scratch: bool = Field(True, description="also train the student from scratch, with the same budget and seed")
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     compress: CompressConfig | None = Field(None, description="compress and export the distilled student after the run (see `distil compress`)")
+    cache: CacheConfig = Field(default_factory=CacheConfig)
 
     @model_validator(mode="after")
     def _teacher_needs_weights_or_training(self) -> ExperimentConfig:

@@ -29,7 +29,7 @@ from distil.engine.evaluate import accuracy
 from distil.engine.measure import measure
 from distil.engine.methods import build_objective
 from distil.engine.objective import Objective, task_objective
-from distil.engine.teacher_outputs import CachedTeacher, teacher_outputs
+from distil.engine.teacher_outputs import CacheSettings, objective_temperature, teacher_outputs
 from distil.engine.taps import LOGITS
 from distil.engine.trainer import FitResult, TrainSettings, fit
 from distil.models import build_model, count_parameters
@@ -176,13 +176,14 @@ class Experiment:
         return summary
 
     def _teacher_outputs(self, teacher: nn.Module, data: Dataset, objective: Objective, augment: BatchAugment):
-        start = time.perf_counter()
-        outputs = teacher_outputs(teacher, data.train.x, augment.enabled, objective.teacher_taps)
-        if isinstance(outputs, CachedTeacher):
-            info = {"kind": "exact", "bytes": outputs.nbytes, "seconds": round(time.perf_counter() - start, 2)}
-        else:
-            info = {"kind": "online", "reason": "training inputs are augmented" if augment.enabled else "the tapped features exceed the cache budget"}
-        return outputs, {**info, "taps": sorted(objective.teacher_taps | {LOGITS})}
+        outputs = teacher_outputs(
+            teacher, data.train.x, augment, objective.teacher_taps, settings=cache_settings(self.config), temperature=objective_temperature(objective.losses)
+        )
+        info = outputs.info
+        if info["kind"] != "online":
+            where = "loaded from disk" if info["from_disk"] else f"computed in {info['seconds']} s"
+            self.console.print(f"teacher outputs: {info['kind']} cache, {info['bytes']:,} bytes, {where}", highlight=False)
+        return outputs, info
 
     def _objective(self, data: Dataset, teacher: nn.Module | None, method: str, extend: bool = True) -> Objective:
         """The distillation objective, built (taps resolved, shapes probed, connectors made) before any training."""
@@ -247,6 +248,12 @@ class Experiment:
                 latency_ms_b256_p95=measured["latency_ms_b256_p95"],
             )
         )
+
+
+def cache_settings(config: ExperimentConfig) -> CacheSettings:
+    """The config's ``cache`` section; the views are drawn with the experiment's seed."""
+    c = config.cache
+    return CacheSettings(mode=c.mode, views=c.views, top_k=c.top_k, max_bytes=c.max_bytes, dir=c.dir, store=c.store, seed=config.seed)
 
 
 def _on_device(data: Dataset, device: torch.device) -> Dataset:

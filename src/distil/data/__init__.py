@@ -9,7 +9,7 @@ A dataset is a registered loader (``(path, **options) -> RawData``) plus the com
 statistics of the training part. Add your own with :func:`register_dataset`.
 """
 
-from distil.data.augment import AugmentParams, BatchAugment
+from distil.data.augment import AugmentParams, AugmentViews, BatchAugment
 from distil.data.load import load_dataset
 from distil.data.raw import RawData
 from distil.data.registry import list_datasets, register_dataset
@@ -18,4 +18,4 @@ from distil.data.split import Dataset, Split
 # Registers the built-in datasets (after the registry exists).
 import distil.data.sources  # noqa: E402,F401  isort: skip
 
-__all__ = ["AugmentParams", "BatchAugment", "Dataset", "RawData", "Split", "list_datasets", "load_dataset", "register_dataset"]
+__all__ = ["AugmentParams", "AugmentViews", "BatchAugment", "Dataset", "RawData", "Split", "list_datasets", "load_dataset", "register_dataset"]

@@ -120,3 +120,62 @@ class BatchAugment:
         if not self.enabled:
             return x
         return self.apply(x, self.sample(len(x), generator, device=x.device))
+
+
+@dataclass(frozen=True, eq=False)
+class AugmentViews:
+    """``K`` pre-drawn augmented views of each of ``N`` samples, as parameters (3 bytes per view).
+
+    FKD (Shen & Xing 2022) fixes the augmented views in advance so the teacher's soft labels for them
+    can be computed once and replayed. The parameters come from one generator seeded with ``seed``, so
+    view ``k`` of sample ``i`` is the same in every run. Each epoch a sample shows view
+    ``(epoch + offset[i]) mod K``: over ``K`` epochs it shows every view once, and within an epoch the
+    samples show different views (``offset`` is drawn from the same generator).
+    """
+
+    augment: BatchAugment
+    dy: torch.Tensor  # uint8 (N, K)
+    dx: torch.Tensor  # uint8 (N, K)
+    flip: torch.Tensor  # bool (N, K)
+    offset: torch.Tensor  # int64 (N,)
+    seed: int
+
+    @classmethod
+    def draw(cls, augment: BatchAugment, n: int, k: int, seed: int) -> AugmentViews:
+        """Draw ``k`` views of ``n`` samples from a generator seeded with ``seed`` (on the CPU)."""
+        if k < 1:
+            raise DataError(f"the number of pre-drawn views must be >= 1, got {k}")
+        if 2 * augment.crop_padding > 255:
+            raise DataError(f"crop_padding {augment.crop_padding} is too large to store views compactly (at most 127)")
+        generator = torch.Generator().manual_seed(seed)
+        params = augment.sample(n * k, generator)
+        offset = torch.randint(0, k, (n,), generator=generator)
+        shape = (n, k)
+        return cls(augment, params.dy.to(torch.uint8).view(shape), params.dx.to(torch.uint8).view(shape), params.flip.view(shape), offset, seed)
+
+    @property
+    def count(self) -> int:
+        """``K``, the number of views per sample."""
+        return self.dy.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (self.dy, self.dx, self.flip, self.offset))
+
+    def view_of(self, index: torch.Tensor, epoch: int) -> torch.Tensor:
+        """Which view each sample of ``index`` shows in ``epoch`` (int64, on ``index``'s device)."""
+        return (self.offset[index.to(self.offset.device)].to(index.device) + epoch) % self.count
+
+    def params(self, index: torch.Tensor, view: torch.Tensor) -> AugmentParams:
+        """The crop offsets and flips of view ``view[j]`` of sample ``index[j]``."""
+        device = index.device
+        index, view = index.to(self.dy.device), view.to(self.dy.device)
+        return AugmentParams(self.dy[index, view].long(), self.dx[index, view].long(), self.flip[index, view]).to(device)
+
+    def to(self, device: torch.device | str) -> AugmentViews:
+        """The same views with their tables on ``device`` (where the training batches are)."""
+        return AugmentViews(self.augment, self.dy.to(device), self.dx.to(device), self.flip.to(device), self.offset.to(device), self.seed)
+
+    def apply(self, x: torch.Tensor, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
+        """``x`` (the stored samples ``index``) as the views ``view``."""
+        return self.augment.apply(x, self.params(index, view))

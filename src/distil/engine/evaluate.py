@@ -17,12 +17,16 @@ def use_channels_last(model: nn.Module, x: torch.Tensor) -> nn.Module:
 
 
 def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
-    """Logits for every row of ``x``, computed in eval mode; the model's mode is restored afterwards."""
+    """Logits for every row of ``x``, computed in eval mode; the model's mode is restored afterwards.
+
+    Under ``inference_mode`` (no autograd bookkeeping at all): the result is for reading, not for a
+    loss to save for backward.
+    """
     was_training = model.training
     use_channels_last(model, x)
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
     finally:
         model.train(was_training)

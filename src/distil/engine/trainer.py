@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,10 +95,37 @@ def fit(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of its best validation epoch."""
+    result = FitResult(best_epoch=0, best_val_accuracy=-1.0)
+    for record in fit_epochs(model, train, val, objective, settings, seed=seed, teacher=teacher, augment=augment, on_batch=on_batch, result=result):
+        if on_epoch is not None:
+            on_epoch(record)
+    return result
+
+
+def fit_epochs(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    objective: Objective,
+    settings: TrainSettings,
+    *,
+    seed: int,
+    teacher: TeacherOutputs | None = None,
+    augment: BatchAugment | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+    result: FitResult | None = None,
+) -> Iterator[EpochRecord]:
+    """:func:`fit` one epoch at a time: yields each epoch's record (a benchmark can interleave runs).
+
+    When the teacher outputs replay pre-drawn views (``teacher.views``), each sample shows its view of
+    the epoch instead of a fresh augmentation. The best validation weights are restored when the
+    generator is exhausted; ``result`` (if given) collects the history.
+    """
     if objective.uses_teacher and teacher is None:
         raise ValueError("the objective has teacher terms but no teacher outputs were given")
     if train.y is None and any(t.loss.uses_target for t in objective.terms):
         raise ValueError("the objective has a label term but the training data are unlabeled")
+    result = result if result is not None else FitResult(best_epoch=0, best_val_accuracy=-1.0)
     device = train.x.device
     use_channels_last(model, train.x)
     objective.to(device)
@@ -109,8 +136,9 @@ def fit(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: SCHEDULES[settings.schedule](step / total_steps, settings))
     order = torch.Generator().manual_seed(seed)
     augment = augment if augment is not None and augment.enabled else None
+    uses_teacher = objective.uses_teacher and teacher is not None
+    views = getattr(teacher, "views", None) if uses_teacher and augment is not None else None
 
-    result = FitResult(best_epoch=0, best_val_accuracy=-1.0)
     best_state: dict[str, torch.Tensor] = {}
     with Taps(model, objective.student_taps) as student:
         for epoch in range(1, settings.epochs + 1):
@@ -121,11 +149,17 @@ def fit(
             permutation = torch.randperm(len(train), generator=order).to(device)
             for step, index in enumerate(permutation.split(settings.batch_size)):
                 x = train.x[index]
-                if augment is not None:
+                view = None
+                if views is not None:
+                    view = views.view_of(index, epoch - 1)
+                    x = views.apply(x, index, view)
+                elif augment is not None:
                     x = augment(x, order)
                 target = train.y[index] if train.y is not None else None
                 student_out = student.forward(x)
-                teacher_out = teacher(index, x) if objective.uses_teacher and teacher is not None else None
+                teacher_out = None
+                if uses_teacher and teacher is not None:
+                    teacher_out = teacher(index, x) if view is None else teacher(index, x, view)
                 progress = (epoch - 1 + step / steps_per_epoch) / settings.epochs
                 values = objective(student_out, teacher_out, target, index=index, progress=progress)
                 loss = torch.stack(list(values.values())).sum()
@@ -156,7 +190,5 @@ def fit(
             if val_acc > result.best_val_accuracy or not len(val):
                 result.best_epoch, result.best_val_accuracy = epoch, val_acc
                 best_state = copy.deepcopy(model.state_dict())
-            if on_epoch is not None:
-                on_epoch(record)
+            yield record
     model.load_state_dict(best_state)
-    return result

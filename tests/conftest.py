@@ -1,0 +1,13 @@
+"""Shared test setup: teacher caches go to a per-test temporary directory, never to ~/.cache; threads
+are chosen as the CLI chooses them (free cores), so a loaded machine does not slow every op."""
+
+import pytest
+
+from distil.runtime import set_threads
+
+set_threads()
+
+
+@pytest.fixture(autouse=True)
+def _teacher_cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTIL_CACHE", str(tmp_path / "teacher-cache"))
