@@ -160,10 +160,13 @@ def test_unlabeled_npz_with_only_x_trains_on_teacher_targets_alone(tmp_path):
     assert set(terms) == {"kd"}  # the label term is dropped: the transfer set has no labels
 
 
-def test_unlabeled_with_augmentation_is_labelled_on_the_fly(tmp_path):
+def test_unlabeled_with_augmentation_is_labelled_from_views_or_on_the_fly(tmp_path):
+    """Augmented transfer inputs get the teacher's targets from pre-drawn views, or online when asked."""
     path = digits_like_npz(tmp_path, n=100)
     data = {**BASE["data"], "augment": {"crop_padding": 1}}
-    rows = run(tmp_path, {"name": "unlabeled", "transfer": {"name": "npz", "path": str(path)}}, data=data)
+    rows = run(tmp_path / "views", {"name": "unlabeled", "transfer": {"name": "npz", "path": str(path)}}, data=data)
+    assert rows["student_unlabeled_kd"]["teacher_outputs"]["kind"] == "views"
+    rows = run(tmp_path / "online", {"name": "unlabeled", "transfer": {"name": "npz", "path": str(path)}}, data=data, cache={"mode": "online"})
     assert rows["student_unlabeled_kd"]["teacher_outputs"]["kind"] == "online"
 
 
