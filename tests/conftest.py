@@ -1,5 +1,5 @@
 """Shared test setup: teacher caches go to a per-test temporary directory, never to ~/.cache; threads
-are chosen as the CLI chooses them (free cores), so a loaded machine does not slow every op."""
+are chosen as the CLI chooses them (one per core, or DISTIL_THREADS / OMP_NUM_THREADS)."""
 
 import pytest
 

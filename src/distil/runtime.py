@@ -1,14 +1,15 @@
-"""Thread settings for CPU work: as many compute threads as there are free cores, no more.
+"""Thread settings for CPU work: one intra-op thread per usable core, chosen once per command.
 
-PyTorch starts one intra-op thread per core it sees. On a small machine that other jobs share, the
-threads of one op wait for each other while the cores run someone else, and every op pays for it:
-on the 2-core development machine with a 1-minute load average of 11, an epoch of a tiny CNN (two
-steps of 64 8×8 images) took 2.0 s with 2 threads and 0.06 s with 1, and `distil bench speed --quick`
-took 95 s instead of 11 s (see benchmarks/speed.md). So
-``auto`` counts the cores this process may use (its CPU affinity, which containers narrow) and
-subtracts the ones the 1-minute load average says are busy, keeping at least one. The choice is made
-once, when a command starts, so every model of a run is measured under the same setting.
-Inter-op parallelism is set to 1: distil runs one op at a time.
+The count is a function of the machine (the CPU affinity of this process, which containers narrow),
+never of the moment: the thread count changes the order of floating-point sums in convolutions, so
+two runs of the same seed with 1 and 2 threads train to different weights (measured: the demo
+student's weights differed after two epochs). Reproducible numbers need a fixed count.
+
+On a machine that other jobs share, more threads than free cores is slow — the threads of one op wait
+for each other while the cores run someone else (on the 2-core development machine at a load average
+of 11, `distil bench speed --quick` took 95 s with 2 threads and 11 s with 1, benchmarks/speed.md).
+There, pin the count: ``DISTIL_THREADS=1`` (or ``OMP_NUM_THREADS=1``). Inter-op parallelism is 1:
+distil runs one op at a time.
 """
 
 from __future__ import annotations
@@ -27,13 +28,8 @@ def usable_cpus() -> int:
 
 
 def auto_threads() -> int:
-    """Free cores: usable CPUs minus the busy ones by the 1-minute load average, at least 1."""
-    cpus = usable_cpus()
-    try:
-        busy = round(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        busy = 0
-    return max(1, min(cpus, cpus - busy))
+    """One thread per usable CPU: fixed for a machine, so the same seed gives the same weights."""
+    return usable_cpus()
 
 
 def set_threads(threads: int | str | None = None) -> int:
