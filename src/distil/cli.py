@@ -60,6 +60,7 @@ def run(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("run
     from distil.experiment import run_experiment
 
     _print_summary(run_experiment(_config(config, overrides), out_dir, console=err))
+    _write_report(out_dir)
 
 
 class Role(str, Enum):
@@ -87,6 +88,7 @@ def train(
         cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"weights": None, "sha256": None})})
     steps = ["teacher"] if model is Role.teacher else ["scratch"]
     _print_summary(run_experiment(cfg.model_copy(update={"scratch": True}), out_dir, steps=steps, console=err))
+    _write_report(out_dir)
 
 
 @app.command()
@@ -96,6 +98,7 @@ def distill(config: Config, overrides: Overrides = None, out_dir: OutDir = Path(
     from distil.experiment import run_experiment
 
     _print_summary(run_experiment(_config(config, overrides), out_dir, steps=["teacher", "kd"], console=err))
+    _write_report(out_dir)
 
 
 @app.command("eval")
@@ -161,6 +164,16 @@ def compress(
         raise ConfigError(f"compress overrides must be compress.KEY=VALUE (the run itself is fixed), got {', '.join(bad)}")
     config = run_config(run_dir, [*items, *(overrides or [])])
     _print_summary(compress_run(run_dir, config, console=err))
+    _write_report(run_dir)
+
+
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="a finished run directory (from `distil run`)")]) -> None:
+    """Write RUN_DIR/report.html again: table, training curves, Pareto views, confusion, agreement, calibration."""
+    from distil.html_report import write_report
+
+    err.print(f"report: {write_report(run_dir)}", highlight=False)
 
 
 bench = typer.Typer(no_args_is_help=True, help="Benchmarks that write their results as tables.")
@@ -275,6 +288,16 @@ def _print_summary(summary: dict) -> None:
     from distil.report import summary_table
 
     out.print(summary_table(summary))
+
+
+def _write_report(run_dir: Path) -> None:
+    """The run's report.html; the run is finished and its summary.json kept even if drawing fails."""
+    try:
+        from distil.html_report import write_report
+
+        err.print(f"report: {write_report(run_dir)}", highlight=False)
+    except Exception as e:  # noqa: BLE001 — a plotting failure must not turn a finished run into a failed command
+        err.print(f"[yellow]report: not written ({escape(f'{type(e).__name__}: {e}')}); `distil report {run_dir}` tries again[/]", highlight=False)
 
 
 def _listing(title: str, items: dict[str, str]) -> None:
