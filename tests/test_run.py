@@ -1,6 +1,7 @@
 """Real end-to-end runs of `distil` on scikit-learn's 8×8 digits (seconds each)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,12 @@ TINY = {
 }
 FIELDS = {"name", "role", "method", "arch", "accuracy", "params", "size_bytes", "latency_ms_b1", "throughput_b256", "seed"}
 runner = CliRunner()
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def config_file(tmp_path: Path, raw: dict = TINY) -> Path:
@@ -55,6 +62,7 @@ def test_run_writes_summary_metrics_weights(tiny_run):
         assert 0.0 <= m["accuracy"] <= 1.0 and m["seed"] == 3
         assert m["latency_ms_b1"] > 0 and m["throughput_b256"] > 0
         assert m["size_bytes"] == (out / m["weights"]).stat().st_size
+        assert (out / m["weights"]).stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's 0600
     roles = {m["name"]: (m["role"], m["method"]) for m in summary["models"]}
     assert roles == {"teacher": ("teacher", "trained"), "student_scratch": ("student", "scratch"), "student_kd": ("student", "kd")}
     # the teacher learned something real on digits, even in 3 epochs
