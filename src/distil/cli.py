@@ -285,13 +285,20 @@ def bench_speed_command(
 
 
 def _print_summary(summary: dict) -> None:
+    from distil.engine.distributed import is_main_process
     from distil.report import summary_table
 
+    if not is_main_process():  # under torchrun, rank 0 prints and writes for all
+        return
     out.print(summary_table(summary))
 
 
 def _write_report(run_dir: Path) -> None:
     """The run's report.html; the run is finished and its summary.json kept even if drawing fails."""
+    from distil.engine.distributed import is_main_process
+
+    if not is_main_process():
+        return
     try:
         from distil.html_report import write_report
 

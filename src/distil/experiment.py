@@ -25,6 +25,8 @@ from torch import nn
 from distil.config import ExperimentConfig, ModelConfig
 from distil.errors import ConfigError
 from distil.data import BatchAugment, Dataset, load_dataset
+from distil.engine import distributed
+from distil.engine.distributed import Distributed
 from distil.engine.evaluate import accuracy
 from distil.engine.measure import measure
 from distil.engine.methods import build_objective
@@ -96,12 +98,16 @@ def build(cfg: ModelConfig, data: Dataset, seed: int) -> nn.Module:
 
 
 class Experiment:
-    def __init__(self, config: ExperimentConfig, out: str | Path, console: Console | None = None, command: str | None = None) -> None:
+    def __init__(
+        self, config: ExperimentConfig, out: str | Path, console: Console | None = None, command: str | None = None, dist: Distributed | None = None
+    ) -> None:
         self.config = config
         self.run_dir = RunDir(out)
-        self.console = console or Console(stderr=True)
+        self.dist = dist  # under torchrun: this rank; only rank 0 writes the run directory and prints
+        self.writes = dist is None or dist.is_main
+        self.console = (console or Console(stderr=True)) if self.writes else Console(stderr=True, quiet=True)
         self.command = command or shlex.join(["distil", *sys.argv[1:]])
-        self.device = resolve_device(config.device)
+        self.device = dist.device if dist is not None else resolve_device(config.device)
         self.results: list[ModelResult] = []
         self.models: dict[str, nn.Module] = {}  # every recorded model by name: strategies build on them
 
@@ -116,6 +122,9 @@ class Experiment:
             raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
         started = time.perf_counter()
         data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+        described = data.describe()
+        if self.dist is not None:
+            data = self._shard(data, steps)
         # Build every model before training any, so a bad arch or weights file fails at once.
         teacher = build(cfg.teacher, data, cfg.seed) if {"teacher", "kd"} & set(steps) and cfg.teacher is not None else None
         if teacher is not None and cfg.teacher.weights:
@@ -125,8 +134,10 @@ class Experiment:
         strategy = prepare_strategy(self, data, teacher) if "kd" in steps else None
         direct = "kd" in steps and teacher is not None and (strategy is None or getattr(cfg.strategy, "baseline", False))
         objectives = {m: self._objective(data, teacher, m, extend) for m in methods} if direct else {}
-        self.run_dir.start(cfg.model_dump(mode="json"))
-        self.console.print(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
+        if self.writes:
+            self.run_dir.start(cfg.model_dump(mode="json"))
+        per_rank = f" ({len(data.train)} per process × {self.dist.world_size})" if self.dist is not None else ""
+        self.console.print(f"data: {data.name} train {described['sizes']['train']}{per_rank} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
         data = _on_device(data, self.device)
         augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
 
@@ -158,7 +169,7 @@ class Experiment:
         summary = {
             "name": cfg.name,
             "dataset": data.name,
-            "data": data.describe(),
+            "data": described,
             "seed": cfg.seed,
             "strategy": cfg.strategy.name,
             "device": str(self.device),
@@ -168,12 +179,29 @@ class Experiment:
             "wall_seconds": round(time.perf_counter() - started, 2),
             "models": [asdict(r) for r in self.results],
         }
+        if self.dist is not None:
+            summary["distributed"] = {**self.dist.describe(), "train_per_rank": len(data.train)}
+        if not self.writes:
+            return summary
         self.run_dir.write_summary(summary)
+        # Compression (pruning fine-tunes, int8 calibration, ONNX) runs in rank 0 alone, as one process.
         if cfg.compress is not None and "kd" in steps:
             from distil.compress.pipeline import compress_run
 
             summary = compress_run(self.run_dir.path, cfg, console=self.console)
         return summary
+
+    def _shard(self, data: Dataset, steps: Collection[str]) -> Dataset:
+        """This rank's shard of the training split, after checking that the batches of the models that
+        will train divide among the ranks (``batch_size`` is the global batch)."""
+        assert self.dist is not None
+        cfg = self.config
+        trains_teacher = "teacher" in steps and cfg.teacher is not None and not cfg.teacher.weights
+        if trains_teacher:
+            self.dist.check_batch_size(cfg.teacher.batch_size, "teacher.batch_size")
+        if {"scratch", "kd"} & set(steps):
+            self.dist.check_batch_size(cfg.student.batch_size, "student.batch_size")
+        return self.dist.shard_dataset(data, cfg.seed)
 
     def _teacher_outputs(self, teacher: nn.Module, data: Dataset, objective: Objective, augment: BatchAugment):
         outputs = teacher_outputs(
@@ -202,7 +230,7 @@ class Experiment:
     def _save_objective(self, name: str, objective: Objective) -> None:
         """Connectors and the losses' own parameters (not the student's) go beside the student's weights."""
         params = {k: v for k, v in objective.named_parameters()}
-        if params:
+        if params and self.writes:
             save_tensors(params, self.run_dir.path / f"{name}.objective.safetensors")
 
     def _fit(self, name: str, model: nn.Module, data: Dataset, objective: Objective, cfg: ModelConfig, augment: BatchAugment, outputs, seed: int | None = None) -> FitResult:
@@ -211,16 +239,19 @@ class Experiment:
         with epoch_reporter(self.console, name, cfg.epochs) as reporter:
 
             def on_epoch(record) -> None:
-                self.run_dir.log_epoch(name, record.as_dict())
+                if self.writes:
+                    self.run_dir.log_epoch(name, record.as_dict())
                 reporter.on_epoch(record)
 
             seed = self.config.seed if seed is None else seed
-            return fit(model, data.train, data.val, objective, settings_of(cfg), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch, on_batch=reporter.on_batch)
+            return fit(model, data.train, data.val, objective, settings_of(cfg), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch, on_batch=reporter.on_batch, dist=self.dist)
 
     def _record(
         self, name: str, role: str, method: str, model: nn.Module, data: Dataset, cfg: ModelConfig, fit_result: FitResult | None, teacher_outputs: dict | None = None
     ) -> None:
         self.models[name] = model
+        if not self.writes:  # weights, measurements and test accuracy: rank 0's (the models are identical)
+            return
         path = save_weights(model, self.run_dir.weights(name), metadata={"arch": cfg.arch, "role": role, "method": method})
         measured = measure(model, data.input_shape, runtime="torch", latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
         self.results.append(
@@ -276,7 +307,12 @@ def machine() -> dict[str, Any]:
 def run_experiment(
     config: ExperimentConfig, out: str | Path, steps: Collection[str] = STEPS, console: Console | None = None, methods: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    """Run ``steps`` of the experiment; returns the summary also written to ``out/summary.json``."""
+    """Run ``steps`` of the experiment; returns the summary also written to ``out/summary.json``.
+
+    Under ``torchrun`` every process runs this: each trains on its shard of the training data with
+    gradients averaged across processes, and only rank 0 prints and writes ``out``.
+    """
     if "scratch" in steps and not config.scratch:
         steps = [s for s in steps if s != "scratch"]
-    return Experiment(config, out, console).run(steps, methods)
+    with distributed.process_group(config.device) as dist:
+        return Experiment(config, out, console, dist=dist).run(steps, methods)

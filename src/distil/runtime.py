@@ -28,8 +28,13 @@ def usable_cpus() -> int:
 
 
 def auto_threads() -> int:
-    """One thread per usable CPU: fixed for a machine, so the same seed gives the same weights."""
-    return usable_cpus()
+    """One thread per usable CPU: fixed for a machine, so the same seed gives the same weights.
+
+    Processes that torchrun starts on one machine (``LOCAL_WORLD_SIZE``) share its CPUs: each takes
+    its share, at least one. (torchrun itself sets ``OMP_NUM_THREADS=1`` when it starts several
+    processes and the variable is unset, and that setting wins here, as any pinned count does.)
+    """
+    return max(1, usable_cpus() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def set_threads(threads: int | str | None = None) -> int:

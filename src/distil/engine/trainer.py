@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from distil.data import BatchAugment, Split
-from distil.engine.evaluate import accuracy, use_channels_last
+from distil.engine.distributed import SINGLE_PROCESS, Sync
+from distil.engine.evaluate import use_channels_last
 from distil.engine.taps import Taps
 from distil.engine.objective import Objective
 from distil.engine.teacher_outputs import TeacherOutputs
@@ -93,10 +94,11 @@ def fit(
     augment: BatchAugment | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    dist: Sync | None = None,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of its best validation epoch."""
     result = FitResult(best_epoch=0, best_val_accuracy=-1.0)
-    for record in fit_epochs(model, train, val, objective, settings, seed=seed, teacher=teacher, augment=augment, on_batch=on_batch, result=result):
+    for record in fit_epochs(model, train, val, objective, settings, seed=seed, teacher=teacher, augment=augment, on_batch=on_batch, result=result, dist=dist):
         if on_epoch is not None:
             on_epoch(record)
     return result
@@ -114,12 +116,17 @@ def fit_epochs(
     augment: BatchAugment | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     result: FitResult | None = None,
+    dist: Sync | None = None,
 ) -> Iterator[EpochRecord]:
     """:func:`fit` one epoch at a time: yields each epoch's record (a benchmark can interleave runs).
 
     When the teacher outputs replay pre-drawn views (``teacher.views``), each sample shows its view of
     the epoch instead of a fresh augmentation. The best validation weights are restored when the
     generator is exhausted; ``result`` (if given) collects the history.
+
+    ``dist`` (a :class:`~distil.engine.distributed.Distributed` under torchrun): ``train`` is this
+    rank's shard, ``settings.batch_size`` the global batch; gradients, metrics, BatchNorm statistics
+    and validation are combined across ranks, so every rank holds the same model and history.
     """
     if objective.uses_teacher and teacher is None:
         raise ValueError("the objective has teacher terms but no teacher outputs were given")
@@ -130,11 +137,14 @@ def fit_epochs(
     use_channels_last(model, train.x)
     objective.to(device)
     params = [p for p in [*model.parameters(), *objective.parameters()] if p.requires_grad]
+    sync = dist if dist is not None else SINGLE_PROCESS
+    sync.start(model, params, len(train))
+    batch_size = sync.local_batch(settings.batch_size)
     optimizer = OPTIMIZERS[settings.optimizer](params, settings)
-    steps_per_epoch = math.ceil(len(train) / settings.batch_size)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
     total_steps = settings.epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: SCHEDULES[settings.schedule](step / total_steps, settings))
-    order = torch.Generator().manual_seed(seed)
+    order = torch.Generator().manual_seed(sync.order_seed(seed))
     augment = augment if augment is not None and augment.enabled else None
     uses_teacher = objective.uses_teacher and teacher is not None
     views = getattr(teacher, "views", None) if uses_teacher and augment is not None else None
@@ -147,7 +157,7 @@ def fit_epochs(
             objective.train()
             sums = torch.zeros(len(objective.names) + 1, device=device)
             permutation = torch.randperm(len(train), generator=order).to(device)
-            for step, index in enumerate(permutation.split(settings.batch_size)):
+            for step, index in enumerate(permutation.split(batch_size)):
                 x = train.x[index]
                 view = None
                 if views is not None:
@@ -165,6 +175,7 @@ def fit_epochs(
                 loss = torch.stack(list(values.values())).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                sync.average_gradients(params)
                 optimizer.step()
                 scheduler.step()
                 with torch.no_grad():
@@ -174,8 +185,9 @@ def fit_epochs(
                             sums[k] += values[name].detach() * len(index)
                 if on_batch is not None:
                     on_batch(step + 1, steps_per_epoch)
-            means = (sums / len(train)).tolist()
-            val_acc = accuracy(model, val.x, val.y) if len(val) else float("nan")
+            means = sync.mean(sums, len(train)).tolist()
+            sync.average_buffers(model)
+            val_acc = sync.accuracy(model, val.x, val.y) if len(val) else float("nan")
             record = EpochRecord(
                 epoch=epoch,
                 loss=means[0],

@@ -113,7 +113,7 @@ def ensemble_objective(ctx: Context, student: nn.Module, ensemble: Ensemble) -> 
         raise ConfigError(f"distill (method {ctx.config.distill.method!r}, strategy ensemble): {err.args[0]}") from None
 
 
-@register_strategy("ensemble", "Hinton 2015 §3: `teacher` + `teachers` (archs or seeds), soft targets = weighted mean of softmax(z/T); feature terms per member, summed (CRD-EN)", benchmark="MNIST-1D")
+@register_strategy("ensemble", "Hinton 2015 §3: `teacher` + `teachers` (archs or seeds), soft targets = weighted mean of softmax(z/T); feature terms per member, summed (CRD-EN)", benchmark="MNIST-1D", distributed=True)
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
     configs = [cfg.teacher, *opts.teachers]

@@ -63,7 +63,7 @@ def mutual_objective(k: int, T: float = 1.0, label_smoothing: float = 0.0) -> Ob
     return Objective(terms)
 
 
-@register_strategy("mutual", "Zhang 2018 deep mutual learning: a cohort of students (and optionally the teacher, still training) each distilling from the others' current outputs", benchmark="MNIST-1D")
+@register_strategy("mutual", "Zhang 2018 deep mutual learning: a cohort of students (and optionally the teacher, still training) each distilling from the others' current outputs", benchmark="MNIST-1D", distributed=True)
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
     if opts.teacher_trains and ctx.teacher is None:

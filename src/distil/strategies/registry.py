@@ -26,6 +26,8 @@ class Strategy:
     prepare: Callable[[Context], Runner]
     #: the data it is benchmarked on in benchmarks/strategies.md ("" when nowhere yet)
     benchmark: str = ""
+    #: runs under torchrun (each process on its shard of the training data); checked at start
+    distributed: bool = False
 
 
 STRATEGIES: dict[str, Strategy] = {}
@@ -34,9 +36,11 @@ STRATEGIES: dict[str, Strategy] = {}
 BUILTIN = ("ensemble", "transfer", "self_distill", "assistants", "mutual", "frozen_backbone", "specialists")
 
 
-def register_strategy(name: str, description: str, benchmark: str = "") -> Callable[[Callable[[Context], Runner]], Callable[[Context], Runner]]:
+def register_strategy(
+    name: str, description: str, benchmark: str = "", distributed: bool = False
+) -> Callable[[Callable[[Context], Runner]], Callable[[Context], Runner]]:
     def add(prepare: Callable[[Context], Runner]) -> Callable[[Context], Runner]:
-        STRATEGIES[name] = Strategy(name, description, prepare, benchmark)
+        STRATEGIES[name] = Strategy(name, description, prepare, benchmark, distributed)
         return prepare
 
     return add

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from distil.data import BatchAugment, Dataset
+from distil.errors import ConfigError
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, strategies
 
@@ -31,6 +32,9 @@ def prepare_strategy(experiment: Experiment, data: Dataset, teacher: nn.Module |
     cfg = experiment.config
     if cfg.strategy.name == "none":
         return None
+    strategy = strategies()[cfg.strategy.name]
+    if experiment.dist is not None and not strategy.distributed:
+        raise ConfigError(f"strategy: {strategy.name!r} is not supported with torchrun yet; run it in one process (python -m distil run ...)")
     augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
     context = Context(experiment, data, teacher, augment)
-    return PreparedStrategy(context, strategies()[cfg.strategy.name].prepare(context))
+    return PreparedStrategy(context, strategy.prepare(context))

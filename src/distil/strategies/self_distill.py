@@ -43,7 +43,7 @@ class VirtualTeacher:
         return {LOGITS: self.logits[index]}
 
 
-@register_strategy("born_again", "Furlanello 2018 born-again networks: generation k (same arch) teaches generation k+1, K generations; no teacher needed", benchmark="MNIST-1D")
+@register_strategy("born_again", "Furlanello 2018 born-again networks: generation k (same arch) teaches generation k+1, K generations; no teacher needed", benchmark="MNIST-1D", distributed=True)
 def prepare_born_again(ctx: Context) -> Runner:
     cfg, generations = ctx.config, ctx.options.generations
     models = [ctx.build(cfg.student, ctx.seed + k) for k in range(generations + 1)]
@@ -61,7 +61,7 @@ def prepare_born_again(ctx: Context) -> Runner:
     return run
 
 
-@register_strategy("tf_kd", "Yuan 2020 teacher-free KD: a virtual teacher with logits log p^d, p^d(y)=correct_prob, the rest uniform; no teacher needed", benchmark="MNIST-1D")
+@register_strategy("tf_kd", "Yuan 2020 teacher-free KD: a virtual teacher with logits log p^d, p^d(y)=correct_prob, the rest uniform; no teacher needed", benchmark="MNIST-1D", distributed=True)
 def prepare_tf_kd(ctx: Context) -> Runner:
     cfg = ctx.config
     if ctx.data.train.y is None:
