@@ -114,6 +114,10 @@ class Experiment:
         unknown = set(steps) - set(STEPS)
         if unknown:
             raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
+        if cfg.logging.tensorboard:
+            from distil.scalars import require_tensorboard
+
+            require_tensorboard()
         started = time.perf_counter()
         data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
         # Build every model before training any, so a bad arch or weights file fails at once.
@@ -207,11 +211,13 @@ class Experiment:
 
     def _fit(self, name: str, model: nn.Module, data: Dataset, objective: Objective, cfg: ModelConfig, augment: BatchAugment, outputs, seed: int | None = None) -> FitResult:
         from distil.progress import epoch_reporter
+        from distil.scalars import epoch_scalars
 
-        with epoch_reporter(self.console, name, cfg.epochs) as reporter:
+        with epoch_reporter(self.console, name, cfg.epochs) as reporter, epoch_scalars(self.config.logging.tensorboard, self.run_dir.path, name) as scalars:
 
             def on_epoch(record) -> None:
                 self.run_dir.log_epoch(name, record.as_dict())
+                scalars(record)
                 reporter.on_epoch(record)
 
             seed = self.config.seed if seed is None else seed
