@@ -64,7 +64,7 @@ def swept(tmp_path_factory):
 
 
 def test_sweep_writes_trials_results_and_best(swept):
-    tmp, config, out, result, summary = swept
+    _, _, out, result, summary = swept
     assert [r["trial"] for r in summary["rows"]] == [0, 1] and all(r["state"] == "complete" for r in summary["rows"])
     for row in summary["rows"]:
         trial = json.loads((out / row["dir"] / "summary.json").read_text())
@@ -109,7 +109,7 @@ def test_best_yaml_is_the_best_trial_and_reruns_to_its_accuracy(swept, tmp_path)
 
 
 def test_resume_runs_only_missing_trials_and_requeues_an_interrupted_one(swept):
-    tmp, config, out, _, before = swept
+    _, config, out, _, before = swept
     # what a process killed mid-trial leaves in the journal: a trial still RUNNING
     from distil.config import load_config
     from distil.sweep.run import _distributions
@@ -173,7 +173,7 @@ def test_bad_path_or_value_exits_2_naming_it(tmp_path, path, param, expected):
 
 
 def test_bad_input_leaves_an_existing_sweep_untouched(swept, tmp_path):
-    tmp, config, out, _, _ = swept
+    _, config, out, _, _ = swept
     files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     raw = copy.deepcopy(TINY)
     raw["sweep"]["params"]["student.lr"] = {"low": 0.3, "high": 0.02}

@@ -13,7 +13,7 @@ import io
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +102,7 @@ def write_results(
         "best": best,
         "rows": rows,
         "wall_seconds": round(time.perf_counter() - started, 2),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     text_md, text_csv = markdown(summary, space), _csv(rows, space)
     atomic_write(out / "results.md", lambda tmp: tmp.write_text(text_md))

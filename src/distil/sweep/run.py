@@ -85,7 +85,7 @@ def run_sweep(
         reference = _reference_run(base, out, console)
         fixed = {**TRIAL_FIXED, **_teacher_overrides(base, out, reference)}
         model = space.model or f"student_{base.distill.method}"
-        context = dict(config_path=config_path, overrides=overrides, out=out, command=command, trials=goal, started=started, reference=reference)
+        context = {"config_path": config_path, "overrides": overrides, "out": out, "command": command, "trials": goal, "started": started, "reference": reference}
         while (done := _finished(study)) < goal:
             console.print(f"sweep: trial {done + 1} of {goal}", highlight=False)
             try:

@@ -111,7 +111,7 @@ class SweepParam(Section):
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is None:
             raise ValueError("the grid sampler needs a step for a float range (or give choices)")
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
         return [round(self.low + k * self.step, 12) for k in range(count)]
 
 
