@@ -182,7 +182,7 @@ def sweep(
     config: Annotated[Path, typer.Argument(help="experiment YAML with a sweep: section (see configs/sweeps/)")],
     overrides: Overrides = None,
     trials: Annotated[int, typer.Option(help="trials to have finished; run again with a larger N to add trials")] = 10,
-    out_dir: OutDir = Path("runs/sweep"),
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="sweep directory: new, or the one of an interrupted sweep to resume")] = Path("runs/sweep"),
 ) -> None:
     """Hyper-parameter search (Optuna) over the config's sweep: section; each trial is a run directory.
 
