@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -219,6 +220,12 @@ class CompressConfig(Section):
         return steps
 
 
+class LoggingConfig(Section):
+    """Where per-epoch metrics go besides DIR/metrics.jsonl (always written)."""
+
+    tensorboard: bool = Field(False, description="also write per-epoch scalars under DIR/tensorboard/<model> (needs the tensorboard extra)")
+
+
 class ExperimentConfig(Section):
     name: str = "experiment"
     seed: int = 0
@@ -232,6 +239,8 @@ class ExperimentConfig(Section):
     measure: MeasureConfig = Field(default_factory=MeasureConfig)
     compress: CompressConfig | None = Field(None, description="compress and export the distilled student after the run (see `distil compress`)")
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    sweep: SweepConfig | None = Field(None, description="search space of `distil sweep` (ignored by `distil run`)")
 
     @model_validator(mode="after")
     def _teacher_needs_weights_or_training(self) -> ExperimentConfig:
@@ -247,6 +256,13 @@ class ExperimentConfig(Section):
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read, override and validate a YAML experiment config; relative paths resolve next to the file."""
     path = Path(path)
+    config = validate_config(read_raw(path, overrides), source=str(path))
+    return resolve_paths(config, path.parent)
+
+
+def read_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping with the overrides applied, not yet validated (a sweep derives its trials from it)."""
+    path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} not found")
     try:
@@ -257,8 +273,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError(f"{path}: expected a mapping of sections (data, teacher, student, ...), got {type(raw).__name__}")
     for item in overrides:
         apply_override(raw, item)
-    config = validate_config(raw, source=str(path))
-    return resolve_paths(config, path.parent)
+    return raw
 
 
 def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
@@ -277,23 +292,54 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError:
         value = text
-    node = raw
+    set_path(raw, key, value)
+
+
+# Lists whose entries are addressed by one of their fields: ``distill.terms.KD.params.T=2`` sets T of
+# the term whose loss is KD, adding ``{loss: KD}`` if the file has none (it then updates the preset's KD).
+KEYED_LISTS = {("distill", "terms"): "loss"}
+
+
+def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` of the raw mapping to ``value``, creating sections on the way."""
+    node: Any = raw
     parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"override {item!r}: {part} is not a section")
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _keyed_entry(node, KEYED_LISTS[tuple(parts[:i])], part, key)
+            continue
+        keyed = tuple(parts[: i + 1]) in KEYED_LISTS
+        child = node.setdefault(part, [] if keyed else {})
+        if not isinstance(child, list if keyed else dict):
+            raise ConfigError(f"override {key!r}: {part} is not a {'list of terms' if keyed else 'section'}")
         node = child
+    if isinstance(node, list):
+        raise ConfigError(f"override {key!r}: name a field of the entry, e.g. {key}.weight")
     node[parts[-1]] = value
+
+
+def _keyed_entry(entries: list[Any], field: str, name: str, key: str) -> dict[str, Any]:
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"override {key!r}: the list holds {entry!r}, not a mapping with {field!r}")
+        if entry.get(field) == name:
+            return entry
+    entries.append({field: name})
+    return entries[-1]
 
 
 def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
     def resolve(p: str | None) -> str | None:
         return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
 
-    teacher = config.teacher.model_copy(update={"weights": resolve(config.teacher.weights)}) if config.teacher else None
-    data = config.data.model_copy(update={"path": resolve(config.data.path)})
-    return config.model_copy(update={"teacher": teacher, "data": data, "strategy": config.strategy.resolve_paths(resolve)})
+    return map_paths(config, resolve)
+
+
+def map_paths(config: ExperimentConfig, fn: Callable[[str | None], str | None]) -> ExperimentConfig:
+    """Apply ``fn`` to every file path of the config (data, teacher weights, the strategy's)."""
+    teacher = config.teacher.model_copy(update={"weights": fn(config.teacher.weights)}) if config.teacher else None
+    data = config.data.model_copy(update={"path": fn(config.data.path)})
+    return config.model_copy(update={"teacher": teacher, "data": data, "strategy": config.strategy.resolve_paths(fn)})
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
@@ -335,5 +381,6 @@ def _known_keys(loc: list[str]) -> list[str]:
 
 # The strategy section's models build on the sections above, so they are imported once those exist.
 from distil.strategies.options import TEACHERLESS, NoStrategy, StrategyConfig
+from distil.sweep.space import SweepConfig
 
 ExperimentConfig.model_rebuild()

@@ -120,6 +120,10 @@ class Experiment:
         unknown = set(steps) - set(STEPS)
         if unknown:
             raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
+        if cfg.logging.tensorboard:
+            from distil.scalars import require_tensorboard
+
+            require_tensorboard()
         started = time.perf_counter()
         data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
         described = data.describe()
@@ -235,12 +239,14 @@ class Experiment:
 
     def _fit(self, name: str, model: nn.Module, data: Dataset, objective: Objective, cfg: ModelConfig, augment: BatchAugment, outputs, seed: int | None = None) -> FitResult:
         from distil.progress import epoch_reporter
+        from distil.scalars import epoch_scalars
 
-        with epoch_reporter(self.console, name, cfg.epochs) as reporter:
+        with epoch_reporter(self.console, name, cfg.epochs) as reporter, epoch_scalars(self.config.logging.tensorboard and self.writes, self.run_dir.path, name) as scalars:
 
             def on_epoch(record) -> None:
                 if self.writes:
                     self.run_dir.log_epoch(name, record.as_dict())
+                    scalars(record)
                 reporter.on_epoch(record)
 
             seed = self.config.seed if seed is None else seed
