@@ -75,7 +75,8 @@ def distill(
     (``.between("stages")``); connectors are added where shapes differ and trained with the student.
     The teacher is frozen and its outputs are cached: exactly when ``augment`` is off, as pre-drawn
     views with it (``cache``: :class:`~distil.engine.teacher_outputs.CacheSettings`; in memory only
-    unless ``cache.store`` is set).
+    unless ``cache.store`` is set). ``options`` are :class:`TrainSettings` fields: ``epochs``, ``lr``,
+    ``precision="bf16"`` (forwards under bf16 autocast; see engine/precision.py), ...
     """
     device = _device_of(student)
     teacher.to(device).eval().requires_grad_(False)

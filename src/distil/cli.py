@@ -105,7 +105,7 @@ def distill(config: Config, overrides: Overrides = None, out_dir: OutDir = Path(
 @user_errors
 def evaluate(
     config: Config,
-    weights: Annotated[Path, typer.Option(help="safetensors weights to evaluate")],
+    weights: Annotated[Path, typer.Option(help="weights to evaluate: .safetensors, or a tensor-only PyTorch checkpoint (.pt/.pth/.bin)")],
     overrides: Overrides = None,
     model: Annotated[Role, typer.Option(help="which architecture of the config the weights are for")] = Role.student,
 ) -> None:
@@ -127,6 +127,20 @@ def evaluate(
     test = data.test.to(device)
     acc = accuracy(net.to(device), test.x, test.y)
     typer.echo(json.dumps({"weights": str(weights), "dataset": data.name, "split": "test", "samples": len(test), "accuracy": acc}))
+
+
+@app.command("convert-weights")
+@user_errors
+def convert_weights(
+    source: Annotated[Path, typer.Argument(help="a PyTorch checkpoint (.pt/.pth/.bin) holding a state_dict, read with weights_only=True")],
+    dest: Annotated[Path, typer.Argument(help="the .safetensors file to write")],
+) -> None:
+    """Re-save a PyTorch state_dict as safetensors; prints its sha256 (for teacher.sha256)."""
+    from distil.weights import convert_weights as convert
+    from distil.weights import file_sha256
+
+    path = convert(source, dest)
+    typer.echo(json.dumps({"source": str(source), "weights": str(path), "sha256": file_sha256(path)}))
 
 
 class OnError(str, Enum):

@@ -88,6 +88,7 @@ def settings_of(cfg: ModelConfig) -> TrainSettings:
         schedule=cfg.schedule,
         milestones=tuple(cfg.milestones),
         gamma=cfg.gamma,
+        precision=cfg.precision,
     )
 
 

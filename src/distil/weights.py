@@ -1,11 +1,19 @@
-"""Model weights on disk: safetensors only (never pickle), written atomically, checked on load."""
+"""Model weights on disk: written as safetensors, atomically; read without ever unpickling.
+
+distil writes only safetensors. It reads safetensors, and — for weights made elsewhere (a teacher
+trained in someone's own loop) — PyTorch checkpoints (``.pt``/``.pth``/``.bin``) strictly through
+``torch.load(weights_only=True)``, which rebuilds tensors and plain containers but refuses any other
+pickled object. A file that needs more than that is refused with a message saying how to re-save it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -58,8 +66,96 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ModelError(f"weights file {path} is not a safetensors file ({err}); {ACCEPTED}") from None
+
+
+# Where a training script's checkpoint keeps its state_dict (``torch.save({"epoch": 3, "model": ...})``).
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
+# Wrappers that prefix every key: DistributedDataParallel / DataParallel, and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+REPICKLE_HINT = (
+    "this file contains pickled Python objects; distil loads only tensors: save model.state_dict() with "
+    "safetensors (safetensors.torch.save_file) or torch.save(model.state_dict())"
+)
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    """A tensor-only PyTorch checkpoint: ``weights_only=True`` refuses anything that would run code."""
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # noqa: BLE001 — torch raises many types for a bad file; each becomes a ModelError
+        # Recognised by name: importing pickle only to catch its error would invite its use elsewhere.
+        # weights_only names the class it refused ("Unsupported global"); other errors mean a bad file.
+        if type(err).__name__ == "UnpicklingError" and any(m in str(err) for m in ("Unsupported global", "Unsupported class")):
+            raise ModelError(f"weights file {path}: {REPICKLE_HINT}") from None
+        raise ModelError(f"weights file {path} is not a PyTorch checkpoint ({type(err).__name__}: {str(err)[:200]}); {ACCEPTED}") from None
+    return _strip_wrappers(_state_dict_of(obj, path))
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _state_dict_of(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """The state_dict itself, or the one a checkpoint dict holds under a usual key."""
+    if _is_state_dict(obj):
+        return dict(obj)
+    if isinstance(obj, Mapping):
+        for key in STATE_DICT_KEYS:
+            if _is_state_dict(obj.get(key)):
+                return dict(obj[key])
+        keys = ", ".join(map(str, list(obj)[:8]))
+        raise ModelError(f"weights file {path}: a dict with keys [{keys}] but no state_dict (names → tensors) at the top or under {', '.join(STATE_DICT_KEYS)}")
+    raise ModelError(f"weights file {path} holds a {type(obj).__name__}, not a state_dict (names → tensors); save model.state_dict()")
+
+
+def _strip_wrappers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``module.conv.weight`` → ``conv.weight`` when every key carries the wrapper's prefix."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in state):
+                state, stripped = {k[len(prefix) :]: v for k, v in state.items()}, True
+    return state
+
+
+# File suffix → reader. Anything else is refused: the extension says which format a file claims to be.
+READERS: dict[str, Callable[[Path], dict[str, torch.Tensor]]] = {
+    ".safetensors": _read_safetensors,
+    ".pt": _read_torch,
+    ".pth": _read_torch,
+    ".bin": _read_torch,
+}
+ACCEPTED = "distil loads .safetensors, or tensor-only PyTorch checkpoints (.pt, .pth, .bin) through torch.load(weights_only=True); it never unpickles"
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The named tensors of a weights file (any of :data:`READERS`), on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"weights file {path} not found")
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise ModelError(f"weights file {path}: unknown extension {path.suffix or '(none)'!r}; expected one of {', '.join(READERS)} ({ACCEPTED})")
+    return reader(path)
+
+
+def convert_weights(source: str | Path, dest: str | Path) -> Path:
+    """Re-save a weights file as safetensors (``distil convert-weights``): the same tensors, checked by sha256 later."""
+    dest = Path(dest)
+    if dest.suffix != ".safetensors":
+        raise ModelError(f"output {dest}: expected a .safetensors file name")
+    # Cloned: tied weights share storage in a state_dict, and safetensors refuses shared tensors.
+    return save_tensors({k: v.clone() for k, v in read_state_dict(source).items()}, dest)
+
+
 def load_weights(model: nn.Module, path: str | Path, sha256: str | None = None) -> nn.Module:
-    """Load safetensors weights into ``model``; every mismatch is a :class:`ModelError` that says what."""
+    """Load weights (see :func:`read_state_dict`) into ``model``; every mismatch is a :class:`ModelError` that says what."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} not found")
@@ -67,10 +163,7 @@ def load_weights(model: nn.Module, path: str | Path, sha256: str | None = None) 
         actual = file_sha256(path)
         if actual != sha256.lower():
             raise ModelError(f"weights file {path}: sha256 is {actual}, expected {sha256}; the file is corrupt or not the one the config names")
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as err:
-        raise ModelError(f"weights file {path} is not a safetensors file ({err}); distil loads only safetensors, never pickles") from None
+    state = read_state_dict(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

@@ -110,7 +110,8 @@ def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
     augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
     terms = [losses.KD(T=p.temperature) * p.alpha, losses.CE() * (1.0 - p.alpha)]
     objective = connect_terms(terms, model, chain.teacher, chain.data.train.x[:8])
-    settings = TrainSettings(epochs=epochs, batch_size=p.batch_size, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=cfg.student.weight_decay, schedule="cosine")
+    settings = TrainSettings(epochs=epochs, batch_size=p.batch_size, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=cfg.student.weight_decay, schedule="cosine",
+                             precision=cfg.student.precision)  # fmt: skip
     result = fit(model, chain.data.train, chain.data.val, objective, settings, seed=cfg.seed, teacher=chain.teacher_outputs(augment), augment=augment)
     return result.train_seconds
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from distil.engine.connectors import build_connector
+from distil.engine.precision import full_precision
 from distil.engine.taps import LOGITS
 from distil.losses import CE, Term
 
@@ -53,17 +54,24 @@ class Objective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The weighted value of every active term, by name; their sum is the loss to minimise."""
         values = {}
-        for name, term in zip(self.names, self.terms):
-            weight = term.weight_at(progress)
-            if weight == 0:
-                continue
-            s = student[term.student]
-            if name in self.connectors:
-                s = self.connectors[name](s)
-            t = teacher[term.teacher] if term.loss.uses_teacher and teacher is not None else None
-            extra = {"index": index} if term.loss.uses_index else {}
-            values[name] = weight * term.loss(s, t, target=target, **extra)
+        # Loss maths in fp32 even under a bf16 autocast (engine/precision.py): inputs upcast, autocast off.
+        with full_precision(next(iter(student.values())).device):
+            for name, term in zip(self.names, self.terms):
+                weight = term.weight_at(progress)
+                if weight == 0:
+                    continue
+                s = _fp32(student[term.student])
+                if name in self.connectors:
+                    s = self.connectors[name](s)
+                t = _fp32(teacher[term.teacher]) if term.loss.uses_teacher and teacher is not None else None
+                extra = {"index": index} if term.loss.uses_index else {}
+                values[name] = weight * term.loss(s, t, target=target, **extra)
         return values
+
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 activations as fp32 (differentiably); fp32 tensors are returned as they are."""
+    return x.float() if x.is_floating_point() else x
 
 
 def _term_name(term: Term) -> str:

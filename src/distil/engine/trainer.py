@@ -22,6 +22,7 @@ from distil.engine.distributed import SINGLE_PROCESS, Sync
 from distil.engine.evaluate import use_channels_last
 from distil.engine.taps import Taps
 from distil.engine.objective import Objective
+from distil.engine.precision import autocast
 from distil.engine.teacher_outputs import TeacherOutputs
 
 
@@ -36,6 +37,7 @@ class TrainSettings:
     schedule: str = "cosine"
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
+    precision: str = "fp32"  # fp32, bf16 or auto: the forwards under autocast (engine/precision.py)
 
 
 OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], TrainSettings], torch.optim.Optimizer]] = {
@@ -166,12 +168,13 @@ def fit_epochs(
                 elif augment is not None:
                     x = augment(x, order)
                 target = train.y[index] if train.y is not None else None
-                student_out = student.forward(x)
-                teacher_out = None
-                if uses_teacher and teacher is not None:
-                    teacher_out = teacher(index, x) if view is None else teacher(index, x, view)
-                progress = (epoch - 1 + step / steps_per_epoch) / settings.epochs
-                values = objective(student_out, teacher_out, target, index=index, progress=progress)
+                with autocast(settings.precision, device):
+                    student_out = student.forward(x)
+                    teacher_out = None
+                    if uses_teacher and teacher is not None:
+                        teacher_out = teacher(index, x) if view is None else teacher(index, x, view)
+                    progress = (epoch - 1 + step / steps_per_epoch) / settings.epochs
+                    values = objective(student_out, teacher_out, target, index=index, progress=progress)
                 loss = torch.stack(list(values.values())).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
