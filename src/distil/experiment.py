@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from distil.checkpoint import RunCheckpoints, check_resume
 from distil.config import ExperimentConfig, ModelConfig
 from distil.errors import ConfigError
 from distil.data import BatchAugment, Dataset, load_dataset
@@ -33,7 +34,7 @@ from distil.engine.teacher_outputs import CacheSettings, objective_temperature, 
 from distil.engine.taps import LOGITS
 from distil.engine.trainer import FitResult, TrainSettings, fit
 from distil.models import build_model, count_parameters
-from distil.run_dir import RunDir
+from distil.run_dir import RunDir, read_summary
 from distil.strategies.run import prepare_strategy
 from distil.weights import file_sha256, load_weights, save_tensors, save_weights
 
@@ -96,10 +97,12 @@ def build(cfg: ModelConfig, data: Dataset, seed: int) -> nn.Module:
 
 
 class Experiment:
-    def __init__(self, config: ExperimentConfig, out: str | Path, console: Console | None = None, command: str | None = None) -> None:
+    def __init__(self, config: ExperimentConfig, out: str | Path, console: Console | None = None, command: str | None = None, resume: bool = False) -> None:
         self.config = config
         self.run_dir = RunDir(out)
         self.console = console or Console(stderr=True)
+        self.resume = resume
+        self.checkpoints = RunCheckpoints(self.run_dir, self.console)
         self.command = command or shlex.join(["distil", *sys.argv[1:]])
         self.device = resolve_device(config.device)
         self.results: list[ModelResult] = []
@@ -115,6 +118,10 @@ class Experiment:
         if unknown:
             raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
         started = time.perf_counter()
+        # Checked before anything is loaded or written: a refused resume leaves the directory untouched.
+        found = check_resume(self.run_dir, cfg.model_dump(mode="json"), self.console) if self.resume else "new"
+        if found == "finished":
+            return read_summary(self.run_dir.path)
         data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
         # Build every model before training any, so a bad arch or weights file fails at once.
         teacher = build(cfg.teacher, data, cfg.seed) if {"teacher", "kd"} & set(steps) and cfg.teacher is not None else None
@@ -126,6 +133,8 @@ class Experiment:
         direct = "kd" in steps and teacher is not None and (strategy is None or getattr(cfg.strategy, "baseline", False))
         objectives = {m: self._objective(data, teacher, m, extend) for m in methods} if direct else {}
         self.run_dir.start(cfg.model_dump(mode="json"))
+        if found == "new":
+            self.checkpoints.clear()
         self.console.print(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
         data = _on_device(data, self.device)
         augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
@@ -165,10 +174,12 @@ class Experiment:
             "command": self.command,
             "machine": machine(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_seconds": round(time.perf_counter() - started, 2),
+            "wall_seconds": round(time.perf_counter() - started, 2),  # of this process: a resumed run counts from its restart
+            "resumed": found == "resume",
             "models": [asdict(r) for r in self.results],
         }
         self.run_dir.write_summary(summary)
+        self.checkpoints.clear()  # summary.json now says everything; a resume of a finished run returns it
         if cfg.compress is not None and "kd" in steps:
             from distil.compress.pipeline import compress_run
 
@@ -215,7 +226,10 @@ class Experiment:
                 reporter.on_epoch(record)
 
             seed = self.config.seed if seed is None else seed
-            return fit(model, data.train, data.val, objective, settings_of(cfg), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch, on_batch=reporter.on_batch)
+            return fit(
+                model, data.train, data.val, objective, settings_of(cfg), seed=seed, teacher=outputs, augment=augment,
+                on_epoch=on_epoch, on_batch=reporter.on_batch, checkpoint=self.checkpoints.fit(name),
+            )
 
     def _record(
         self, name: str, role: str, method: str, model: nn.Module, data: Dataset, cfg: ModelConfig, fit_result: FitResult | None, teacher_outputs: dict | None = None
@@ -274,9 +288,13 @@ def machine() -> dict[str, Any]:
 
 
 def run_experiment(
-    config: ExperimentConfig, out: str | Path, steps: Collection[str] = STEPS, console: Console | None = None, methods: Sequence[str] | None = None
+    config: ExperimentConfig, out: str | Path, steps: Collection[str] = STEPS, console: Console | None = None, methods: Sequence[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
-    """Run ``steps`` of the experiment; returns the summary also written to ``out/summary.json``."""
+    """Run ``steps`` of the experiment; returns the summary also written to ``out/summary.json``.
+
+    ``resume`` continues an interrupted run in ``out`` from its checkpoints (see ``distil.checkpoint``).
+    """
     if "scratch" in steps and not config.scratch:
         steps = [s for s in steps if s != "scratch"]
-    return Experiment(config, out, console).run(steps, methods)
+    return Experiment(config, out, console, resume=resume).run(steps, methods)
