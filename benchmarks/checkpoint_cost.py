@@ -10,6 +10,7 @@ this CPU takes minutes). The file holds weights, best-epoch weights and momentum
 
 from __future__ import annotations
 
+import math
 import platform
 import statistics
 import tempfile
@@ -55,7 +56,9 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(arch, input_shape=data.input_shape, num_classes=data.num_classes, **kwargs)
         checkpoint = TimedCheckpoint(arch)
-        result = fit(model, data.train, data.val, task_objective(), TrainSettings(epochs=epochs, batch_size=100), seed=0, checkpoint=checkpoint)
+        result = fit(
+            model, data.train, data.val, task_objective(), TrainSettings(epochs=epochs, batch_size=100), seed=0, checkpoint=checkpoint
+        )
         epoch = statistics.median(r.seconds for r in result.history)
         rows.append((f"`{arch}` {kwargs} on MNIST-1D (3,500 train)", count_parameters(model), checkpoint, epoch))
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
@@ -71,8 +74,8 @@ def main() -> None:
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name, params, checkpoint, epoch in rows:
         save = statistics.median(checkpoint.seconds)
-        ratio = f"{100 * save / epoch:.1f} %" if epoch == epoch else "–"
-        print(f"| {name} | {params:,} | {checkpoint.bytes / 2**20:.2f} MiB | {1000 * save:.1f} ms | {'–' if epoch != epoch else f'{epoch:.2f} s'} | {ratio} |")
+        epoch_text, ratio = ("–", "–") if math.isnan(epoch) else (f"{epoch:.2f} s", f"{100 * save / epoch:.1f} %")
+        print(f"| {name} | {params:,} | {checkpoint.bytes / 2**20:.2f} MiB | {1000 * save:.1f} ms | {epoch_text} | {ratio} |")
 
 
 if __name__ == "__main__":

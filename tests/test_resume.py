@@ -46,8 +46,9 @@ def distil_process(*args) -> list[str]:
     return [sys.executable, "-m", "distil", *map(str, args)]
 
 
-def env(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(SRC), "DISTIL_THREADS": "1", "DISTIL_CACHE": str(tmp / "teacher-cache"), "COLUMNS": "200"}
+def env(tmp: Path, cache: str = "killed") -> dict[str, str]:
+    """One torch thread; the resumed run shares the killed run's teacher cache, the uninterrupted run has its own."""
+    return {**os.environ, "PYTHONPATH": str(SRC), "DISTIL_THREADS": "1", "DISTIL_CACHE": str(tmp / f"cache-{cache}"), "COLUMNS": "200"}
 
 
 @pytest.fixture(scope="module")
@@ -57,17 +58,20 @@ def runs(tmp_path_factory):
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     # The uninterrupted run alongside the one to be killed (one thread each: neither changes the other's sums).
-    whole = subprocess.Popen(distil_process("run", config, "--out", tmp / "whole"), env=env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp / "whole.log"
+    with open(log, "w") as out:
+        whole = subprocess.Popen(distil_process("run", config, "--out", tmp / "whole"), env=env(tmp, "whole"), stdout=out, stderr=out)
     killed = tmp / "killed"
     manifest = killed / "checkpoints" / "student_kd.json"
-    process = subprocess.Popen(distil_process("run", config, "--out", killed), env=env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        distil_process("run", config, "--out", killed), env=env(tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not manifest.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(process.pid, signal.SIGKILL)
     assert process.wait(timeout=30) == -signal.SIGKILL, "the run ended before it could be killed"
-    _, stderr = whole.communicate(timeout=120)
-    assert whole.returncode == 0, stderr
+    assert whole.wait(timeout=120) == 0, log.read_text()
     return tmp, config, tmp / "whole", killed
 
 
@@ -78,7 +82,9 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(runs):
     assert 1 <= epoch < CONFIG["student"]["epochs"]  # killed mid-fit, after at least one checkpoint
     resumed = tmp / "resumed"
     shutil.copytree(killed, resumed)
-    result = subprocess.run(distil_process("run", config, "--out", resumed, "--resume"), env=env(tmp), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        distil_process("run", config, "--out", resumed, "--resume"), check=False, env=env(tmp), capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "[teacher] restored from teacher.json: finished before the interruption" in result.stderr
     assert "[student_kd] restored from student_kd.json: continues after epoch" in result.stderr
@@ -90,6 +96,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(runs):
     for m in a["models"]:  # the weights themselves (the files' bytes differ: safetensors orders metadata at random)
         x, y = load_file(whole / m["weights"]), load_file(resumed / m["weights"])
         assert x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
     # metrics.jsonl: the same epochs in the same order, with the same values (times aside)
     def metrics(d):
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (d / "metrics.jsonl").read_text().splitlines()]
@@ -118,6 +125,19 @@ def test_resume_with_another_config_is_refused_and_names_the_keys(runs, tmp_path
     assert snapshot(target) == before
 
 
+def test_resume_by_another_command_is_refused(runs, tmp_path):
+    """Same config, other steps: `distil distill` (teacher, kd) cannot resume what `distil run` began."""
+    _, config, _, killed = runs
+    target = tmp_path / "killed"
+    shutil.copytree(killed, target)
+    before = snapshot(target)
+    result = runner.invoke(app, ["distill", str(config), "--out", str(target), "--resume"])
+    assert result.exit_code == 2
+    message = " ".join(result.output.split())
+    assert "another command (steps teacher, scratch, kd; methods kd)" in message and "this one runs steps teacher, kd" in message
+    assert snapshot(target) == before
+
+
 @pytest.mark.parametrize("which", ["tensors", "manifest"])
 def test_corrupt_checkpoint_is_refused_by_hash_and_left_as_it_is(runs, tmp_path, which):
     _, config, _, killed = runs
@@ -140,7 +160,9 @@ def test_corrupt_checkpoint_is_refused_by_hash_and_left_as_it_is(runs, tmp_path,
 
 def test_resume_of_a_directory_without_a_run_starts_one(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({**CONFIG, "teacher": {**CONFIG["teacher"], "epochs": 1}, "student": {**CONFIG["student"], "epochs": 1}}))
+    config.write_text(
+        yaml.safe_dump({**CONFIG, "teacher": {**CONFIG["teacher"], "epochs": 1}, "student": {**CONFIG["student"], "epochs": 1}})
+    )
     result = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "new"), "--resume"])
     assert result.exit_code == 0, result.output
     assert "holds no run" in result.output and (tmp_path / "new" / "summary.json").is_file()
@@ -150,7 +172,10 @@ def test_checkpoint_restore_continues_bit_identically(tmp_path):
     """Interrupt a fit after 2 of 5 epochs, continue it in a fresh model and objective: every weight,
     connector, CRD memory and history value equals the uninterrupted fit's."""
     g = torch.Generator().manual_seed(0)
-    train, val = Split(torch.randn(96, 1, 6, 6, generator=g), torch.randint(0, 3, (96,), generator=g)), Split(torch.randn(32, 1, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g))
+    train, val = (
+        Split(torch.randn(96, 1, 6, 6, generator=g), torch.randint(0, 3, (96,), generator=g)),
+        Split(torch.randn(32, 1, 6, 6, generator=g), torch.randint(0, 3, (32,), generator=g)),
+    )
 
     def student():
         torch.manual_seed(1)
@@ -159,7 +184,10 @@ def test_checkpoint_restore_continues_bit_identically(tmp_path):
     torch.manual_seed(2)
     teacher = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(128, 3)).eval()
     # fitnet adds a connector (4 → 8 channels); crd adds heads, memory buffers and global-RNG negatives
-    terms = [{"loss": "FitNet", "student": "1", "teacher": "1"}, {"loss": "CRD", "weight": 0.8, "student": "3", "teacher": "2", "params": {"nce_k": 32, "feat_dim": 16}}]
+    terms = [
+        {"loss": "FitNet", "student": "1", "teacher": "1"},
+        {"loss": "CRD", "weight": 0.8, "student": "3", "teacher": "2", "params": {"nce_k": 32, "feat_dim": 16}},
+    ]
     specs = DistillConfig(method="fitnet", terms=terms).term_specs()
 
     def objective():
@@ -184,10 +212,15 @@ def test_checkpoint_restore_continues_bit_identically(tmp_path):
     del epochs  # the "crash": the generator is dropped after epoch 2's checkpoint
     torch.manual_seed(123)  # whatever happened in between, the checkpoint's RNG state wins
     model, loss = student(), objective()
-    resumed = fit(model, train, val, loss, settings, seed=7, teacher=outputs, augment=augment, checkpoint=RunCheckpoints(RunDir(tmp_path)).fit("s"))
+    resumed = fit(
+        model, train, val, loss, settings, seed=7, teacher=outputs, augment=augment, checkpoint=RunCheckpoints(RunDir(tmp_path)).fit("s")
+    )
     got = {**model.state_dict(), **{f"objective.{k}": v for k, v in loss.state_dict().items()}}
     assert set(got) == set(expected) and any(k.startswith("objective.connectors") for k in got) and any("memory" in k for k in got)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
     assert [r.as_dict() | {"seconds": 0} for r in resumed.history] == [r.as_dict() | {"seconds": 0} for r in whole.history]
     assert (resumed.best_epoch, resumed.best_val_accuracy) == (whole.best_epoch, whole.best_val_accuracy)
-    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]  # the restored epochs, logged again
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [
+        1,
+        2,
+    ]  # the restored epochs, logged again

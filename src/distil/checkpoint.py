@@ -44,6 +44,7 @@ from distil.weights import atomic_write
 
 FORMAT = 1
 CHECKPOINTS = "checkpoints"
+PLAN = "_plan.json"  # the steps and methods of the command that made the run (no fit is named so)
 
 
 class RunCheckpoints:
@@ -61,13 +62,18 @@ class RunCheckpoints:
         key = name if self._used[name] == 1 else f"{name}#{self._used[name]}"
         return FitCheckpoint(self, key, name)
 
+    def start(self, plan: dict[str, Any]) -> None:
+        """Record what the run does beyond its config (``distil train`` and ``distil run`` share configs)."""
+        text = json.dumps(plan) + "\n"
+        atomic_write(self.root / PLAN, lambda tmp: tmp.write_text(text))
+
     def clear(self) -> None:
         """Forget every checkpoint: a fresh run starts, or the run finished (summary.json says it all)."""
         shutil.rmtree(self.root, ignore_errors=True)
 
     def verify(self) -> int:
         """Check every checkpoint's hashes before anything is written; returns how many there are."""
-        manifests = sorted(self.root.glob("*.json")) if self.root.is_dir() else []
+        manifests = sorted(p for p in self.root.glob("*.json") if p.name != PLAN) if self.root.is_dir() else []
         for path in manifests:
             read_checkpoint(path)
         return len(manifests)
@@ -124,7 +130,9 @@ class FitCheckpoint:
         expected = _fit_key(state)
         if body["fit"] != expected:
             differ = ", ".join(f"{k}: {body['fit'].get(k)!r} → {v!r}" for k, v in expected.items() if body["fit"].get(k) != v)
-            raise CheckpointError(f"checkpoint {self.manifest} was saved by a fit with other settings ({differ}); delete it to retrain {self.key}")
+            raise CheckpointError(
+                f"checkpoint {self.manifest} was saved by a fit with other settings ({differ}); delete it to retrain {self.key}"
+            )
         saved = _unflatten(body["state"], tensors)
         try:
             state.model.load_state_dict(saved["model"])
@@ -132,7 +140,9 @@ class FitCheckpoint:
             state.optimizer.load_state_dict(saved["optimizer"])
             state.scheduler.load_state_dict(saved["scheduler"])
         except (RuntimeError, KeyError, ValueError) as err:
-            raise CheckpointError(f"checkpoint {self.manifest} does not fit {self.key}'s model or objective ({str(err).splitlines()[0]}); delete it to retrain {self.key}") from None
+            raise CheckpointError(
+                f"checkpoint {self.manifest} does not fit {self.key}'s model or objective ({str(err).splitlines()[0]}); delete it to retrain {self.key}"
+            ) from None
         state.order.set_state(saved["order"])
         state.best_state = saved["best"]
         state.epoch = body["epoch"]
@@ -147,12 +157,12 @@ class FitCheckpoint:
         self.run.console.print(f"[{self.name}] restored from {self.manifest.name}: {done}", highlight=False, markup=False)
 
 
-def check_resume(run_dir: RunDir, config: dict[str, Any], console: Console) -> str:
+def check_resume(run_dir: RunDir, config: dict[str, Any], plan: dict[str, Any], console: Console) -> str:
     """What ``--resume`` finds in ``run_dir``: ``"new"``, ``"finished"`` or ``"resume"``.
 
     Raises :class:`ConfigError` when the directory was run with another config (the differing keys
-    are listed, old → new) and :class:`CheckpointError` when a checkpoint is corrupt. Nothing is
-    written here: a refused resume leaves the directory as it was.
+    are listed, old → new) or another command's ``plan`` (steps, methods), and :class:`CheckpointError`
+    when a checkpoint is corrupt. Nothing is written here: a refused resume leaves the directory as it was.
     """
     path = run_dir.path / CONFIG
     if not path.is_file():
@@ -170,12 +180,31 @@ def check_resume(run_dir: RunDir, config: dict[str, Any], console: Console) -> s
             f"--resume: {run_dir.path} was run with another config ({listed}); resume with the same config and overrides, "
             f"or start over without --resume (which replaces the run)"
         )
-    if (run_dir.path / SUMMARY).is_file():
+    finished = (run_dir.path / SUMMARY).is_file()
+    recorded = _recorded_plan(run_dir, finished)
+    if recorded is not None and recorded != plan:
+        raise ConfigError(
+            f"--resume: {run_dir.path} was made by another command (steps {', '.join(recorded['steps'])}; methods "
+            f"{', '.join(recorded['methods']) or '-'}), this one runs steps {', '.join(plan['steps'])}; methods {', '.join(plan['methods']) or '-'}: "
+            f"resume with the command that made it"
+        )
+    if finished:
         console.print(f"--resume: {run_dir.path} already finished ({SUMMARY} present); nothing to resume", highlight=False)
         return "finished"
     count = RunCheckpoints(run_dir, console).verify()
     console.print(f"--resume: {run_dir.path}: {count} fit checkpoint{'s' * (count != 1)} verified", highlight=False)
     return "resume"
+
+
+def _recorded_plan(run_dir: RunDir, finished: bool) -> dict[str, Any] | None:
+    """The plan in summary.json (finished) or checkpoints/_plan.json; ``None`` where neither says."""
+    try:
+        if finished:
+            return json.loads((run_dir.path / SUMMARY).read_text()).get("plan")
+        path = run_dir.path / CHECKPOINTS / PLAN
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ConfigError(f"--resume: {run_dir.path}: cannot read what the run did ({err}); start over without --resume") from None
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -205,7 +234,9 @@ def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     data = tensors_file.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
     if actual != body.get("tensors_sha256"):
-        raise CheckpointError(f"checkpoint {tensors_file} is corrupt: sha256 {actual}, but {path.name} recorded {body.get('tensors_sha256')}; it was not loaded. {_REMEDY}")
+        raise CheckpointError(
+            f"checkpoint {tensors_file} is corrupt: sha256 {actual}, but {path.name} recorded {body.get('tensors_sha256')}; it was not loaded. {_REMEDY}"
+        )
     try:
         tensors = load_safetensors(data)
     except SafetensorError as err:

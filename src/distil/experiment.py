@@ -119,7 +119,8 @@ class Experiment:
             raise ValueError(f"unknown steps {sorted(unknown)}; known: {STEPS}")
         started = time.perf_counter()
         # Checked before anything is loaded or written: a refused resume leaves the directory untouched.
-        found = check_resume(self.run_dir, cfg.model_dump(mode="json"), self.console) if self.resume else "new"
+        plan = {"steps": [s for s in STEPS if s in steps], "methods": methods if "kd" in steps else []}
+        found = check_resume(self.run_dir, cfg.model_dump(mode="json"), plan, self.console) if self.resume else "new"
         if found == "finished":
             return read_summary(self.run_dir.path)
         data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
@@ -135,6 +136,7 @@ class Experiment:
         self.run_dir.start(cfg.model_dump(mode="json"))
         if found == "new":
             self.checkpoints.clear()
+        self.checkpoints.start(plan)
         self.console.print(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
         data = _on_device(data, self.device)
         augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
@@ -176,6 +178,7 @@ class Experiment:
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": round(time.perf_counter() - started, 2),  # of this process: a resumed run counts from its restart
             "resumed": found == "resume",
+            "plan": plan,  # steps and methods: --resume refuses another command's run
             "models": [asdict(r) for r in self.results],
         }
         self.run_dir.write_summary(summary)
