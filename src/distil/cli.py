@@ -31,6 +31,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 Config = Annotated[Path, typer.Argument(help="experiment YAML (see configs/)")]
 Overrides = Annotated[list[str] | None, typer.Argument(help="overrides like student.epochs=5 data.val_size=0.2")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="run directory to write")]
+Resume = Annotated[bool, typer.Option("--resume", help="continue the interrupted run in --out from its checkpoints (same config and overrides)")]
 
 
 def user_errors(command: F) -> F:
@@ -55,11 +56,11 @@ def _config(path: Path, overrides: list[str] | None):
 
 @app.command()
 @user_errors
-def run(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/experiment")) -> None:
+def run(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/experiment"), resume: Resume = False) -> None:
     """The whole experiment: teacher (trained or loaded), student from scratch, distilled student, table."""
     from distil.experiment import run_experiment
 
-    _print_summary(run_experiment(_config(config, overrides), out_dir, console=err))
+    _print_summary(run_experiment(_config(config, overrides), out_dir, console=err, resume=resume))
     _write_report(out_dir)
 
 
@@ -75,6 +76,7 @@ def train(
     overrides: Overrides = None,
     out_dir: OutDir = Path("runs/train"),
     model: Annotated[Role, typer.Option(help="which model of the config to train on the labels")] = Role.teacher,
+    resume: Resume = False,
 ) -> None:
     """Train one model of the config on the labels alone (the teacher, or the student from scratch)."""
     from distil.experiment import run_experiment
@@ -87,17 +89,17 @@ def train(
     if model is Role.teacher and cfg.teacher.weights:
         cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"weights": None, "sha256": None})})
     steps = ["teacher"] if model is Role.teacher else ["scratch"]
-    _print_summary(run_experiment(cfg.model_copy(update={"scratch": True}), out_dir, steps=steps, console=err))
+    _print_summary(run_experiment(cfg.model_copy(update={"scratch": True}), out_dir, steps=steps, console=err, resume=resume))
     _write_report(out_dir)
 
 
 @app.command()
 @user_errors
-def distill(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/distill")) -> None:
+def distill(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/distill"), resume: Resume = False) -> None:
     """Distil the student from the teacher (loaded from teacher.weights, or trained first)."""
     from distil.experiment import run_experiment
 
-    _print_summary(run_experiment(_config(config, overrides), out_dir, steps=["teacher", "kd"], console=err))
+    _print_summary(run_experiment(_config(config, overrides), out_dir, steps=["teacher", "kd"], console=err, resume=resume))
     _write_report(out_dir)
 
 

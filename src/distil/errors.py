@@ -22,3 +22,7 @@ class DataError(DistilError):
 
 class ModelError(DistilError):
     """A model name does not exist, a factory fails, or weights do not fit a model."""
+
+
+class CheckpointError(DistilError):
+    """A run's checkpoint is corrupt (its hash does not match) or does not fit the fit it should resume."""

@@ -22,6 +22,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from distil.checkpoint import RunCheckpoints, check_resume
 from distil.config import ExperimentConfig, ModelConfig
 from distil.errors import ConfigError
 from distil.data import BatchAugment, Dataset, load_dataset
@@ -35,7 +36,7 @@ from distil.engine.teacher_outputs import CacheSettings, objective_temperature, 
 from distil.engine.taps import LOGITS
 from distil.engine.trainer import FitResult, TrainSettings, fit
 from distil.models import build_model, count_parameters
-from distil.run_dir import RunDir
+from distil.run_dir import RunDir, read_summary
 from distil.strategies.run import prepare_strategy
 from distil.weights import file_sha256, load_weights, save_tensors, save_weights
 
@@ -100,13 +101,21 @@ def build(cfg: ModelConfig, data: Dataset, seed: int) -> nn.Module:
 
 class Experiment:
     def __init__(
-        self, config: ExperimentConfig, out: str | Path, console: Console | None = None, command: str | None = None, dist: Distributed | None = None
+        self,
+        config: ExperimentConfig,
+        out: str | Path,
+        console: Console | None = None,
+        command: str | None = None,
+        dist: Distributed | None = None,
+        resume: bool = False,
     ) -> None:
         self.config = config
         self.run_dir = RunDir(out)
         self.dist = dist  # under torchrun: this rank; only rank 0 writes the run directory and prints
         self.writes = dist is None or dist.is_main
         self.console = (console or Console(stderr=True)) if self.writes else Console(stderr=True, quiet=True)
+        self.resume = resume
+        self.checkpoints = RunCheckpoints(self.run_dir, self.console, writes=self.writes)
         self.command = command or shlex.join(["distil", *sys.argv[1:]])
         self.device = dist.device if dist is not None else resolve_device(config.device)
         self.results: list[ModelResult] = []
@@ -126,6 +135,11 @@ class Experiment:
 
             require_tensorboard()
         started = time.perf_counter()
+        # Checked before anything is loaded or written: a refused resume leaves the directory untouched.
+        plan = {"steps": [s for s in STEPS if s in steps], "methods": methods if "kd" in steps else []}
+        found = check_resume(self.run_dir, cfg.model_dump(mode="json"), plan, self.console) if self.resume else "new"
+        if found == "finished":
+            return read_summary(self.run_dir.path)
         data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
         described = data.describe()
         if self.dist is not None:
@@ -141,6 +155,11 @@ class Experiment:
         objectives = {m: self._objective(data, teacher, m, extend) for m in methods} if direct else {}
         if self.writes:
             self.run_dir.start(cfg.model_dump(mode="json"))
+        if found == "new":
+            self.checkpoints.clear()
+        self.checkpoints.start(plan)
+        if self.dist is not None:
+            self.dist.barrier()  # no rank may look for checkpoints before rank 0 has cleared a new run's old ones
         per_rank = f" ({len(data.train)} per process × {self.dist.world_size})" if self.dist is not None else ""
         self.console.print(f"data: {data.name} train {described['sizes']['train']}{per_rank} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {self.device}", highlight=False)
         data = _on_device(data, self.device)
@@ -181,7 +200,9 @@ class Experiment:
             "command": self.command,
             "machine": machine(),
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "wall_seconds": round(time.perf_counter() - started, 2),
+            "wall_seconds": round(time.perf_counter() - started, 2),  # of this process: a resumed run counts from its restart
+            "resumed": found == "resume",
+            "plan": plan,  # steps and methods: --resume refuses another command's run
             "models": [asdict(r) for r in self.results],
         }
         if self.dist is not None:
@@ -189,6 +210,7 @@ class Experiment:
         if not self.writes:
             return summary
         self.run_dir.write_summary(summary)
+        self.checkpoints.clear()  # summary.json now says everything; a resume of a finished run returns it
         # Compression (pruning fine-tunes, int8 calibration, ONNX) runs in rank 0 alone, as one process.
         if cfg.compress is not None and "kd" in steps:
             from distil.compress.pipeline import compress_run
@@ -251,7 +273,10 @@ class Experiment:
                 reporter.on_epoch(record)
 
             seed = self.config.seed if seed is None else seed
-            return fit(model, data.train, data.val, objective, settings_of(cfg), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch, on_batch=reporter.on_batch, dist=self.dist)
+            return fit(
+                model, data.train, data.val, objective, settings_of(cfg), seed=seed, teacher=outputs, augment=augment,
+                on_epoch=on_epoch, on_batch=reporter.on_batch, dist=self.dist, checkpoint=self.checkpoints.fit(name),
+            )
 
     def _record(
         self, name: str, role: str, method: str, model: nn.Module, data: Dataset, cfg: ModelConfig, fit_result: FitResult | None, teacher_outputs: dict | None = None
@@ -312,14 +337,16 @@ def machine() -> dict[str, Any]:
 
 
 def run_experiment(
-    config: ExperimentConfig, out: str | Path, steps: Collection[str] = STEPS, console: Console | None = None, methods: Sequence[str] | None = None
+    config: ExperimentConfig, out: str | Path, steps: Collection[str] = STEPS, console: Console | None = None, methods: Sequence[str] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run ``steps`` of the experiment; returns the summary also written to ``out/summary.json``.
 
     Under ``torchrun`` every process runs this: each trains on its shard of the training data with
-    gradients averaged across processes, and only rank 0 prints and writes ``out``.
+    gradients averaged across processes, and only rank 0 prints and writes ``out``. ``resume``
+    continues an interrupted run in ``out`` from its checkpoints (see ``distil.checkpoint``).
     """
     if "scratch" in steps and not config.scratch:
         steps = [s for s in steps if s != "scratch"]
     with distributed.process_group(config.device) as dist:
-        return Experiment(config, out, console, dist=dist).run(steps, methods)
+        return Experiment(config, out, console, dist=dist, resume=resume).run(steps, methods)

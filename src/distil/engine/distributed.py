@@ -62,6 +62,8 @@ class Sync(Protocol):
     def mean(self, sums: torch.Tensor, samples: int) -> torch.Tensor: ...
     def average_buffers(self, model: nn.Module) -> None: ...
     def accuracy(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float: ...
+    def gather(self, tensor: torch.Tensor) -> list[torch.Tensor]: ...
+    def barrier(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,12 @@ class SingleProcess:
 
     def accuracy(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return accuracy(model, x, y)
+
+    def gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        return [tensor]
+
+    def barrier(self) -> None:
+        pass
 
 
 SINGLE_PROCESS = SingleProcess()
@@ -223,6 +231,17 @@ class Distributed:
         counts = torch.stack([correct.to(torch.int64), torch.tensor(part.stop - part.start, device=x.device)])
         torch_dist.all_reduce(counts)
         return counts[0].item() / counts[1].item()
+
+    def gather(self, tensor: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``tensor`` (same shape and dtype on all), in rank order, on the CPU: per-rank
+        RNG states for a checkpoint. A collective: every rank calls it."""
+        local = tensor.to(self.device)
+        parts = [torch.empty_like(local) for _ in range(self.world_size)]
+        torch_dist.all_gather(parts, local)
+        return [p.cpu() for p in parts]
+
+    def barrier(self) -> None:
+        torch_dist.barrier()
 
 
 def launched() -> bool:

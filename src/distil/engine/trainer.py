@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -84,6 +84,35 @@ class FitResult:
         return sum(r.seconds for r in self.history)
 
 
+@dataclass
+class LoopState:
+    """Everything the rest of a fit depends on besides its inputs: what a checkpoint saves and restores.
+
+    ``epoch`` is the number of epochs done; it is also the position in a view cache (views are indexed
+    by epoch), so restoring it resumes the teacher's pre-drawn views where they were.
+    """
+
+    model: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    order: torch.Generator  # batch order and augmentation draws
+    result: FitResult
+    settings: TrainSettings
+    seed: int
+    sync: Sync = SINGLE_PROCESS  # the process group: each rank has its own batch order and RNG states
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    epoch: int = 0
+
+
+class Checkpoint(Protocol):
+    """Saves a fit after each epoch and restores it before the first (see ``distil.checkpoint``)."""
+
+    def restore(self, state: LoopState) -> None: ...
+
+    def save(self, state: LoopState) -> None: ...
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -97,10 +126,14 @@ def fit(
     on_epoch: Callable[[EpochRecord], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     dist: Sync | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of its best validation epoch."""
     result = FitResult(best_epoch=0, best_val_accuracy=-1.0)
-    for record in fit_epochs(model, train, val, objective, settings, seed=seed, teacher=teacher, augment=augment, on_batch=on_batch, result=result, dist=dist):
+    epochs = fit_epochs(
+        model, train, val, objective, settings, seed=seed, teacher=teacher, augment=augment, on_batch=on_batch, result=result, dist=dist, checkpoint=checkpoint
+    )
+    for record in epochs:
         if on_epoch is not None:
             on_epoch(record)
     return result
@@ -119,12 +152,15 @@ def fit_epochs(
     on_batch: Callable[[int, int], None] | None = None,
     result: FitResult | None = None,
     dist: Sync | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> Iterator[EpochRecord]:
     """:func:`fit` one epoch at a time: yields each epoch's record (a benchmark can interleave runs).
 
     When the teacher outputs replay pre-drawn views (``teacher.views``), each sample shows its view of
     the epoch instead of a fresh augmentation. The best validation weights are restored when the
-    generator is exhausted; ``result`` (if given) collects the history.
+    generator is exhausted; ``result`` (if given) collects the history. A ``checkpoint`` restores the
+    loop's state before the first epoch (the loop then starts after the restored epoch; a finished
+    fit runs no epoch) and saves it after each one.
 
     ``dist`` (a :class:`~distil.engine.distributed.Distributed` under torchrun): ``train`` is this
     rank's shard, ``settings.batch_size`` the global batch; gradients, metrics, BatchNorm statistics
@@ -151,9 +187,11 @@ def fit_epochs(
     uses_teacher = objective.uses_teacher and teacher is not None
     views = getattr(teacher, "views", None) if uses_teacher and augment is not None else None
 
-    best_state: dict[str, torch.Tensor] = {}
+    state = LoopState(model, objective, optimizer, scheduler, order, result, settings, seed, sync)
+    if checkpoint is not None:
+        checkpoint.restore(state)
     with Taps(model, objective.student_taps) as student:
-        for epoch in range(1, settings.epochs + 1):
+        for epoch in range(state.epoch + 1, settings.epochs + 1):
             start = time.perf_counter()
             model.train()
             objective.train()
@@ -204,6 +242,9 @@ def fit_epochs(
                 raise FloatingPointError(f"training diverged at epoch {epoch} (loss {record.loss}); lower the learning rate")
             if val_acc > result.best_val_accuracy or not len(val):
                 result.best_epoch, result.best_val_accuracy = epoch, val_acc
-                best_state = copy.deepcopy(model.state_dict())
+                state.best_state = copy.deepcopy(model.state_dict())
+            state.epoch = epoch
+            if checkpoint is not None:
+                checkpoint.save(state)
             yield record
-    model.load_state_dict(best_state)
+    model.load_state_dict(state.best_state)
