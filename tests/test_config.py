@@ -108,3 +108,21 @@ def test_terms_for_another_method_only_update(tmp_path):
     crd = cfg.term_specs("crd+kd", extend=False)
     assert [(s.loss, dict(s.params)) for s in crd] == [("CE", {}), ("KD", {"T": 2}), ("CRD", {"nce_k": 64})]
     assert [s.loss for s in cfg.term_specs("at", extend=False)] == ["CE", "AT"]
+
+
+def test_a_runs_config_yaml_trains_the_same_objective_when_run_again():
+    """A term's unset fields mean "the preset's value"; config.yaml must not fill them with defaults."""
+    from distil.config import dump_config, validate_config
+
+    raw = {
+        "data": {"name": "digits"},
+        "teacher": {"arch": "mlp"},
+        "student": {"arch": "mlp"},
+        "distill": {"method": "kd", "terms": [{"loss": "KD", "params": {"T": 2}}]},
+    }
+    config = validate_config(raw)
+    again = validate_config(yaml.safe_load(yaml.safe_dump(dump_config(config))))
+    specs = config.distill.term_specs()
+    assert again.distill.term_specs() == specs
+    kd = next(s for s in specs if s.loss == "KD")
+    assert kd.params["T"] == 2 and kd.weight == 0.9  # the preset's α, not the field's default 1.0

@@ -175,3 +175,71 @@ def test_processes_on_one_machine_share_its_cores(monkeypatch):
     assert auto_threads() == max(1, usable_cpus() // 2)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(usable_cpus() + 1))
     assert auto_threads() == 1
+
+
+# Enough student epochs (dropout: the global RNG matters) that the kill lands while student_kd trains.
+RESUME = {
+    **E2E,
+    "name": "ddp-resume",
+    "scratch": False,
+    "teacher": {**E2E["teacher"], "epochs": 2},
+    "student": {"arch": "mlp", "kwargs": {"hidden": [32], "dropout": 0.2}, "epochs": 40, "batch_size": 32, "lr": 0.05},
+}
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): torchrun's workers run in process groups of their own."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def test_torchrun_killed_and_resumed_ends_like_an_uninterrupted_run(tmp_path):
+    """SIGKILL of torchrun and both ranks mid-fit, then `--resume` with 2 processes: each rank's batch
+    order and RNG come back from the checkpoint, so the result equals the uninterrupted 2-process run."""
+    import signal
+    import time
+
+    config = tmp_path / "resume.yaml"
+    config.write_text(yaml.safe_dump(RESUME))
+    env = {**os.environ, "DISTIL_THREADS": "1", "PYTHONPATH": str(Path(distil.__file__).parents[1])}
+
+    def torchrun(out: Path, *extra: str, **kw) -> subprocess.Popen:
+        port = str(free_port())
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2", "--master_port", port]
+        return subprocess.Popen([*command, "-m", "distil", "run", str(config), "--out", str(out), *extra], env=env, **kw)
+
+    whole = torchrun(tmp_path / "whole", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = torchrun(tmp_path / "killed", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = tmp_path / "killed" / "checkpoints" / "student_kd.json"
+    deadline = time.monotonic() + 240
+    while not manifest.is_file() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    for pid in [killed.pid, *descendants(killed.pid)]:  # torchrun and both ranks (in their own process groups)
+        os.kill(pid, signal.SIGKILL)
+    killed.wait(timeout=30)
+    _, err = whole.communicate(timeout=300)
+    assert whole.returncode == 0, err[-3000:]
+    assert not (tmp_path / "killed" / "summary.json").exists(), "the run ended before it could be killed"
+    epoch = json.loads(manifest.read_text())["epoch"]
+    assert 1 <= epoch < RESUME["student"]["epochs"]
+
+    resumed = torchrun(tmp_path / "killed", "--resume", stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-3000:]
+    assert err.count("[student_kd] restored from student_kd.json: continues after epoch") == 1  # rank 0 alone prints
+    a, b = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("whole", "killed"))
+    keys = ("name", "accuracy", "val_accuracy", "best_epoch", "epochs")
+    assert [{k: m[k] for k in keys} for m in b["models"]] == [{k: m[k] for k in keys} for m in a["models"]]
+    x, y = load_file(tmp_path / "whole" / "student_kd.safetensors"), load_file(tmp_path / "killed" / "student_kd.safetensors")
+    assert all(torch.equal(x[k], y[k]) for k in x)

@@ -260,6 +260,17 @@ class ExperimentConfig(Section):
         return self
 
 
+def dump_config(config: "ExperimentConfig") -> dict[str, Any]:
+    """The config as a run writes it to ``config.yaml`` (and ``--resume`` compares it): every value,
+    except that each of ``distill.terms`` keeps only the fields that were given. A term's unset fields
+    mean "the preset's value" (:meth:`DistillConfig.term_specs`), so writing their defaults would make
+    the file, run again, train another objective.
+    """
+    raw = config.model_dump(mode="json")
+    raw["distill"]["terms"] = [t.model_dump(mode="json", exclude_unset=True) for t in config.distill.terms]
+    return raw
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
     """Read, override and validate a YAML experiment config; relative paths resolve next to the file."""
     path = Path(path)

@@ -23,7 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.checkpoint import RunCheckpoints, check_resume
-from distil.config import ExperimentConfig, ModelConfig
+from distil.config import ExperimentConfig, ModelConfig, dump_config
 from distil.errors import ConfigError
 from distil.data import BatchAugment, Dataset, load_dataset
 from distil.engine import distributed
@@ -137,7 +137,7 @@ class Experiment:
         started = time.perf_counter()
         # Checked before anything is loaded or written: a refused resume leaves the directory untouched.
         plan = {"steps": [s for s in STEPS if s in steps], "methods": methods if "kd" in steps else []}
-        found = check_resume(self.run_dir, cfg.model_dump(mode="json"), plan, self.console) if self.resume else "new"
+        found = check_resume(self.run_dir, dump_config(cfg), plan, self.console) if self.resume else "new"
         if found == "finished":
             return read_summary(self.run_dir.path)
         data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
@@ -154,7 +154,7 @@ class Experiment:
         direct = "kd" in steps and teacher is not None and (strategy is None or getattr(cfg.strategy, "baseline", False))
         objectives = {m: self._objective(data, teacher, m, extend) for m in methods} if direct else {}
         if self.writes:
-            self.run_dir.start(cfg.model_dump(mode="json"))
+            self.run_dir.start(dump_config(cfg))
         if found == "new":
             self.checkpoints.clear()
         self.checkpoints.start(plan)
