@@ -133,3 +133,25 @@ def test_a_failed_report_keeps_the_run(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "summary.json").is_file() and not (tmp_path / "out" / REPORT).exists()
     assert "report: not written" in result.output and "no fonts today" in result.output
+
+
+def test_point_names_do_not_overlap_when_points_crowd():
+    """A model and its ONNX export share an accuracy and nearly a latency: their names are stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Annotation
+
+    from distil.html_report import _label_points
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    points = [(0.050, 91.4), (0.052, 91.4), (0.055, 91.3), (0.30, 91.4), (0.31, 91.0), (0.1, 89.8), (0.105, 89.8), (2.0, 93.7)]
+    ax.scatter(*zip(*points))
+    ax.set_xscale("log")
+    _label_points(ax, points, [f"student_kd.variant_{i}" for i in range(len(points))])
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts if isinstance(t, Annotation)]
+    plt.close(fig)
+    assert len(boxes) == len(points)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])

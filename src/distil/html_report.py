@@ -198,6 +198,29 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+# Where a point's name may go, in points from the point (then the text's alignment): the first that
+# stays inside the axes and overlaps no name placed before (nor the legend) is taken, so the names of
+# points close together (a model and its ONNX export share an accuracy) are stacked, not overprinted.
+_LABEL_SPOTS = [(dx, dy) for dy in (4, -11, 13, -20, 22, -29, 31, -38) for dx in (5, -5)]
+
+
+def _label_points(ax, points: list[tuple[float, float]], names: list[str]) -> None:
+    renderer = ax.figure.canvas.get_renderer()
+    placed = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
+    inside = ax.get_window_extent(renderer)
+    for (x, y), name in sorted(zip(points, names), key=lambda item: (-item[0][1], item[0][0])):
+        for dx, dy in _LABEL_SPOTS:
+            text = ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=7, ha="left" if dx > 0 else "right")
+            box = text.get_window_extent(renderer).expanded(1.02, 1.1)
+            if inside.x0 <= box.x0 and box.x1 <= inside.x1 and not any(box.overlaps(other) for other in placed):
+                break
+            text.remove()
+        else:  # no free spot: the first one, overlapping
+            text = ax.annotate(name, (x, y), textcoords="offset points", xytext=_LABEL_SPOTS[0], fontsize=7)
+            box = text.get_window_extent(renderer)
+        placed.append(box)
+
+
 def pareto_plot(summary: dict[str, Any]) -> str:
     models = [m for m in summary["models"] if m.get("latency_ms_b1") and m.get("size_bytes")]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -211,12 +234,10 @@ def pareto_plot(summary: dict[str, Any]) -> str:
             mine = [(p, m) for p, m in zip(points, models) if _kind(m) == kind]
             if mine:
                 ax.scatter([p[0] for p, _ in mine], [p[1] for p, _ in mine], color=color, label=kind, zorder=2)
-        for (x, y), m in zip(points, models):
-            ax.annotate(m["name"], (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
         ax.set_xscale("log")
-        # a few labelled ticks even within one decade: sizes at powers of two (round in KB / MB), latency at 1-2-5
+        # a few labelled ticks even within one decade: sizes at powers of four (round in KB / MB), latency at 1-2-5
         if key == "size_bytes":
-            ax.xaxis.set_major_locator(LogLocator(base=2))
+            ax.xaxis.set_major_locator(LogLocator(base=4))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human_bytes(v)))
         else:
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -226,6 +247,7 @@ def pareto_plot(summary: dict[str, Any]) -> str:
         ax.set(xlabel=label, ylabel="test accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
+        _label_points(ax, points, [m["name"] for m in models])
     axes[0].set_title("accuracy vs latency")
     axes[1].set_title("accuracy vs size")
     return _png(fig)
