@@ -1,12 +1,17 @@
 """Teacher inference on 2,048 Fashion-MNIST images, 1 thread: eager (inference_mode / no_grad, batch 256 / 1024) vs torch.compile.
 
 Run from the repository root: PYTHONPATH=src python benchmarks/inference_check.py (numbers in benchmarks/speed.md)."""
-import time, torch, statistics
+import statistics
+import time
+
+import torch
+
 torch.set_num_threads(1)
+from distil.config import load_config
 from distil.data import load_dataset
 from distil.experiment import build
-from distil.config import load_config
 from distil.weights import load_weights
+
 cfg = load_config("configs/fashion_mnist/demo.yaml")
 data = load_dataset("fashion_mnist", val_size=5000, seed=0)
 t = build(cfg.teacher, data, 0); load_weights(t, cfg.teacher.weights); t.eval().requires_grad_(False)

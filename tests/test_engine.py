@@ -8,9 +8,9 @@ from torch import nn
 
 from distil.data import Split
 from distil.engine.objective import Objective, task_objective
-from distil.losses import CE, KD
 from distil.engine.teacher_outputs import CachedTeacher, OnlineTeacher, teacher_outputs
 from distil.engine.trainer import SCHEDULES, TrainSettings, fit
+from distil.losses import CE, KD
 
 
 def hinton_objective(T, alpha):

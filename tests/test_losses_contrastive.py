@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from loss_helpers import feat
 
 from distil.losses import CRD, Loss
-from loss_helpers import feat
 
 
 def unit(v):

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from loss_helpers import assert_no_teacher_grad, feat, student_and_teacher_grads
 
 from distil.losses import AB, AT, FT, NST, VID, FitNet
-from loss_helpers import feat, student_and_teacher_grads, assert_no_teacher_grad
 
 
 def np_normalize_rows(x, eps=1e-12):

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from loss_helpers import feat, student_and_teacher_grads
 
 from distil.losses import CC, PKT, RKD, SP
-from loss_helpers import feat, student_and_teacher_grads
 
 
 def rows(x):

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from loss_helpers import assert_no_teacher_grad, student_and_teacher_grads
 
 from distil.losses import CE, DIST, DKD, KD, LOSSES, LSKD, LogitMSE, Term, build_loss, list_losses
-from loss_helpers import student_and_teacher_grads, assert_no_teacher_grad
 
 LN2, LN3 = math.log(2), math.log(3)
 

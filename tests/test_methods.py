@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from distil import build_model, distill, load_dataset, losses
 from distil.cli import app
-from distil.engine.methods import METHODS, build_objective, TermSpec
+from distil.engine.methods import METHODS, TermSpec, build_objective
 from distil.losses import LOSSES
 
 PAIR = {

@@ -96,7 +96,7 @@ def test_same_seed_same_metrics(tiny_run, tmp_path):
         return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
 
     assert strip(out / "metrics.jsonl") == strip(again / "metrics.jsonl")
-    acc = lambda p: [m["accuracy"] for m in json.loads((p / "summary.json").read_text())["models"]]  # noqa: E731
+    acc = lambda p: [m["accuracy"] for m in json.loads((p / "summary.json").read_text())["models"]]
     assert acc(out) == acc(again)
 
 

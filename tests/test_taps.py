@@ -29,9 +29,8 @@ def test_taps_capture_outputs_and_inputs_and_leave_no_hooks():
 
 def test_hooks_removed_even_when_forward_fails():
     model = resnet()
-    with pytest.raises(RuntimeError):
-        with Taps(model, ["layer1"]) as taps:
-            taps.forward(torch.randn(2, 3, 28, 28))  # wrong channel count
+    with pytest.raises(RuntimeError), Taps(model, ["layer1"]) as taps:
+        taps.forward(torch.randn(2, 3, 28, 28))  # wrong channel count
     assert all(not m._forward_hooks for m in model.modules())
 
 
@@ -52,9 +51,8 @@ def test_unused_module_is_reported():
             return self.used(x)
 
     model = Net()
-    with pytest.raises(RuntimeError, match="did not fire"):
-        with Taps(model, ["spare"]) as taps:
-            taps.forward(torch.randn(1, 4))
+    with pytest.raises(RuntimeError, match="did not fire"), Taps(model, ["spare"]) as taps:
+        taps.forward(torch.randn(1, 4))
 
 
 @pytest.mark.parametrize(

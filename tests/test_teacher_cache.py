@@ -11,8 +11,8 @@ from distil.data import AugmentViews, BatchAugment, Split
 from distil.engine.objective import Objective
 from distil.engine.taps import LOGITS
 from distil.engine.teacher_outputs import (
-    CacheSettings,
     CachedTeacher,
+    CacheSettings,
     OnlineTeacher,
     ViewCache,
     decode_logits,

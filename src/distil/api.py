@@ -16,9 +16,9 @@ from dataclasses import fields
 import torch
 from torch import nn
 
+from distil import losses
 from distil.data import BatchAugment, Dataset, Split
 from distil.engine.evaluate import accuracy
-from distil import losses
 from distil.engine.methods import connect_terms
 from distil.engine.objective import task_objective
 from distil.engine.teacher_outputs import CacheSettings, objective_temperature, teacher_outputs

@@ -260,7 +260,7 @@ class ExperimentConfig(Section):
         return self
 
 
-def dump_config(config: "ExperimentConfig") -> dict[str, Any]:
+def dump_config(config: ExperimentConfig) -> dict[str, Any]:
     """The config as a run writes it to ``config.yaml`` (and ``--resume`` compares it): every value,
     except that each of ``distill.terms`` keeps only the fields that were given. A term's unset fields
     mean "the preset's value" (:meth:`DistillConfig.term_specs`), so writing their defaults would make

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from torch import nn
 
 from distil.checkpoint import RunCheckpoints, check_resume
 from distil.config import ExperimentConfig, ModelConfig, dump_config
-from distil.errors import ConfigError
 from distil.data import BatchAugment, Dataset, load_dataset
 from distil.engine import distributed
 from distil.engine.distributed import Distributed
@@ -32,9 +31,10 @@ from distil.engine.evaluate import accuracy
 from distil.engine.measure import measure
 from distil.engine.methods import build_objective
 from distil.engine.objective import Objective, task_objective
-from distil.engine.teacher_outputs import CacheSettings, objective_temperature, teacher_outputs
 from distil.engine.taps import LOGITS
+from distil.engine.teacher_outputs import CacheSettings, objective_temperature, teacher_outputs
 from distil.engine.trainer import FitResult, TrainSettings, fit
+from distil.errors import ConfigError
 from distil.models import build_model, count_parameters
 from distil.run_dir import RunDir, read_summary
 from distil.strategies.run import prepare_strategy
@@ -199,7 +199,7 @@ class Experiment:
             "device": str(self.device),
             "command": self.command,
             "machine": machine(),
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_seconds": round(time.perf_counter() - started, 2),  # of this process: a resumed run counts from its restart
             "resumed": found == "resume",
             "plan": plan,  # steps and methods: --resume refuses another command's run

@@ -16,6 +16,6 @@ from distil.data.registry import list_datasets, register_dataset
 from distil.data.split import Dataset, Split
 
 # Registers the built-in datasets (after the registry exists).
-import distil.data.sources  # noqa: E402,F401  isort: skip
+import distil.data.sources  # noqa: F401  isort: skip
 
 __all__ = ["AugmentParams", "AugmentViews", "BatchAugment", "Dataset", "RawData", "Split", "list_datasets", "load_dataset", "register_dataset"]

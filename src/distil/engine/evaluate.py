@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 # Measured on a 2-core CPU (a 288k-parameter CNN on 28×28 inputs): batches of 256 in channels_last
 # run about 2.5× faster than batches of 1024 in NCHW, which spill out of the caches.
 INFERENCE_BATCH = 256

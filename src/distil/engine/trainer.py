@@ -20,9 +20,9 @@ from torch import nn
 from distil.data import BatchAugment, Split
 from distil.engine.distributed import SINGLE_PROCESS, Sync
 from distil.engine.evaluate import use_channels_last
-from distil.engine.taps import Taps
 from distil.engine.objective import Objective
 from distil.engine.precision import autocast
+from distil.engine.taps import Taps
 from distil.engine.teacher_outputs import TeacherOutputs
 
 

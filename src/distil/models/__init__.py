@@ -14,10 +14,10 @@ Importing this package registers the built-in models; ``register_model`` adds on
 from distil.models.registry import MODELS, build_model, count_parameters, list_models, register_model
 
 # Importing the modules runs their @register_model decorators (the order is that of `distil models`).
-from distil.models import mlp  # noqa: E402, F401  isort: skip
-from distil.models import cnn  # noqa: E402, F401  isort: skip
-from distil.models import resnet  # noqa: E402, F401  isort: skip
-from distil.models import wrn  # noqa: E402, F401  isort: skip
-from distil.models import mobilenetv2  # noqa: E402, F401  isort: skip
+from distil.models import mlp  # noqa: F401  isort: skip
+from distil.models import cnn  # noqa: F401  isort: skip
+from distil.models import resnet  # noqa: F401  isort: skip
+from distil.models import wrn  # noqa: F401  isort: skip
+from distil.models import mobilenetv2  # noqa: F401  isort: skip
 
 __all__ = ["MODELS", "build_model", "count_parameters", "list_models", "register_model"]

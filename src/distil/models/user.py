@@ -48,7 +48,7 @@ def _import(spec: str, module_name: str) -> ModuleType:
                 "expected an installed module or one in a directory on PYTHONPATH / sys.path"
             ) from err
         raise ModelError(f"model {spec!r}: importing module {module_name!r} failed: {err}") from err
-    except Exception as err:  # noqa: BLE001 - any error in the user's module is reported as theirs
+    except Exception as err:
         raise ModelError(f"model {spec!r}: importing module {module_name!r} raised {type(err).__name__}: {err}") from err
 
 
