@@ -69,5 +69,8 @@ def autocast(precision: str, device: torch.device) -> Iterator[None]:
 @contextlib.contextmanager
 def full_precision(device: torch.device) -> Iterator[None]:
     """Autocast off: what runs inside computes in the dtype of its (fp32) inputs."""
+    if not torch.is_autocast_enabled(device.type):  # fp32 training: nothing to switch off, every step
+        yield
+        return
     with torch.autocast(device_type=device.type, enabled=False):
         yield
