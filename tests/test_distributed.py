@@ -24,11 +24,13 @@ import distil
 from distil.config import validate_config
 from distil.data import Split, load_dataset
 from distil.engine.distributed import Distributed, process_group
-from distil.engine.methods import METHODS, build_objective
+from distil.engine.methods import METHODS
+from distil.engine.objective import build_objective
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.trainer import TrainSettings, fit
 from distil.errors import ConfigError
 from distil.experiment import Experiment, run_experiment
+from distil.session import RunSession
 from distil.models import build_model
 from distil.runtime import auto_threads, usable_cpus
 
@@ -54,8 +56,8 @@ def _train_worker(rank: int, world: int, port: int, out: str) -> None:
         student = build_model("cnn", input_shape=data.input_shape, num_classes=10, widths=(8, 16), convs_per_stage=1)
         torch.manual_seed(0)
         teacher = build_model("cnn", input_shape=data.input_shape, num_classes=10, widths=(16, 32), convs_per_stage=1)
-        torch.manual_seed(200 + rank)  # the FitNet connector (1×1 conv + BN) too
-        objective = build_objective(METHODS["fitnet"].terms, student, teacher, shard.x[:8], len(shard))
+        # the FitNet connector (1×1 conv + BN) differs per rank too
+        objective = build_objective(METHODS["fitnet"].terms, student, teacher, shard.x[:8], n_data=len(shard), seed=200 + rank)
         outputs = teacher_outputs(teacher, shard.x, None, objective.teacher_taps)
         settings = TrainSettings(epochs=2, batch_size=64, lr=0.05)
         result = fit(student, shard, data.val, objective, settings, seed=0, teacher=outputs, dist=dist)
@@ -147,10 +149,10 @@ def test_batch_size_and_sample_count_must_divide_among_processes(tmp_path):
     raw = copy.deepcopy(E2E) | {"scratch": False}
     raw["teacher"]["batch_size"] = 66
     with pytest.raises(ConfigError, match=r"student\.batch_size: 64 is the global batch.*multiple of 3"):
-        Experiment(validate_config(raw), tmp_path / "out", dist=fake_rank(3)).run()
+        Experiment(RunSession(validate_config(raw), tmp_path / "out", dist=fake_rank(3))).run()
     raw["student"]["batch_size"] = 2
     with pytest.raises(ConfigError, match=r"teacher\.batch_size: 66.*multiple of 4"):
-        Experiment(validate_config(raw), tmp_path / "out", dist=fake_rank(4)).run()
+        Experiment(RunSession(validate_config(raw), tmp_path / "out", dist=fake_rank(4))).run()
     with pytest.raises(ConfigError, match="3 training samples cannot be shared among 4 processes"):
         fake_rank(4).shard(Split(torch.zeros(3, 2)), seed=0)
     assert not (tmp_path / "out").exists()
@@ -166,7 +168,7 @@ def test_shards_are_equal_disjoint_and_drop_the_remainder():
 def test_strategies_without_torchrun_support_fail_before_training(tmp_path):
     raw = copy.deepcopy(E2E) | {"strategy": {"name": "specialists", "subsets": [["3", 5]]}}
     with pytest.raises(ConfigError, match="'specialists' is not supported with torchrun yet"):
-        Experiment(validate_config(raw), tmp_path / "out", dist=fake_rank(2)).run()
+        Experiment(RunSession(validate_config(raw), tmp_path / "out", dist=fake_rank(2))).run()
     assert not (tmp_path / "out").exists()
 
 

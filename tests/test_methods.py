@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from distil import build_model, distill, load_dataset, losses
 from distil.cli import app
-from distil.engine.methods import METHODS, TermSpec, build_objective
+from distil.engine.methods import METHODS
+from distil.engine.objective import TermSpec, build_objective
 from distil.losses import LOSSES
 
 PAIR = {
@@ -104,7 +105,7 @@ def test_group_taps_pair_stages_and_add_connectors():
     torch.manual_seed(0)
     teacher = build_model("resnet8", input_shape=(1, 28, 28), num_classes=10)
     student = build_model("cnn", input_shape=(1, 28, 28), num_classes=10, widths=[8, 16], convs_per_stage=1)
-    objective = build_objective([TermSpec("FitNet", 1.0, student="stages")], student, teacher, torch.randn(4, 1, 28, 28), n_data=100)
+    objective = build_objective([TermSpec("FitNet", 1.0, student="stages")], student, teacher, torch.randn(4, 1, 28, 28), n_data=100, seed=0)
     # the student has 2 stages, the teacher 3: the last two pair up
     assert [(t.student, t.teacher) for t in objective.terms] == [("stage1", "layer2"), ("stage2", "layer3")]
     assert set(objective.connectors) == {"fitnet@stage1>layer2", "fitnet@stage2>layer3"}

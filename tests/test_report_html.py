@@ -11,8 +11,7 @@ from test_run import TINY, config_file, run_cli
 from distil.config import validate_config
 from distil.data import load_dataset
 from distil.engine.evaluate import predict_logits
-from distil.experiment import build
-from distil.html_report import (
+from distil.report.html import (
     REPORT,
     agreement,
     calibration_bins,
@@ -78,7 +77,7 @@ def reported_run(tmp_path_factory):
 def _ece_text(out, raw, name, arch_cfg):
     cfg = validate_config(raw)
     data = load_dataset("digits", val_size=cfg.data.val_size, seed=cfg.seed)
-    model = load_weights(build(arch_cfg(cfg), data, cfg.seed), out / f"{name}.safetensors")
+    model = load_weights(arch_cfg(cfg).build(data, cfg.seed), out / f"{name}.safetensors")
     probs = torch.softmax(predict_logits(model, data.test.x), 1)
     ece = expected_calibration_error(probs.max(1).values.numpy(), (probs.argmax(1) == data.test.y).numpy())
     return f"{100 * ece:.2f} %"
@@ -122,12 +121,12 @@ def test_report_without_summary_exits_2(tmp_path):
 
 
 def test_a_failed_report_keeps_the_run(tmp_path, monkeypatch):
-    import distil.html_report
+    import distil.report.html
 
     def broken(run_dir):
         raise RuntimeError("no fonts today")
 
-    monkeypatch.setattr(distil.html_report, "render_report", broken)
+    monkeypatch.setattr(distil.report.html, "render_report", broken)
     raw = {**TINY, "scratch": False}
     result = run_cli("run", config_file(tmp_path, raw), "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
@@ -143,7 +142,7 @@ def test_point_names_do_not_overlap_when_points_crowd():
     import matplotlib.pyplot as plt
     from matplotlib.text import Annotation
 
-    from distil.html_report import _label_points
+    from distil.report.html import _label_points
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     points = [(0.050, 91.4), (0.052, 91.4), (0.055, 91.3), (0.30, 91.4), (0.31, 91.0), (0.1, 89.8), (0.105, 89.8), (2.0, 93.7)]

@@ -20,14 +20,14 @@ from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
-from distil.checkpoint import RunCheckpoints
+from distil.session.checkpoints import RunCheckpoints
 from distil.cli import app
 from distil.config import DistillConfig
 from distil.data import BatchAugment, Split
-from distil.engine.methods import build_objective
+from distil.engine.objective import build_objective
 from distil.engine.teacher_outputs import CachedTeacher
 from distil.engine.trainer import TrainSettings, fit, fit_epochs
-from distil.run_dir import RunDir
+from distil.session import RunDir
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Students with dropout (global RNG) and enough epochs that the kill lands while student_kd trains.
@@ -191,8 +191,7 @@ def test_checkpoint_restore_continues_bit_identically(tmp_path):
     specs = DistillConfig(method="fitnet", terms=terms).term_specs()
 
     def objective():
-        torch.manual_seed(3)
-        return build_objective(specs, student(), teacher, train.x[:8], len(train))
+        return build_objective(specs, student(), teacher, train.x[:8], n_data=len(train), seed=3)
 
     settings = TrainSettings(epochs=5, batch_size=16, optimizer="adamw", lr=0.01)
     augment = BatchAugment(crop_padding=1, hflip=True)

@@ -24,7 +24,7 @@ from distil.experiment import run_experiment
 from distil.strategies.ensemble import Ensemble, check_class_counts
 from distil.strategies.frozen_backbone import FrozenBackbone
 from distil.strategies.mutual import Cohort, PeerOutputs, mutual_objective
-from distil.strategies.registry import list_strategies
+from distil.strategies import list_strategies
 from distil.strategies.self_distill import VirtualTeacher
 from distil.strategies.specialists import SpecialistEnsemble, confusable_subsets
 from distil.strategies.transfer import NoisyInputs
@@ -86,7 +86,7 @@ def test_every_strategy_is_listed_and_has_an_example_config():
 
 
 def test_strategy_config_errors_name_the_field():
-    with pytest.raises(ConfigError, match="strategy.ensemble.weight: unknown key.*weights"):
+    with pytest.raises(ConfigError, match=r"strategy.weight: unknown key \(did you mean 'weights'\?\); accepted keys here: name, baseline, teachers"):
         config({"name": "ensemble", "teachers": [BASE["teacher"]], "weight": [1, 1]})
     with pytest.raises(ConfigError, match="weights has 3 entries but the ensemble has 2 members"):
         config({"name": "ensemble", "teachers": [BASE["teacher"]], "weights": [1, 1, 1]})
@@ -96,6 +96,8 @@ def test_strategy_config_errors_name_the_field():
     with pytest.raises(ConfigError, match="teacher_trains is true but the config has no teacher"):
         run_experiment(config({"name": "mutual", "teacher_trains": True}, teacher=None), "/nonexistent/never-made")
     assert config({"name": "none"}).strategy.name == "none"
+    with pytest.raises(ConfigError, match=r"strategy: .*unknown strategy 'ensmble' \(did you mean 'ensemble'\?\)"):
+        config({"name": "ensmble"})
 
 
 # --- 1. ensembles ---------------------------------------------------------------------------------------

@@ -130,11 +130,10 @@ def test_convert_weights_then_eval_both(tmp_path):
     """`distil convert-weights` writes the same tensors as safetensors; `distil eval` reads either alike."""
     from distil.config import validate_config
     from distil.data import load_dataset
-    from distil.experiment import build
 
     cfg = validate_config(TINY)
     data = load_dataset("digits", val_size=cfg.data.val_size, seed=cfg.seed)
-    student = build(cfg.student, data, seed=5)
+    student = cfg.student.build(data, seed=5)
     torch.save({"model": nn.DataParallel(student).state_dict()}, tmp_path / "student.pt")
     converted = run_cli("convert-weights", tmp_path / "student.pt", tmp_path / "student.safetensors")
     assert converted.exit_code == 0, converted.output

@@ -19,9 +19,8 @@ from torch import nn
 from distil import losses
 from distil.data import BatchAugment, Dataset, Split
 from distil.engine.evaluate import accuracy
-from distil.engine.methods import connect_terms
-from distil.engine.objective import task_objective
-from distil.engine.teacher_outputs import CacheSettings, objective_temperature, teacher_outputs
+from distil.engine.objective import build_objective, task_objective
+from distil.engine.teacher_outputs import CacheSettings, teacher_outputs
 from distil.engine.trainer import EpochRecord, FitResult, TrainSettings, fit
 from distil.losses import Term
 
@@ -82,11 +81,11 @@ def distill(
     teacher.to(device).eval().requires_grad_(False)
     train_split, val_split = data.train.to(device), data.val.to(device)
     terms = list(terms) if terms is not None else [losses.KD(T=temperature) * alpha, losses.CE() * (1.0 - alpha)]
-    objective = connect_terms(terms, student, teacher, train_split.x[:8])
+    objective = build_objective(terms, student, teacher, train_split.x[:8], n_data=len(train_split), seed=seed)
     outputs = None
     if objective.uses_teacher:
         settings = cache if cache is not None else CacheSettings(store=False, seed=seed)
-        outputs = teacher_outputs(teacher, train_split.x, augment, objective.teacher_taps, settings=settings, temperature=objective_temperature(objective.losses))
+        outputs = teacher_outputs(teacher, train_split.x, augment, objective.teacher_taps, settings=settings, temperature=objective.temperature)
     fit(student, train_split, val_split, objective, _settings(options), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch)
     return student
 

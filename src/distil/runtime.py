@@ -1,4 +1,6 @@
-"""Thread settings for CPU work: one intra-op thread per usable core, chosen once per command.
+"""Where torch runs: the device, the CPU thread count, and the machine facts a run records.
+
+Threads: one intra-op thread per usable core, chosen once per command.
 
 The count is a function of the machine (the CPU affinity of this process, which containers narrow),
 never of the moment: the thread count changes the order of floating-point sums in convolutions, so
@@ -15,6 +17,8 @@ distil runs one op at a time.
 from __future__ import annotations
 
 import os
+import platform
+from typing import Any
 
 import torch
 
@@ -53,3 +57,25 @@ def set_threads(threads: int | str | None = None) -> int:
     except RuntimeError:  # already fixed by earlier parallel work in this process
         pass
     return n
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when available, else the CPU) or an explicit device; CUDA asked for but absent is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use device: auto or cpu")
+    return device
+
+
+def machine() -> dict[str, Any]:
+    """What a summary records about where it ran: platform, processor, CPUs, torch threads and versions."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }

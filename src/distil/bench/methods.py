@@ -17,7 +17,8 @@ from typing import Any
 from rich.console import Console
 
 from distil.config import ExperimentConfig
-from distil.experiment import machine, run_experiment
+from distil.experiment import run_experiment
+from distil.runtime import machine
 from distil.weights import atomic_write
 
 

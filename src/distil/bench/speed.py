@@ -36,13 +36,12 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from distil.config import ExperimentConfig, validate_config
-from distil.data import BatchAugment, Dataset, load_dataset
+from distil.data import BatchAugment, Dataset
 from distil.engine.evaluate import accuracy
-from distil.engine.methods import build_objective
-from distil.engine.objective import Objective, task_objective
-from distil.engine.teacher_outputs import OnlineTeacher, objective_temperature, teacher_outputs
+from distil.engine.objective import Objective, build_objective, task_objective
+from distil.engine.teacher_outputs import OnlineTeacher, teacher_outputs
 from distil.engine.trainer import OPTIMIZERS, SCHEDULES, FitResult, TrainSettings, fit, fit_epochs
-from distil.experiment import build, cache_settings, machine, resolve_device, settings_of
+from distil.runtime import machine, resolve_device
 from distil.weights import atomic_write, load_weights
 
 try:
@@ -194,17 +193,17 @@ def _timed(epochs: Iterator[Any]) -> Callable[[], tuple[float, float]]:
 
 def _load(config: ExperimentConfig, samples: int | None) -> tuple[Dataset, nn.Module, dict[str, Any]]:
     cfg = config
-    data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+    data = cfg.data.load(cfg.seed)
     if samples is not None and samples < len(data.train):
         data = replace(data, train=data.train.subset(torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:samples]))
-    teacher = build(cfg.teacher, data, cfg.seed)
+    teacher = cfg.teacher.build(data, cfg.seed)
     info: dict[str, Any] = {"arch": cfg.teacher.arch}
     if cfg.teacher.weights:
         load_weights(teacher, cfg.teacher.weights, cfg.teacher.sha256)
         info["weights"] = Path(cfg.teacher.weights).name
     else:
         start = time.perf_counter()
-        fit(teacher, data.train, data.val, task_objective(), settings_of(cfg.teacher), seed=cfg.seed, augment=AUGMENT)
+        fit(teacher, data.train, data.val, task_objective(), cfg.teacher.settings(), seed=cfg.seed, augment=AUGMENT)
         info["trained_seconds"] = round(time.perf_counter() - start, 2)
     return data, teacher, info
 
@@ -222,7 +221,7 @@ def bench_speed(
     """Measure both settings; writes ``out/speed.json`` and returns it (see the module docstring)."""
     cfg = config
     device = resolve_device(cfg.device)
-    settings = settings_of(cfg.student)
+    settings = cfg.student.settings()
     if epochs is not None:
         settings = replace(settings, epochs=epochs)
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -233,12 +232,10 @@ def bench_speed(
     log(f"data: {data.name} train {len(data.train)} / val {len(data.val)} / test {len(data.test)}; {settings.epochs} epochs per run, batch {settings.batch_size}; threads {torch.get_num_threads()}")
 
     def student() -> nn.Module:
-        return build(cfg.student, data, cfg.seed).to(device)
+        return cfg.student.build(data, cfg.seed).to(device)
 
     def kd_objective() -> Objective:
-        torch.manual_seed(cfg.seed)
-        specs = cfg.distill.term_specs()
-        return build_objective(specs, student(), teacher, data.train.x[:8], len(data.train))
+        return build_objective(cfg.distill.term_specs(), student(), teacher, data.train.x[:8], n_data=len(data.train), seed=cfg.seed)
 
     result: dict[str, Any] = {
         "dataset": data.name,
@@ -257,10 +254,10 @@ def bench_speed(
     }
     for name, augment in (("noaug", BatchAugment()), ("aug", AUGMENT)):
         objective = kd_objective()
-        T = objective_temperature(objective.losses)
+        T = objective.temperature
         soft_weight = next((t.weight for t in objective.terms if t.loss.uses_teacher), 0.9)
         start = time.perf_counter()
-        outputs = teacher_outputs(teacher, data.train.x, augment, objective.teacher_taps, settings=cache_settings(cfg), temperature=T)
+        outputs = teacher_outputs(teacher, data.train.x, augment, objective.teacher_taps, settings=cfg.cache.settings(cfg.seed), temperature=T)
         cache_info = {**outputs.info, "seconds": round(time.perf_counter() - start, 2)}
         log(f"{name}: teacher outputs: {cache_info['kind']} ({cache_info.get('bytes', 0):,} bytes, {'from disk' if cache_info.get('from_disk') else 'built'} in {cache_info['seconds']} s)")
         models = {"student": student(), "kd": student(), "reference": student()}

@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from distil.config import COMPRESS_STEPS
 from distil.errors import ConfigError, DistilError
 
 COMPRESSED = "compressed"
@@ -76,6 +77,9 @@ STEPS: dict[str, Step] = {}
 def step(name: str) -> Callable[[Step], Step]:
     """Register a compression step under ``name`` (usable in ``compress.steps`` and ``--steps``)."""
 
+    if name not in COMPRESS_STEPS:
+        raise ValueError(f"compress step {name!r} is not one of distil.config.COMPRESS_STEPS {COMPRESS_STEPS}")
+
     def add(fn: Step) -> Step:
         STEPS[name] = fn
         return fn
@@ -86,30 +90,31 @@ def step(name: str) -> Callable[[Step], Step]:
 # ------------------------------------------------------------------------------------------------ rows
 
 
-def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, path: Path, *, counted: nn.Module | None = None, **extra: Any) -> dict[str, Any]:
-    """One table row, measured like every other row."""
+def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, path: Path, *, counted: nn.Module | None = None, train_seconds: float = 0.0, **details: Any) -> dict[str, Any]:
+    """One table row (:class:`~distil.session.ModelResult`), measured like every other row."""
     from distil.engine.measure import measure
+    from distil.session import ModelResult
     from distil.weights import file_sha256
 
     cfg = chain.config
     measured = measure(model, chain.data.input_shape, runtime=runtime, test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size,
                        counted=counted, latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)  # fmt: skip
-    return {"name": name, "role": "student", "method": method, "arch": chain.arch, "source": chain.name, **measured,
-            "seed": cfg.seed, "weights": f"{COMPRESSED}/{path.name}", "sha256": file_sha256(path), "train_seconds": extra.pop("train_seconds", 0.0), **extra}  # fmt: skip
+    result = ModelResult(name, "student", method, chain.arch, cfg.seed, f"{COMPRESSED}/{path.name}", file_sha256(path), measured,
+                         train_seconds=train_seconds, source=chain.name, details=details)  # fmt: skip
+    return result.as_dict()
 
 
 def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
     """Fine-tune ``model`` in place with ``alpha × KD(T) + (1 − alpha) × CE`` against the teacher; seconds spent."""
     from distil import losses
-    from distil.data import BatchAugment
-    from distil.engine.methods import connect_terms
+    from distil.engine.objective import build_objective
     from distil.engine.trainer import TrainSettings, fit
 
     p = chain.compress.prune
     cfg = chain.config
-    augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
+    augment = cfg.data.augment.build()
     terms = [losses.KD(T=p.temperature) * p.alpha, losses.CE() * (1.0 - p.alpha)]
-    objective = connect_terms(terms, model, chain.teacher, chain.data.train.x[:8])
+    objective = build_objective(terms, model, chain.teacher, chain.data.train.x[:8], n_data=len(chain.data.train), seed=cfg.seed)
     settings = TrainSettings(epochs=epochs, batch_size=p.batch_size, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=cfg.student.weight_decay, schedule="cosine",
                              precision=cfg.student.precision)  # fmt: skip
     result = fit(model, chain.data.train, chain.data.val, objective, settings, seed=cfg.seed, teacher=chain.teacher_outputs(augment), augment=augment)
@@ -263,7 +268,7 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
     summary["models"] = [m for m in summary["models"] if "source" not in m]
     chain = Chain(config=config, data=data, teacher=teacher, model=student, name=base, out=out, console=console, arch=arch)
 
-    from distil.run_dir import RunDir
+    from distil.session import RunDir
 
     run = RunDir(run_dir)
     rows = summary["models"]
@@ -273,7 +278,7 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
             rows.extend(_remeasure(chain, entry, model, run_dir / entry["weights"]))
     import onnxruntime
 
-    from distil.experiment import machine
+    from distil.runtime import machine
 
     summary["compress"] = {"config": config.compress.model_dump(mode="json"), "steps": [], "measured_again": ["teacher", base],
                            "machine": {**machine(), "onnxruntime": onnxruntime.__version__}}  # fmt: skip
@@ -299,32 +304,18 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
 
 
 def run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()):
-    """The run's ``config.yaml`` with ``overrides`` (``compress.prune.sparsity=0.3``), validated like any config.
+    """The run's ``config.yaml`` with ``overrides``; a run made without a ``compress`` section gets the default one."""
+    from distil.config import CompressConfig
+    from distil.session import read_config
 
-    A run made without a ``compress`` section gets the default one.
-    """
-    import yaml
-
-    from distil.config import apply_override, validate_config
-    from distil.run_dir import CONFIG
-
-    path = Path(run_dir) / CONFIG
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory: {CONFIG} not found (make one with `distil run CONFIG --out {run_dir}`)")
-    raw = yaml.safe_load(path.read_text())
-    if not raw.get("compress"):
-        raw["compress"] = {}
-    for item in overrides:
-        apply_override(raw, item)
-    return validate_config(raw, source=str(path))
+    config = read_config(run_dir, overrides)
+    return config if config.compress is not None else config.model_copy(update={"compress": CompressConfig()})
 
 
 def load_run(run_dir: Path, config=None):
     """Config, summary, data (CPU), teacher and the student to compress, all checked before any work."""
     from distil.config import CompressConfig
-    from distil.data import load_dataset
-    from distil.experiment import build
-    from distil.run_dir import SUMMARY, read_summary
+    from distil.session import SUMMARY, read_summary
     from distil.weights import load_weights
 
     config = config if config is not None else run_config(run_dir)
@@ -341,7 +332,7 @@ def load_run(run_dir: Path, config=None):
     if "teacher" not in entries:
         raise ConfigError(f"{run_dir}: the run has no teacher; the recovery fine-tune distils from it")
     cfg = config
-    data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
-    teacher = load_weights(build(cfg.teacher, data, cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
-    student = load_weights(build(cfg.student, data, cfg.seed), run_dir / entries[base]["weights"]).eval()
+    data = cfg.data.load(cfg.seed)
+    teacher = load_weights(cfg.teacher.build(data, cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
+    student = load_weights(cfg.student.build(data, cfg.seed), run_dir / entries[base]["weights"]).eval()
     return config, summary, data, teacher, student, cfg.student.arch, base

@@ -3,19 +3,29 @@
 Each term reads one tensor of the student's outputs and (for teacher terms) one of the teacher's —
 ``"logits"`` or a tapped layer — passes the student side through a connector where the loss needs
 equal shapes, and is weighted by ``weight × schedule(progress)``.
+
+:func:`build_objective` is the one way an objective is made — from YAML term specs (a method
+preset adjusted by ``distill.terms``), from ready-made :class:`~distil.losses.Term` values (the
+Python API, compress recovery) or a mix: ``specs → terms → taps → connectors``, seeded in one place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import copy
+import inspect
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from distil.engine.connectors import build_connector
 from distil.engine.precision import full_precision
-from distil.engine.taps import LOGITS
-from distil.losses import CE, Term
+from distil.engine.taps import LOGITS, probe_shapes, resolve_taps
+from distil.losses import CE, LOSSES, Term, build_loss
+from distil.losses.schedules import SCHEDULES
 
 
 class Objective(nn.Module):
@@ -30,6 +40,18 @@ class Objective(nn.Module):
         # Registered so that losses with parameters (VID, CRD heads) and connectors train and move with it.
         self.losses = nn.ModuleList(t.loss for t in self.terms)
         self.connectors = nn.ModuleDict(connectors or {})
+
+    @property
+    def temperature(self) -> float:
+        """The temperature at which the teacher's logits are compared: ``T`` (or ``tau``) of the first
+        term that reads the teacher's logits and has one, else 1. An ensemble averages its members'
+        soft targets at it, and the view cache keeps the residual mass exact at it."""
+        for term in self.terms:
+            if term.loss.uses_teacher and term.teacher == LOGITS:
+                for attr in ("T", "tau"):
+                    if hasattr(term.loss, attr):
+                        return float(getattr(term.loss, attr))
+        return 1.0
 
     @property
     def uses_teacher(self) -> bool:
@@ -105,3 +127,102 @@ def connect(terms: list[Term], student_shapes: Mapping[str, torch.Size], teacher
 def task_objective(label_smoothing: float = 0.0) -> Objective:
     """Training on the labels alone: the teacher's own training and the scratch baseline."""
     return Objective([CE(label_smoothing) * 1.0])
+
+
+@dataclass(frozen=True)
+class TermSpec:
+    """A term as data: loss name, weight, taps on each side, loss arguments, optional schedule."""
+
+    loss: str
+    weight: float = 1.0
+    student: str = LOGITS
+    teacher: str | None = None  # None: the same tap name as the student's
+    params: Mapping[str, Any] = field(default_factory=dict)
+    schedule: Mapping[str, float] | None = None  # e.g. {"warmup": 0.1}, {"until": 0.2}, {"after": 0.2}
+
+
+def build_objective(
+    terms: Sequence[TermSpec | Term], student: nn.Module, teacher: nn.Module | None, probe_x: torch.Tensor, *, n_data: int, seed: int
+) -> Objective:
+    """The objective a run trains with: taps resolved, shapes probed, losses and connectors built.
+
+    ``terms`` are specs (losses built by name, with the arguments that come from the models or the
+    data — ``s_dim``, ``t_dim``, ``channels``, ``n_data`` — filled in where the spec leaves them out)
+    or ready-made terms (their losses used as they are), in any mix. A tap group (``stages``, ...)
+    expands to one term per stage pair, paired from the last stage backwards. Torch's global RNG is
+    seeded with ``seed`` first, so the loss parameters and connectors of one config and seed are the
+    same whoever builds the objective (run, strategy, Python API, compress).
+
+    Raises ``KeyError`` (unknown loss, schedule or tap, with what exists) or ``ValueError`` (arguments,
+    shapes no connector can bridge), each naming the term.
+    """
+    torch.manual_seed(seed)
+    expanded: list[tuple[int, TermSpec | Term, str, str, int]] = []
+    for i, item in enumerate(terms):
+        uses_teacher = _loss_class(i, item).uses_teacher
+        try:
+            pairs = _pairs(item.student, item.teacher, uses_teacher, student, teacher, probe_x)
+        except KeyError as err:
+            raise KeyError(f"term {i} ({_loss_name(item)}): {err.args[0]}") from None
+        expanded += [(i, item, s, t, len(pairs)) for s, t in pairs]
+    s_shapes = probe_shapes(student, probe_x, {s for _, _, s, _, _ in expanded})
+    wanted = {t for _, item, _, t, _ in expanded if _loss_class(0, item).uses_teacher}
+    t_shapes = probe_shapes(teacher, probe_x, wanted) if teacher is not None else {}
+    built = [_term(i, item, s, t, copies, s_shapes, t_shapes, n_data) for i, item, s, t, copies in expanded]
+    return connect(built, s_shapes, t_shapes)
+
+
+def _loss_name(item: TermSpec | Term) -> str:
+    return item.loss if isinstance(item, TermSpec) else item.name
+
+
+def _loss_class(i: int, item: TermSpec | Term) -> type:
+    if isinstance(item, Term):
+        return type(item.loss)
+    if item.loss not in LOSSES:
+        raise KeyError(f"term {i} ({item.loss}): unknown loss; known losses: {', '.join(sorted(LOSSES))}")
+    return LOSSES[item.loss]
+
+
+def _pairs(student_tap: str, teacher_tap: str | None, uses_teacher: bool, student: nn.Module, teacher: nn.Module | None, x: torch.Tensor) -> list[tuple[str, str]]:
+    """Concrete (student tap, teacher tap) pairs; groups pair stage by stage, from the last backwards."""
+    s_taps = resolve_taps(student, x, student_tap)
+    if not uses_teacher or teacher is None:
+        return [(s, LOGITS) for s in s_taps]
+    t_taps = resolve_taps(teacher, x, teacher_tap or student_tap)
+    k = min(len(s_taps), len(t_taps))
+    return list(zip(s_taps[len(s_taps) - k :], t_taps[len(t_taps) - k :]))
+
+
+def _term(
+    i: int, item: TermSpec | Term, s: str, t: str, copies: int, s_shapes: Mapping[str, torch.Size], t_shapes: Mapping[str, torch.Size], n_data: int
+) -> Term:
+    """One concrete term: a spec's loss built for its shapes, or a ready term moved onto the resolved taps."""
+    if isinstance(item, Term):
+        # A group expands to one term per stage; each gets its own copy of a loss that has state (VID).
+        return replace(item, student=s, teacher=t, loss=item.loss if copies == 1 else copy.deepcopy(item.loss))
+    params = _inferred(item.loss, item.params, s_shapes[s], t_shapes.get(t), n_data)
+    try:
+        loss = build_loss(item.loss, **params)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"term {i} ({item.loss}): {err}") from None
+    term = Term(loss, float(item.weight), s, t)
+    if item.schedule:
+        (kind, fraction), *more = item.schedule.items()
+        if more or kind not in SCHEDULES:
+            raise KeyError(f"term {i} ({item.loss}): schedule must be one of {{{', '.join(f'{k}: FRACTION' for k in SCHEDULES)}}}, got {dict(item.schedule)}")
+        term = term.scheduled(SCHEDULES[kind](fraction))
+    return term
+
+
+def _inferred(loss: str, params: Mapping[str, Any], s_shape: torch.Size, t_shape: torch.Size | None, n_data: int) -> dict[str, Any]:
+    """Fill the loss arguments that come from the models or the data, where the spec leaves them out."""
+    known = {
+        "s_dim": math.prod(s_shape[1:]),
+        "t_dim": math.prod(t_shape[1:]) if t_shape is not None else None,
+        "channels": t_shape[1] if t_shape is not None and len(t_shape) > 1 else None,
+        "n_data": n_data,
+    }
+    accepted = inspect.signature(LOSSES[loss].__init__).parameters
+    filled = {k: v for k, v in known.items() if k in accepted and k not in params and v is not None}
+    return {**filled, **params}

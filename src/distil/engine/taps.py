@@ -130,7 +130,14 @@ def embedding_tap(model: nn.Module) -> str:
 
 
 def resolve_taps(model: nn.Module, x: torch.Tensor, tap: str) -> list[str]:
-    """A tap name or group (``stages``, ``middle_stage``, ``last_stage``, ``embedding``) → concrete tap names."""
+    """A tap name or group (``stages``, ``middle_stage``, ``last_stage``, ``embedding``) → concrete tap names.
+
+    A group may sit under a submodule that takes the model's own input — ``members.0.stages`` is the
+    stages of an ensemble's first member — and resolves to paths under that submodule.
+    """
+    prefix, _, group = tap.rpartition(".")
+    if prefix and group in AUTO_TAPS:
+        return [f"{prefix}.{t}" for t in resolve_taps(find_module(model, prefix), x, group)]
     if tap == "stages":
         return stage_taps(model, x)
     if tap == "last_stage":

@@ -294,34 +294,22 @@ def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: BatchAugm
     return TeacherOutputsPlan("views", f"training inputs are augmented: {settings.views} pre-drawn views per sample", need)
 
 
-def objective_temperature(losses: Iterable[Any]) -> float:
-    """The temperature at which logit terms compare distributions (the first ``T`` or ``tau``), else 1."""
-    for loss in losses:
-        for name in ("T", "tau"):
-            value = getattr(loss, name, None)
-            if isinstance(value, (int, float)):
-                return float(value)
-    return 1.0
-
-
 def teacher_outputs(
     teacher: nn.Module,
     train_x: torch.Tensor,
     augment: BatchAugment | bool | None = None,
     taps: Iterable[str] = (LOGITS,),
-    max_bytes: int | None = None,
     settings: CacheSettings | None = None,
     temperature: float = 1.0,
 ) -> CachedTeacher | ViewCache | OnlineTeacher:
     """The cheapest source of teacher outputs the settings allow (see :func:`plan_teacher_outputs`).
 
-    ``augment=True`` (a bool, no augmentation object) means augmented inputs whose views cannot be
-    pre-drawn: the online teacher. Builds the cache (or loads it from disk) and records the choice in
-    the returned object's ``info``.
+    ``taps`` and ``temperature`` are the objective's (``objective.teacher_taps``,
+    ``objective.temperature``). ``augment=True`` (a bool, no augmentation object) means augmented
+    inputs whose views cannot be pre-drawn: the online teacher. Builds the cache (or loads it from
+    disk) and records the choice in the returned object's ``info``.
     """
     settings = settings or CacheSettings(store=False)
-    if max_bytes is not None:
-        settings = replace(settings, max_bytes=max_bytes)
     if augment is True:
         augment, settings = None, replace(settings, mode="online")
     elif augment is False:

@@ -106,7 +106,7 @@ class LoopState:
 
 
 class Checkpoint(Protocol):
-    """Saves a fit after each epoch and restores it before the first (see ``distil.checkpoint``)."""
+    """Saves a fit after each epoch and restores it before the first (see ``distil.session.checkpoints``)."""
 
     def restore(self, state: LoopState) -> None: ...
 

@@ -62,14 +62,17 @@ def register_model(name: str, description: str = "") -> Callable[[F], F]:
     return add
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any) -> nn.Module:
+def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None, **kwargs: Any) -> nn.Module:
     """Build model ``name`` for inputs of ``input_shape`` (C×H×W or C×L) and ``num_classes`` logits.
 
     ``name`` is a registered name (see :func:`list_models`) or ``"package.module:factory"``, whose
     factory is imported and called with ``kwargs`` (and ``input_shape``/``num_classes`` if its
-    signature takes them). Any problem with the name, the arguments or what the factory returns
-    raises :class:`~distil.errors.ModelError`.
+    signature takes them). With ``seed``, torch's global RNG is seeded first, so the same seed gives
+    the same initial weights (a run's scratch and distilled students start equal). Any problem with
+    the name, the arguments or what the factory returns raises :class:`~distil.errors.ModelError`.
     """
+    if seed is not None:
+        torch.manual_seed(seed)
     if not isinstance(name, str):
         raise ModelError(f"a model name must be a string, got {name!r}")
     shape = _input_shape(name, input_shape)

@@ -27,9 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from distil.config import ModelConfig
-from distil.engine.methods import build_objective
-from distil.engine.objective import Objective, connect
-from distil.engine.taps import LOGITS, probe_shapes
+from distil.engine.objective import Objective
+from distil.engine.taps import LOGITS
 from distil.errors import ConfigError, ModelError
 from distil.losses import LOSSES
 from distil.strategies.context import Context
@@ -82,35 +81,14 @@ def check_class_counts(members: Sequence[nn.Module], names: Sequence[str], probe
             )
 
 
-def temperature_of(objective: Objective) -> float:
-    """The temperature of the first logit term that has one (KD's T): the one the soft targets are averaged at."""
-    for term in objective.terms:
-        if term.loss.uses_teacher and term.teacher == LOGITS:
-            for attr in ("T", "tau"):
-                if hasattr(term.loss, attr):
-                    return float(getattr(term.loss, attr))
-    return 1.0
-
-
 def ensemble_objective(ctx: Context, student: nn.Module, ensemble: Ensemble) -> Objective:
-    """Logit terms read the ensemble's combined logits; feature terms are repeated per member and summed."""
+    """Logit terms read the ensemble's combined logits; feature terms are repeated per member (each
+    reading ``members.<i>.<tap>``, a group resolved on that member) and summed."""
     specs = ctx.config.distill.term_specs()
     on_logits = [s for s in specs if not LOSSES[s.loss].uses_teacher or (s.student == LOGITS and (s.teacher or LOGITS) == LOGITS)]
     on_features = [s for s in specs if s not in on_logits]
-    probe, n = ctx.data.train.x[:8], len(ctx.data.train)
-    terms = []
-    try:
-        torch.manual_seed(ctx.seed)
-        if on_logits:
-            terms += build_objective(on_logits, student, ensemble, probe, n).terms
-        for i, member in enumerate(ensemble.members):
-            if on_features:
-                terms += [replace(t, teacher=f"members.{i}.{t.teacher}") for t in build_objective(on_features, student, member, probe, n).terms]
-        s_shapes = probe_shapes(student, probe, {t.student for t in terms})
-        t_shapes = probe_shapes(ensemble, probe, {t.teacher for t in terms if t.loss.uses_teacher})
-        return connect(terms, s_shapes, t_shapes)
-    except (KeyError, ValueError) as err:
-        raise ConfigError(f"distill (method {ctx.config.distill.method!r}, strategy ensemble): {err.args[0]}") from None
+    per_member = [replace(s, teacher=f"members.{i}.{s.teacher or s.student}") for i in range(len(ensemble.members)) for s in on_features]
+    return ctx.objective(student, ensemble, terms=on_logits + per_member)
 
 
 @register_strategy("ensemble", "Hinton 2015 §3: `teacher` + `teachers` (archs or seeds), soft targets = weighted mean of softmax(z/T); feature terms per member, summed (CRD-EN)", benchmark="MNIST-1D", distributed=True)
@@ -132,7 +110,7 @@ def prepare(ctx: Context) -> Runner:
     student = ctx.build(cfg.student)
     ensemble = Ensemble(members, opts.weights, opts.combine)
     objective = ensemble_objective(ctx, student, ensemble)
-    target = ensemble.at_temperature(temperature_of(objective))
+    target = ensemble.at_temperature(objective.temperature)
     arch = f"ensemble({', '.join(c.arch for c in configs)})"
 
     def run(ctx: Context) -> None:

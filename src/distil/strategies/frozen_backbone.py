@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from distil.config import ModelConfig
-from distil.data import Dataset, Split, load_dataset
+from distil.data import Dataset, Split
 from distil.errors import ConfigError, DataError
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
@@ -96,7 +96,7 @@ def prepare(ctx: Context) -> Runner:
     data = ctx.data
     if opts.data is not None:
         d = opts.data
-        data = load_dataset(d.name, path=d.path, val_size=d.val_size, seed=ctx.seed, **d.options)
+        data = d.load(ctx.seed)
         if data.input_shape != ctx.data.input_shape:
             raise DataError(f"strategy frozen_backbone: data {d.name!r} has inputs of shape {data.input_shape}, the teacher's {ctx.data.input_shape}")
     if opts.label_map is not None:

@@ -50,7 +50,7 @@ def prepare_born_again(ctx: Context) -> Runner:
     objectives = [ctx.objective(models[k], models[k - 1]) for k in range(1, generations + 1)]
 
     def run(ctx: Context) -> None:
-        previous = ctx.experiment.models.get("student_scratch")  # generation 0 is the scratch student
+        previous = ctx.models.get("student_scratch")  # generation 0 is the scratch student
         if previous is None:
             previous = models[0]
             ctx.record("student_ban0", "student", "born_again[0]", previous, cfg.student, ctx.train_on_labels("student_ban0", previous, cfg.student))

@@ -59,7 +59,7 @@ def prepare_unlabeled(ctx: Context) -> Runner:
     cfg = ctx.config
     transfer = transfer_split(ctx)
     student = ctx.build(cfg.student)
-    objective = ctx.objective(student, ctx.teacher, labels=False, n_data=len(transfer))
+    objective = ctx.objective(student, ctx.teacher, transfer=transfer)
 
     def run(ctx: Context) -> None:
         name = f"student_unlabeled_{cfg.distill.method}"
@@ -77,7 +77,7 @@ def prepare_noisy_student(ctx: Context) -> Runner:
     teachers = [ctx.teacher, *students[:-1]]
     if count_parameters(students[0]) < count_parameters(ctx.teacher):
         ctx.say("note: Noisy Student uses a student as large as the teacher or larger; this one is smaller")
-    objectives = [ctx.objective(s, t, labels=False, n_data=len(transfer)) for s, t in zip(students, teachers)]
+    objectives = [ctx.objective(s, t, transfer=transfer) for s, t in zip(students, teachers)]
 
     def run(ctx: Context) -> None:
         train = transfer.to(ctx.device)

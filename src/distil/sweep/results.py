@@ -21,8 +21,8 @@ import yaml
 from rich.table import Table
 
 from distil.config import map_paths, resolve_paths, set_path, validate_config
-from distil.experiment import machine
-from distil.sweep.space import SweepConfig
+from distil.config import SweepConfig
+from distil.runtime import machine
 from distil.weights import atomic_write
 
 RESULTS = "results.json"

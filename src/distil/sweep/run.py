@@ -29,10 +29,10 @@ from rich.console import Console
 
 from distil.config import ExperimentConfig, read_raw, resolve_paths, set_path, validate_config
 from distil.errors import ConfigError
-from distil.experiment import Experiment, run_experiment
-from distil.run_dir import read_summary
+from distil.experiment import run_experiment
+from distil.session import read_summary
 from distil.sweep.results import write_results
-from distil.sweep.space import SweepConfig, encode_choice, trial_values
+from distil.config.sweep import SweepConfig, encode_choice, trial_values
 from distil.weights import atomic_write
 
 IDENTITY = "sweep.yaml"
@@ -261,7 +261,7 @@ def _run_trial(study: Any, space: SweepConfig, raw: dict[str, Any], fixed: dict[
     config = resolve_paths(validate_config(_trial_raw(raw, {**values, **fixed}), source=f"trial {trial.number}"), config_path.parent)
     command = shlex.join(["distil", "run", str(config_path), *overrides, *items, "--out", str(run_dir)])
     try:
-        summary = Experiment(config, run_dir, console, command=command).run(("teacher", "kd"))
+        summary = run_experiment(config, run_dir, steps=("teacher", "kd"), console=console, command=command)
     except FloatingPointError as err:  # the sampled values diverge: a result of the sweep, recorded
         trial.set_user_attr("error", f"diverged: {err}")
         study.tell(trial, state=TrialState.FAIL)

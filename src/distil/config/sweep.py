@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from distil.config import Section
+from distil.config.base import Section
 
 #: What a sweep may optimise: a numeric field of the chosen model's row in summary.json, and its natural
 #: direction. The test accuracy is deliberately absent: choosing on the test split would make the

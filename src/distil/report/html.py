@@ -1,6 +1,6 @@
 """``DIR/report.html``: one self-contained page per run — the table, curves, Pareto views, confusion, calibration.
 
-The table is :func:`distil.report.rows` (the terminal table's rows); curves come from ``metrics.jsonl``;
+The table is :func:`distil.report.table.rows` (the terminal table's rows); curves come from ``metrics.jsonl``;
 the Pareto views from ``summary.json`` (compressed rows included). Confusion matrices, agreement and
 calibration need predictions, so the teacher and the main distilled student are rebuilt from
 ``config.yaml`` and their weights and run on the test split. Plots are PNGs embedded as base64, so the
@@ -27,8 +27,8 @@ import torch
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from distil.errors import ConfigError
-from distil.report import COLUMNS, LEFT, human_bytes, rows
-from distil.run_dir import CONFIG, METRICS, SUMMARY, read_summary
+from distil.report.table import COLUMNS, LEFT, human_bytes, rows
+from distil.session import CONFIG, METRICS, SUMMARY, read_config, read_summary
 from distil.weights import atomic_write
 
 REPORT = "report.html"
@@ -121,14 +121,11 @@ def main_student(summary: dict[str, Any], method: str) -> str | None:
 
 def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Predictions], tuple[str, ...]]:
     """Teacher, scratch student and main distilled student rebuilt from config + weights, run on the test split."""
-    from distil.compress.pipeline import run_config
-    from distil.data import load_dataset
     from distil.engine.evaluate import predict_logits
-    from distil.experiment import build
     from distil.weights import load_weights
 
-    cfg = run_config(run_dir)
-    data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+    cfg = read_config(run_dir)
+    data = cfg.data.load(cfg.seed)
     entries = {m["name"]: m for m in summary["models"] if "source" not in m}
     wanted = [("teacher", cfg.teacher), ("student_scratch", cfg.student)]
     student = main_student(summary, cfg.distill.method)
@@ -138,7 +135,7 @@ def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Prediction
     for name, model_cfg in wanted:
         if name not in entries or model_cfg is None or entries[name]["arch"] != model_cfg.arch:
             continue
-        model = load_weights(build(model_cfg, data, cfg.seed), run_dir / entries[name]["weights"], entries[name].get("sha256"))
+        model = load_weights(model_cfg.build(data, cfg.seed), run_dir / entries[name]["weights"], entries[name].get("sha256"))
         probs = torch.softmax(predict_logits(model, data.test.x).float(), 1).numpy()
         out.append(Predictions(name, probs, data.test.y.numpy()))
     return out, data.class_names

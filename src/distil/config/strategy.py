@@ -4,37 +4,48 @@ Every strategy is a configuration of the same engine (the one ``fit`` loop, obje
 ``distill.method`` / ``distill.terms``); these models only say which models take part and how they
 are wired. Extra keys are forbidden as everywhere else in the config, and cross-checks that need
 the data or the models (class counts, shapes, class subsets) run before training starts.
+
+The set is open: :func:`register_options` adds a strategy's options under a name (what
+:func:`distil.strategies.register_strategy` does), and ``name: "package.module:Class"`` names a
+:class:`distil.strategies.Strategy` subclass whose ``Options`` validate the section.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from distil.config import DataConfig, ModelConfig, Section, TeacherConfig, TrainConfig
+from distil.config.base import Section, registered
+from distil.config.data import DataConfig
+from distil.config.training import ModelConfig, TeacherConfig, TrainConfig
+from distil.errors import ConfigError
+from distil.imports import import_object
 
 Resolve = Callable[[str | None], str | None]
 
-#: Strategies that run without the config's `teacher` section (their teachers are virtual or each other).
-TEACHERLESS = ("tf_kd", "born_again", "mutual")
+
+class StrategyOptions(Section):
+    """What every strategy's options share: ``name`` picks the strategy; the rest are its own fields."""
+
+    name: str
+    #: False for strategies whose teachers are virtual or each other: the config may then have no `teacher`
+    needs_teacher: ClassVar[bool] = True
+
+    def resolve_paths(self, resolve: Resolve) -> Self:
+        """The options with every file path they hold passed through ``resolve`` (relative to the config file)."""
+        return self
 
 
-class NoStrategy(Section):
+class NoStrategy(StrategyOptions):
     """Today's experiment: teacher → scratch student → distilled student."""
 
     name: Literal["none"] = "none"
 
-    def resolve_paths(self, resolve: Resolve) -> NoStrategy:
-        return self
 
-
-class _WithBaseline(Section):
+class _WithBaseline(StrategyOptions):
     baseline: bool = Field(False, description="also distil the student directly from `teacher` (the ordinary student_<method> row)")
-
-    def resolve_paths(self, resolve: Resolve) -> Any:
-        return self
 
 
 class MemberConfig(TeacherConfig):
@@ -98,24 +109,24 @@ class NoisyStudentOptions(_Transfer):
     dropout: float | None = Field(None, ge=0, lt=1, description="passed as `dropout` to the student's factory (e.g. mlp)")
 
 
-class BornAgainOptions(Section):
+class BornAgainOptions(StrategyOptions):
     """Furlanello et al. 2018, born-again networks: generation k teaches generation k+1, same architecture."""
+
+    needs_teacher: ClassVar[bool] = False
 
     name: Literal["born_again"]
     generations: int = Field(3, ge=1, description="distilled generations after generation 0 (the scratch student)")
 
-    def resolve_paths(self, resolve: Resolve) -> BornAgainOptions:
-        return self
 
 
-class TfKDOptions(Section):
+class TfKDOptions(StrategyOptions):
     """Yuan et al. 2020, teacher-free KD (Tf-KD_reg): a virtual teacher that puts ``correct_prob`` on the label."""
+
+    needs_teacher: ClassVar[bool] = False
 
     name: Literal["tf_kd"]
     correct_prob: float = Field(0.9, gt=0, lt=1, description="the virtual teacher's probability of the true class")
 
-    def resolve_paths(self, resolve: Resolve) -> TfKDOptions:
-        return self
 
 
 class TAKDOptions(_WithBaseline):
@@ -125,8 +136,10 @@ class TAKDOptions(_WithBaseline):
     assistants: list[ModelConfig] = Field(min_length=1, description="from the largest to the smallest; each is distilled from the one before")
 
 
-class MutualOptions(Section):
+class MutualOptions(StrategyOptions):
     """Zhang et al. 2018, deep mutual learning: a cohort trained together, each distilling from the others."""
+
+    needs_teacher: ClassVar[bool] = False
 
     name: Literal["mutual"]
     students: int = Field(2, ge=1, description="copies of `student` (seeds seed, seed+1, ...) in the cohort")
@@ -139,11 +152,9 @@ class MutualOptions(Section):
             raise ValueError("mutual learning needs at least two models: students >= 2, or teacher_trains: true")
         return self
 
-    def resolve_paths(self, resolve: Resolve) -> MutualOptions:
-        return self
 
 
-class FrozenBackboneOptions(Section):
+class FrozenBackboneOptions(StrategyOptions):
     """Transfer: the trained teacher's backbone, frozen, with a new head for a new label set; optional fine-tuning."""
 
     name: Literal["frozen_backbone"]
@@ -176,7 +187,37 @@ class SpecialistsOptions(_WithBaseline):
     specialist: ModelConfig | None = Field(None, description="architecture and training of each specialist (default: the teacher's)")
 
 
-StrategyConfig = Annotated[
-    NoStrategy | EnsembleOptions | UnlabeledOptions | NoisyStudentOptions | BornAgainOptions | TfKDOptions | TAKDOptions | MutualOptions | FrozenBackboneOptions | SpecialistsOptions,
-    Field(discriminator="name"),
-]
+#: name → options model of every registered strategy (the built-ins' below; more by register_options)
+STRATEGY_OPTIONS: dict[str, type[StrategyOptions]] = {}
+
+
+def register_options(name: str, options: type[StrategyOptions]) -> None:
+    """Let ``strategy: {name: NAME, ...}`` validate against ``options``."""
+    if not (isinstance(options, type) and issubclass(options, StrategyOptions)):
+        raise ConfigError(f"strategy {name!r}: options must be a subclass of distil.config.StrategyOptions, got {options!r}")
+    STRATEGY_OPTIONS[name] = options
+
+
+for _name, _options in {
+    "none": NoStrategy, "ensemble": EnsembleOptions, "unlabeled": UnlabeledOptions, "noisy_student": NoisyStudentOptions,
+    "born_again": BornAgainOptions, "tf_kd": TfKDOptions, "takd": TAKDOptions, "mutual": MutualOptions,
+    "frozen_backbone": FrozenBackboneOptions, "specialists": SpecialistsOptions,
+}.items():  # fmt: skip
+    register_options(_name, _options)
+
+
+def strategy_options(name: str) -> type[StrategyOptions]:
+    """The options model of strategy ``name``: a registered name, or ``"package.module:Class"`` naming a
+    strategy class with an ``Options`` model. Raises ValueError (unknown name) or ConfigError (bad import)."""
+    if ":" in name:
+        strategy = import_object(name, "strategy", ConfigError)
+        options = getattr(strategy, "Options", None)
+        if not (isinstance(options, type) and issubclass(options, StrategyOptions)):
+            raise ConfigError(f"strategy {name!r}: expected a distil.strategies.Strategy subclass with an `Options` model (a StrategyOptions subclass), got {strategy!r}")
+        return options
+    return STRATEGY_OPTIONS[registered("strategy", name, list(STRATEGY_OPTIONS))]
+
+
+def teacherless() -> list[str]:
+    """The registered strategies that run without a `teacher` section."""
+    return [name for name, options in STRATEGY_OPTIONS.items() if not options.needs_teacher]

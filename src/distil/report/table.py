@@ -50,10 +50,3 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for row in rows(summary):
         table.add_row(*row)
     return table
-
-
-def summary_markdown(summary: dict[str, Any]) -> str:
-    """The same table as Markdown, for README and benchmark files."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" if c in LEFT else "---:" for c in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows(summary)]
-    return "\n".join(lines)

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from distil.config import ExperimentConfig, apply_override, validate_config
+from distil.errors import ConfigError
 from distil.weights import atomic_write
 
 SUMMARY = "summary.json"
@@ -47,3 +49,14 @@ class RunDir:
 
 def read_summary(path: str | Path) -> dict[str, Any]:
     return json.loads((Path(path) / SUMMARY).read_text())
+
+
+def read_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """The run's ``config.yaml`` with ``overrides`` (``compress.prune.sparsity=0.3``), validated like any config."""
+    file = Path(path) / CONFIG
+    if not file.is_file():
+        raise ConfigError(f"{path} is not a run directory: {CONFIG} not found (make one with `distil run CONFIG --out {path}`)")
+    raw = yaml.safe_load(file.read_text())
+    for item in overrides:
+        apply_override(raw, item)
+    return validate_config(raw, source=str(file))

@@ -39,7 +39,7 @@ from safetensors.torch import save as save_safetensors
 
 from distil.engine.trainer import EpochRecord, LoopState
 from distil.errors import CheckpointError, ConfigError
-from distil.run_dir import CONFIG, SUMMARY, RunDir
+from distil.session.run_dir import CONFIG, SUMMARY, RunDir
 from distil.weights import atomic_write
 
 FORMAT = 1

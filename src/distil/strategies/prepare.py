@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import nn
 
 from distil.data import BatchAugment, Dataset
 from distil.errors import ConfigError
+from distil.session import RunSession
 from distil.strategies.context import Context
-from distil.strategies.registry import Runner, strategies
-
-if TYPE_CHECKING:
-    from distil.experiment import Experiment
+from distil.strategies.registry import Runner, get_strategy
 
 
 @dataclass
@@ -27,14 +24,13 @@ class PreparedStrategy:
         self.runner(self.context)
 
 
-def prepare_strategy(experiment: Experiment, data: Dataset, teacher: nn.Module | None) -> PreparedStrategy | None:
+def prepare_strategy(session: RunSession, data: Dataset, teacher: nn.Module | None) -> PreparedStrategy | None:
     """``None`` for ``strategy: none``; otherwise the strategy checked and ready (raises DistilError on bad input)."""
-    cfg = experiment.config
+    cfg = session.config
     if cfg.strategy.name == "none":
         return None
-    strategy = strategies()[cfg.strategy.name]
-    if experiment.dist is not None and not strategy.distributed:
-        raise ConfigError(f"strategy: {strategy.name!r} is not supported with torchrun yet; run it in one process (python -m distil run ...)")
-    augment = BatchAugment(crop_padding=cfg.data.augment.crop_padding, hflip=cfg.data.augment.hflip)
-    context = Context(experiment, data, teacher, augment)
+    strategy = get_strategy(cfg.strategy.name)
+    if session.dist is not None and not strategy.distributed:
+        raise ConfigError(f"strategy: {cfg.strategy.name!r} is not supported with torchrun yet; run it in one process (python -m distil run ...)")
+    context = Context(session, data, teacher, cfg.data.augment.build())
     return PreparedStrategy(context, strategy.prepare(context))

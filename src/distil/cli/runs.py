@@ -1,0 +1,111 @@
+"""Commands that make or read a run directory: run, train, distill, eval, convert-weights, report."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distil.cli.app import Config, OutDir, Overrides, Resume, app, err, load_config_file, print_summary, user_errors, write_run_report
+
+
+@app.command()
+@user_errors
+def run(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/experiment"), resume: Resume = False) -> None:
+    """The whole experiment: teacher (trained or loaded), student from scratch, distilled student, table."""
+    from distil.experiment import run_experiment
+
+    print_summary(run_experiment(load_config_file(config, overrides), out_dir, console=err, resume=resume))
+    write_run_report(out_dir)
+
+
+class Role(str, Enum):
+    teacher = "teacher"
+    student = "student"
+
+
+@app.command()
+@user_errors
+def train(
+    config: Config,
+    overrides: Overrides = None,
+    out_dir: OutDir = Path("runs/train"),
+    model: Annotated[Role, typer.Option(help="which model of the config to train on the labels")] = Role.teacher,
+    resume: Resume = False,
+) -> None:
+    """Train one model of the config on the labels alone (the teacher, or the student from scratch)."""
+    from distil.experiment import run_experiment
+
+    cfg = load_config_file(config, overrides)
+    if model is Role.teacher and cfg.teacher is None:
+        from distil.errors import ConfigError
+
+        raise ConfigError("the config has no teacher section to train")
+    if model is Role.teacher and cfg.teacher.weights:
+        cfg = cfg.model_copy(update={"teacher": cfg.teacher.model_copy(update={"weights": None, "sha256": None})})
+    steps = ["teacher"] if model is Role.teacher else ["scratch"]
+    print_summary(run_experiment(cfg.model_copy(update={"scratch": True}), out_dir, steps=steps, console=err, resume=resume))
+    write_run_report(out_dir)
+
+
+@app.command()
+@user_errors
+def distill(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/distill"), resume: Resume = False) -> None:
+    """Distil the student from the teacher (loaded from teacher.weights, or trained first)."""
+    from distil.experiment import run_experiment
+
+    print_summary(run_experiment(load_config_file(config, overrides), out_dir, steps=["teacher", "kd"], console=err, resume=resume))
+    write_run_report(out_dir)
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    config: Config,
+    weights: Annotated[Path, typer.Option(help="weights to evaluate: .safetensors, or a tensor-only PyTorch checkpoint (.pt/.pth/.bin)")],
+    overrides: Overrides = None,
+    model: Annotated[Role, typer.Option(help="which architecture of the config the weights are for")] = Role.student,
+) -> None:
+    """Test accuracy of saved weights on the config's dataset."""
+    from distil.engine.evaluate import accuracy
+    from distil.runtime import resolve_device
+    from distil.weights import load_weights
+
+    cfg = load_config_file(config, overrides)
+    data = cfg.data.load(cfg.seed)
+    if model is Role.teacher and cfg.teacher is None:
+        from distil.errors import ConfigError
+
+        raise ConfigError("the config has no teacher section; evaluate with --model student")
+    net = (cfg.teacher if model is Role.teacher else cfg.student).build(data, cfg.seed)
+    load_weights(net, weights)
+    device = resolve_device(cfg.device)
+    test = data.test.to(device)
+    acc = accuracy(net.to(device), test.x, test.y)
+    typer.echo(json.dumps({"weights": str(weights), "dataset": data.name, "split": "test", "samples": len(test), "accuracy": acc}))
+
+
+@app.command("convert-weights")
+@user_errors
+def convert_weights(
+    source: Annotated[Path, typer.Argument(help="a PyTorch checkpoint (.pt/.pth/.bin) holding a state_dict, read with weights_only=True")],
+    dest: Annotated[Path, typer.Argument(help="the .safetensors file to write")],
+) -> None:
+    """Re-save a PyTorch state_dict as safetensors; prints its sha256 (for teacher.sha256)."""
+    from distil.weights import convert_weights as convert
+    from distil.weights import file_sha256
+
+    path = convert(source, dest)
+    typer.echo(json.dumps({"source": str(source), "weights": str(path), "sha256": file_sha256(path)}))
+
+
+@app.command()
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="a finished run directory (from `distil run`)")]) -> None:
+    """Write RUN_DIR/report.html again: table, training curves, Pareto views, confusion, agreement, calibration."""
+    from distil.report.html import write_report
+
+    err.print(f"report: {write_report(run_dir)}", highlight=False)

@@ -1,0 +1,76 @@
+"""The ``compress:`` section: prune, quantize and export the distilled student (``distil compress``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from distil.config.base import Section, registered
+
+#: The steps ``compress.steps`` may name; :mod:`distil.compress.pipeline` registers one function for each.
+COMPRESS_STEPS = ("prune", "int8", "onnx", "onnx-int8")
+
+
+class PruneConfig(Section):
+    """Pruning, then recovery: fine-tune with the KD loss against the run's teacher (plus CE) after each round."""
+
+    method: Literal["channels", "magnitude"] = Field("channels", description="channels: remove whole channels (a smaller dense model); magnitude: zero the smallest weights globally")
+    sparsity: float = Field(0.5, ge=0, lt=1, description="fraction of channels (channels) or of conv/linear weights (magnitude) removed, in [0, 1)")
+    rounds: int = Field(1, ge=1, description="prune → fine-tune rounds; the sparsity is reached in equal steps")
+    epochs: int = Field(2, ge=0, description="recovery epochs after each round (0: no fine-tune)")
+    lr: float = Field(0.01, gt=0, description="recovery learning rate (SGD, cosine)")
+    batch_size: int = Field(256, ge=1)
+    temperature: float = Field(4.0, gt=0, description="KD temperature of the recovery objective")
+    alpha: float = Field(0.9, ge=0, le=1, description="recovery objective: alpha × KD + (1 − alpha) × CE")
+
+
+class Int8Config(Section):
+    """PyTorch int8 (torch.ao FX, x86/fbgemm): static post-training, dynamic (Linear only) or quantization-aware training with KD."""
+
+    mode: Literal["static", "dynamic", "qat"] = "static"
+    backend: Literal["x86", "fbgemm", "qnnpack"] = "x86"
+    calibration: int = Field(1024, ge=1, description="training inputs used to calibrate activation ranges")
+    epochs: int = Field(1, ge=1, description="qat: epochs of KD fine-tuning with fake quantization")
+    lr: float = Field(0.001, gt=0, description="qat: learning rate")
+    min_agreement: float = Field(0.9, ge=0, le=1, description="least argmax agreement with the fp32 model on held-out inputs")
+
+
+class OnnxConfig(Section):
+    exporter: Literal["dynamo", "torchscript"] = Field("dynamo", description="torch.onnx exporter: dynamo (torch.export) or the legacy torchscript")
+    opset: int = Field(18, ge=13)
+    tolerance: float = Field(1e-3, gt=0, description="largest max |onnxruntime − torch| of the logits accepted")
+    samples: int = Field(1000, ge=1, description="held-out inputs (validation split) of the parity check")
+
+
+class OnnxInt8Config(Section):
+    format: Literal["qdq", "qoperator"] = Field("qdq", description="ONNX Runtime quantized graph form")
+    per_channel: bool = True
+    calibration: int = Field(1024, ge=1, description="training inputs used to calibrate activation ranges")
+    min_agreement: float = Field(0.9, ge=0, le=1, description="least argmax agreement with the fp32 model on held-out inputs")
+
+
+class CompressConfig(Section):
+    """``distil compress`` (and ``distil run`` when present): steps applied in order to the distilled student.
+
+    ``prune`` replaces the model the later steps start from; ``int8``, ``onnx`` and ``onnx-int8`` each
+    add a deployable model of the current one. Every step adds a row to the run's table.
+    """
+
+    student: str | None = Field(None, description="the model of summary.json to compress (default: student_<distill.method>)")
+    steps: list[str] = Field(["onnx", "onnx-int8", "prune", "int8", "onnx", "onnx-int8"], description="steps in order: prune, int8, onnx, onnx-int8")
+    on_error: Literal["stop", "skip"] = Field("stop", description="a failing step (unsupported layer, parity): stop with exit 2, or skip it and go on")
+    compiled: bool = Field(False, description="also time the teacher and student with torch.compile (needs a C++ compiler)")
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    int8: Int8Config = Field(default_factory=Int8Config)
+    onnx: OnnxConfig = Field(default_factory=OnnxConfig)
+    onnx_int8: OnnxInt8Config = Field(default_factory=OnnxInt8Config)
+
+    @field_validator("steps")
+    @classmethod
+    def _known_steps(cls, steps: list[str]) -> list[str]:
+        if not steps:
+            raise ValueError(f"no steps given; known steps: {', '.join(COMPRESS_STEPS)}")
+        for name in steps:
+            registered("step", name, list(COMPRESS_STEPS))
+        return steps

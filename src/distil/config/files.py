@@ -1,0 +1,160 @@
+"""Reading a config: YAML → command-line overrides → validation → paths resolved; and writing it back.
+
+Command-line overrides (``student.epochs=5``) are applied to the raw mapping before validation, so
+they are checked exactly like the file. Errors name the file, the field and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from distil.config.experiment import ExperimentConfig
+from distil.config.strategy import strategy_options
+from distil.errors import ConfigError, DistilError
+
+
+def dump_config(config: ExperimentConfig) -> dict[str, Any]:
+    """The config as a run writes it to ``config.yaml`` (and ``--resume`` compares it): every value,
+    except that each of ``distill.terms`` keeps only the fields that were given. A term's unset fields
+    mean "the preset's value" (:meth:`DistillConfig.term_specs`), so writing their defaults would make
+    the file, run again, train another objective.
+    """
+    raw = config.model_dump(mode="json")
+    raw["distill"]["terms"] = [t.model_dump(mode="json", exclude_unset=True) for t in config.distill.terms]
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override and validate a YAML experiment config; relative paths resolve next to the file."""
+    path = Path(path)
+    config = validate_config(read_raw(path, overrides), source=str(path))
+    return resolve_paths(config, path.parent)
+
+
+def read_raw(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The YAML mapping with the overrides applied, not yet validated (a sweep derives its trials from it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, teacher, student, ...), got {type(raw).__name__}")
+    for item in overrides:
+        apply_override(raw, item)
+    return raw
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source, raw)) from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply ``a.b.c=value`` to the raw mapping; the value is parsed as YAML (``5``, ``0.1``, ``[8, 16]``)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. student.epochs=5")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    set_path(raw, key, value)
+
+
+# Lists whose entries are addressed by one of their fields: ``distill.terms.KD.params.T=2`` sets T of
+# the term whose loss is KD, adding ``{loss: KD}`` if the file has none (it then updates the preset's KD).
+KEYED_LISTS = {("distill", "terms"): "loss"}
+
+
+def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set the dotted ``key`` of the raw mapping to ``value``, creating sections on the way."""
+    node: Any = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _keyed_entry(node, KEYED_LISTS[tuple(parts[:i])], part, key)
+            continue
+        keyed = tuple(parts[: i + 1]) in KEYED_LISTS
+        child = node.setdefault(part, [] if keyed else {})
+        if not isinstance(child, list if keyed else dict):
+            raise ConfigError(f"override {key!r}: {part} is not a {'list of terms' if keyed else 'section'}")
+        node = child
+    if isinstance(node, list):
+        raise ConfigError(f"override {key!r}: name a field of the entry, e.g. {key}.weight")
+    node[parts[-1]] = value
+
+
+def _keyed_entry(entries: list[Any], field: str, name: str, key: str) -> dict[str, Any]:
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"override {key!r}: the list holds {entry!r}, not a mapping with {field!r}")
+        if entry.get(field) == name:
+            return entry
+    entries.append({field: name})
+    return entries[-1]
+
+
+def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
+    def resolve(p: str | None) -> str | None:
+        return str((base / p).resolve()) if p and not Path(p).is_absolute() else p
+
+    return map_paths(config, resolve)
+
+
+def map_paths(config: ExperimentConfig, fn: Callable[[str | None], str | None]) -> ExperimentConfig:
+    """Apply ``fn`` to every file path of the config (data, teacher weights, the strategy's)."""
+    teacher = config.teacher.model_copy(update={"weights": fn(config.teacher.weights)}) if config.teacher else None
+    data = config.data.model_copy(update={"path": fn(config.data.path)})
+    return config.model_copy(update={"teacher": teacher, "data": data, "strategy": config.strategy.resolve_paths(fn)})
+
+
+def format_validation_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None) -> str:
+    """One line per problem: the field's dotted path and what was wrong (for an unknown key, the
+    accepted keys there and the closest one). ``raw`` is the mapping validated: it says which
+    strategy's options the ``strategy`` keys belong to."""
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        where = ".".join(loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            known = _known_keys(loc[:-1], raw or {})
+            close = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  {where}: unknown key{hint}; accepted keys here: {', '.join(known)}")
+        elif e["type"] == "missing":
+            lines.append(f"  {where}: required field is missing")
+        else:
+            lines.append(f"  {where}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _known_keys(loc: list[str], raw: dict[str, Any]) -> list[str]:
+    model: type[BaseModel] = ExperimentConfig
+    for depth, part in enumerate(loc):
+        if depth == 0 and part == "strategy":
+            section = raw.get("strategy")
+            name = section.get("name", "none") if isinstance(section, dict) else "none"
+            try:
+                model = strategy_options(name)
+            except (ValueError, DistilError):
+                return []
+            continue
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        # an optional section (``compress: CompressConfig | None``): its keys are the section's
+        annotation = next((a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), annotation)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
