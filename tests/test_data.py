@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from distil.data import AugmentParams, BatchAugment, Dataset, RawData, Split, list_datasets, load_dataset, register_dataset
 from distil.data.idx import parse_idx
 from distil.data.registry import DATASETS
-from distil.data.unlabeled import load_unlabeled
 from distil.data.sources import fashion_mnist
+from distil.data.unlabeled import load_unlabeled
 from distil.errors import DataError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -406,8 +406,7 @@ def test_imported_loader_from_a_yaml_config(sources, tmp_path):
 
     config = tmp_path / "blocks.yaml"
     config.write_text(
-        f"data: {{name: '{sources}', val_size: 12, options: {{samples: 80}}}}\n"
-        "teacher: {arch: mlp}\nstudent: {arch: mlp}\n"
+        f"data: {{name: '{sources}', val_size: 12, options: {{samples: 80}}}}\nteacher: {{arch: mlp}}\nstudent: {{arch: mlp}}\n"
     )
     cfg = load_config(config)
     d = cfg.data
