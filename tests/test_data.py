@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from distil.data import AugmentParams, BatchAugment, Dataset, RawData, Split, li
 from distil.data.idx import parse_idx
 from distil.data.registry import DATASETS
 from distil.data.sources import fashion_mnist
+from distil.data.unlabeled import load_unlabeled
 from distil.errors import DataError
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -349,6 +351,134 @@ def test_user_loader_is_checked_and_normalized():
             register_dataset("test_seeded", "unreachable option")(lambda path, seed=0: None)
     finally:
         DATASETS.pop("test_toy")
+
+
+# --- loaders imported by "package.module:loader" -------------------------------------------------------
+
+SOURCES = "distil_test_sources"
+SOURCES_CODE = '''"""Digits-like data for the tests: 8x8 images whose bright quadrant is the class."""
+import numpy as np
+
+from distil.data import RawData
+
+NOT_A_LOADER = 3
+
+
+def load_blocks(path, *, samples: int = 120, noise: float = 0.1):
+    """Blocks: 8x8 images, 4 classes (the bright quadrant)."""
+    y = np.arange(samples) % 4
+    x = np.random.default_rng(0).normal(0.0, noise, (samples, 1, 8, 8)).astype(np.float32)
+    for k in range(4):
+        row, col = divmod(k, 2)
+        x[y == k, 0, 4 * row:4 * row + 4, 4 * col:4 * col + 4] += 1.0
+    return RawData(x, y, None, None, ("top left", "top right", "bottom left", "bottom right"), (1, 8, 8))
+
+
+def load_without_path(*, samples: int = 10):
+    return load_blocks(None, samples=samples)
+'''
+
+
+@pytest.fixture
+def sources(tmp_path, monkeypatch):
+    """A real loader module, importable as SOURCES from a directory on sys.path (not a registered dataset)."""
+    folder = tmp_path / "user_code"
+    folder.mkdir()
+    (folder / f"{SOURCES}.py").write_text(SOURCES_CODE)
+    monkeypatch.syspath_prepend(str(folder))
+    yield f"{SOURCES}:load_blocks"
+    sys.modules.pop(SOURCES, None)
+
+
+def test_imported_loader_is_used_like_a_registered_one(sources):
+    data = load_dataset(sources, val_size=10, seed=1, samples=100)
+    assert data.name == sources and data.input_shape == (1, 8, 8) and data.num_classes == 4
+    assert (len(data.train), len(data.val), len(data.test)) == (70, 10, 20)  # the carved 20 % test split
+    assert data.source == f"loader {SOURCES}.load_blocks"
+    assert torch.allclose(data.train.x.mean(), torch.zeros(()), atol=1e-5)  # normalized like any dataset
+    assert sources not in list_datasets() and all(e.loader.__module__ != SOURCES for e in DATASETS.values())  # not registered
+    transfer = load_unlabeled(sources, data, samples=30, noise=0.2)  # a transfer set looks it up the same way
+    assert transfer.x.shape == (30, 1, 8, 8) and transfer.y is None
+
+
+def test_imported_loader_from_a_yaml_config(sources, tmp_path):
+    from distil.config import load_config
+
+    config = tmp_path / "blocks.yaml"
+    config.write_text(
+        f"data: {{name: '{sources}', val_size: 12, options: {{samples: 80}}}}\nteacher: {{arch: mlp}}\nstudent: {{arch: mlp}}\n"
+    )
+    cfg = load_config(config)
+    d = cfg.data
+    data = load_dataset(d.name, path=d.path, val_size=d.val_size, seed=cfg.seed, **d.options)
+    assert data.name == sources and len(data.train) + len(data.val) + len(data.test) == 80 and len(data.val) == 12
+
+
+def test_distil_run_on_an_imported_loader(sources, tmp_path):
+    from typer.testing import CliRunner
+
+    from distil.cli import app
+
+    raw = {
+        "name": "blocks",
+        "data": {"name": sources, "options": {"samples": 200}},
+        "teacher": {"arch": "mlp", "kwargs": {"hidden": [16]}, "epochs": 1, "batch_size": 32},
+        "student": {"arch": "mlp", "kwargs": {"hidden": [8]}, "epochs": 1, "batch_size": 32},
+        "scratch": False,
+        "measure": {"latency_repeats": 1, "throughput_repeats": 1},
+    }
+    (tmp_path / "blocks.yaml").write_text(json.dumps(raw))  # JSON is YAML
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "blocks.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["dataset"] == sources
+    assert [m["name"] for m in summary["models"]] == ["teacher", "student_kd"]
+
+
+MISTAKES = {
+    "module missing": ("no_such_sources_xyz:load", {}, r"'no_such_sources_xyz:load': cannot import module 'no_such_sources_xyz'.*sys.path"),
+    "attribute missing": (
+        f"{SOURCES}:load_blokcs",
+        {},
+        rf"'{SOURCES}:load_blokcs': module '{SOURCES}' has no attribute 'load_blokcs'; its public callables, closest first: load_blocks",
+    ),
+    "not callable": (
+        f"{SOURCES}:NOT_A_LOADER",
+        {},
+        r"'.*:NOT_A_LOADER' must name a callable loader\(path: Path \| None, \*\*options\) -> distil.data.RawData, got int 3",
+    ),
+    "no path parameter": (
+        f"{SOURCES}:load_without_path",
+        {},
+        rf"'{SOURCES}:load_without_path' must name a callable loader\(path.*, but {SOURCES}.load_without_path takes no positional path",
+    ),
+    "bad option": (
+        f"{SOURCES}:load_blocks",
+        {"sample": 5},
+        rf"'{SOURCES}:load_blocks' has no option 'sample' \(did you mean 'sample' -> 'samples'\?\); it accepts: samples, noise",
+    ),
+    "wrong form": (f"{SOURCES}:", {}, rf"'{SOURCES}:': expected the form 'package.module:loader' \(one ':'\)"),
+}
+
+
+@pytest.mark.parametrize("spec, options, match", MISTAKES.values(), ids=MISTAKES.keys())
+def test_imported_loader_mistakes_are_data_errors(sources, spec, options, match):
+    with pytest.raises(DataError, match=f"^dataset {match}"):
+        load_dataset(spec, **options)
+
+
+def test_imported_loader_module_that_raises(tmp_path, monkeypatch):
+    (tmp_path / "broken_sources_xyz.py").write_text("raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(DataError, match=r"'broken_sources_xyz:load': importing module 'broken_sources_xyz' raised RuntimeError: boom"):
+        load_dataset("broken_sources_xyz:load")
+
+
+def test_registered_names_cannot_look_like_imports():
+    with pytest.raises(DataError, match=r"without spaces or ':'"):
+        register_dataset("mine:blocks", "ambiguous")
+    with pytest.raises(DataError, match=r"or name your own loader as 'package.module:loader'"):
+        load_dataset("blocks")
 
 
 def test_split_to_subset_and_unlabeled():

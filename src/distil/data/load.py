@@ -1,4 +1,7 @@
-"""``load_dataset``: run a registered loader, then do the common work once for every dataset.
+"""``load_dataset``: run a dataset's loader, then do the common work once for every dataset.
+
+The loader is a registered one or one imported from ``"package.module:loader"`` (see
+:mod:`distil.data.registry`); from here on the two are the same:
 
 1. check the options against the loader's signature, run it, check what it returned;
 2. carve a test split (a fixed 20 %, the same for every run seed) when the source has none;
@@ -34,7 +37,11 @@ def load_dataset(
     seed: int = 0,
     **options: Any,
 ) -> Dataset:
-    """Load dataset ``name`` (see :func:`~distil.data.list_datasets`) as normalized in-memory splits.
+    """Load dataset ``name`` as normalized in-memory splits.
+
+    ``name`` is a registered dataset (see :func:`~distil.data.list_datasets`) or
+    ``"package.module:loader"``, a loader of your own that is imported, checked and used like a
+    registered one (``loader(path, **options) -> RawData``).
 
     ``path`` is where the data is, for datasets that read files. ``val_size`` is the size of the
     validation split carved from the source's training data: an int is a count, a float in (0, 1) a

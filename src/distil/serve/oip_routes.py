@@ -1,0 +1,56 @@
+"""The Open Inference Protocol v2 REST routes (KServe/Triton): server and model metadata, health, infer.
+
+Every model has one version, ``"1"``; the ``/versions/{version}`` forms of the routes are served too,
+so clients that always name a version work. Tensors are parsed and encoded (JSON or binary) by
+:mod:`distil.serve.protocol`.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from distil.serve.protocol import HEADER_LENGTH, encode_response, parse_infer
+from distil.serve.state import ServeState, softmax
+
+
+def add_oip_routes(app: FastAPI, state: ServeState) -> None:
+    """Add the ``/v2`` routes answering from ``state``."""
+
+    @app.get("/v2")
+    async def server_metadata() -> dict:
+        from distil import __version__
+
+        return {"name": "distil", "version": __version__, "extensions": ["binary_tensor_data"]}
+
+    @app.get("/v2/health/live")
+    async def live() -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready")
+    async def server_ready() -> Response:
+        return JSONResponse({"ready": state.ready}, status_code=200 if state.ready else 503)
+
+    @app.get("/v2/models/{name}")
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def model_metadata(name: str, version: str | None = None) -> dict:
+        return state.model(name, version).metadata()
+
+    @app.get("/v2/models/{name}/ready")
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        state.model(name, version)
+        return JSONResponse({"name": name, "ready": state.ready}, status_code=200 if state.ready else 503)
+
+    @app.post("/v2/models/{name}/infer")
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def infer(name: str, request: Request, version: str | None = None) -> Response:
+        model = state.model(name, version)
+        body = await request.body()
+        parsed = parse_infer(
+            body, request.headers.get(HEADER_LENGTH), model.backend.input_name, model.input_shape, state.settings.max_request_batch
+        )
+        logits = await state.logits(model, parsed.x)
+        content, headers = encode_response(model.name, parsed.id, parsed.outputs, {"logits": logits, "probabilities": softmax(logits)})
+        media = headers.pop("content-type")
+        return Response(content, media_type=media, headers=headers)

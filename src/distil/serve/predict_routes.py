@@ -1,0 +1,72 @@
+"""The routes for people: ``POST /predict`` (an image or a JSON array in, top classes out) and the page at ``/``.
+
+Unlike OIP infer, ``/predict`` takes inputs at their raw scale (pixels, as the user has them) and
+normalizes them as in training, and answers class names with probabilities and the latency.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse
+
+from distil.serve.images import array_to_raw, image_to_raw, normalize
+from distil.serve.page import page_html
+from distil.serve.protocol import InferError
+from distil.serve.repository import ServedModel
+from distil.serve.state import ServeState, softmax
+
+
+def add_predict_routes(app: FastAPI, state: ServeState) -> None:
+    """Add ``/predict`` (the main model unless ``?model=`` names another; ``?k=`` top classes) and ``/``."""
+
+    @app.post("/predict")
+    async def predict(request: Request, model: str = state.main, k: int | None = None) -> dict:
+        served = state.model(model)
+        top = min(k or state.settings.top_k, served.num_classes)
+        if top < 1:
+            raise InferError("k must be at least 1")
+        raw = await _raw_input(request, served, state.settings.max_request_batch)
+        start = time.perf_counter()
+        logits = await state.logits(served, normalize(raw, served.mean, served.std))
+        latency_ms = (time.perf_counter() - start) * 1000
+        probs = softmax(logits)
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
+        predictions = [
+            [{"class": served.class_names[i], "index": int(i), "probability": float(p[i])} for i in row] for row, p in zip(order, probs)
+        ]
+        return {"model": served.name, "role": served.role, "latency_ms": round(latency_ms, 3), "predictions": predictions}
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(page_html(state.models))
+
+
+async def _raw_input(request: Request, model: ServedModel, max_batch: int) -> np.ndarray:
+    """The raw-scale batch a /predict request carries: a multipart upload, an image body or JSON."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InferError("the multipart form has no file field named 'file'")
+        return image_to_raw(await upload.read(), model.input_shape)
+    body = await request.body()
+    if kind == "application/json":
+        try:
+            values = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InferError(f"the body is not valid JSON: {err}") from None
+        if isinstance(values, dict):
+            values = values.get("data", values.get("inputs"))
+        if not isinstance(values, list):
+            raise InferError('expected a JSON array of input values, or {"data": [...]}')
+        return array_to_raw(values, model.input_shape, max_batch)
+    if kind.startswith("image/") or kind in ("application/octet-stream", ""):
+        return image_to_raw(body, model.input_shape)
+    raise InferError(
+        f"unsupported content type {kind!r}: send an image (multipart field 'file', or image/png, image/jpeg) or a JSON array", 415
+    )
