@@ -80,7 +80,7 @@ class EnsembleOptions(_WithBaseline):
 class TransferConfig(Section):
     """Inputs without labels: a registered dataset whose labels are dropped, or an ``npz`` with only ``x``."""
 
-    name: str = Field(description="a registered dataset (`distil datasets`); npz needs only an array x")
+    name: str = Field(description="a registered dataset (`distil datasets`) or 'package.module:loader'; npz needs only an array x")
     path: str | None = Field(None, description="where the data is; relative to the config file")
     options: dict[str, Any] = Field(default_factory=dict, description="loader options, e.g. {num_samples: 20000, generation_seed: 1} for mnist1d")
     include_train: bool = Field(True, description="also use the labelled training inputs (their labels unused)")
@@ -210,7 +210,7 @@ def strategy_options(name: str) -> type[StrategyOptions]:
     """The options model of strategy ``name``: a registered name, or ``"package.module:Class"`` naming a
     strategy class with an ``Options`` model. Raises ValueError (unknown name) or ConfigError (bad import)."""
     if ":" in name:
-        strategy = import_object(name, "strategy", ConfigError)
+        strategy = import_object(name, "strategy", ConfigError, attr="Class", example="mypkg.strategies:MyStrategy")
         options = getattr(strategy, "Options", None)
         if not (isinstance(options, type) and issubclass(options, StrategyOptions)):
             raise ConfigError(f"strategy {name!r}: expected a distil.strategies.Strategy subclass with an `Options` model (a StrategyOptions subclass), got {strategy!r}")

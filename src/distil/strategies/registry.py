@@ -102,7 +102,7 @@ def strategies() -> dict[str, Strategy]:
 def get_strategy(name: str) -> Strategy:
     """The strategy ``name``: a registered one, or a :class:`Strategy` subclass named ``"package.module:Class"``."""
     if ":" in name:
-        target = import_object(name, "strategy", ConfigError)
+        target = import_object(name, "strategy", ConfigError, attr="Class", example="mypkg.strategies:MyStrategy")
         if not (isinstance(target, type) and issubclass(target, Strategy)):
             raise ConfigError(f"strategy {name!r}: expected a subclass of distil.strategies.Strategy, got {target!r}")
         return target()
