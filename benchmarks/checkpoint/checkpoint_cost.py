@@ -1,6 +1,6 @@
 """What a per-epoch checkpoint costs: median time of ``FitCheckpoint.save`` beside the median epoch.
 
-    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/checkpoint_cost.py > benchmarks/checkpoint.md
+    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/checkpoint/checkpoint_cost.py   # table for benchmarks/checkpoint/README.md
 
 Trains the MNIST-1D models of configs/mnist1d/methods.yaml for a few epochs with a checkpoint after
 each (SGD with momentum: the optimizer state is one more copy of the weights), and saves bigger

@@ -4,9 +4,9 @@
 finished; each student's weights and its per-epoch metrics are written as soon as it is trained.
 This script evaluates every saved student on the test split (the same `accuracy` the run uses),
 takes the training seconds from metrics.jsonl, and writes DIR/results.md and DIR/results.csv with
-the bench's own aggregation. Used for benchmarks/methods-fashion-mnist (see its results.md).
+the bench's own aggregation. Used for benchmarks/methods-fashion-mnist (see its README.md).
 
-    python benchmarks/methods_from_weights.py configs/fashion_mnist/methods.yaml benchmarks/methods-fashion-mnist
+    python benchmarks/methods-fashion-mnist/methods_from_weights.py configs/fashion_mnist/methods.yaml runs/methods-fashion-mnist
 """
 
 from __future__ import annotations

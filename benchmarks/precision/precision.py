@@ -14,7 +14,7 @@ Workloads:
 - ``mnist1d_mlp``: the MNIST-1D MLP student (configs/mnist1d/methods.yaml) trained on the labels;
 - ``mnist1d_cnn1d``: the MNIST-1D 1-D CNN teacher trained on the labels.
 
-    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/precision.py --out benchmarks/precision-1t.json
+    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/precision/precision.py --samples 20000 --epochs 5 --mnist1d-epochs 40 --out runs/precision-1t.json
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from distil.experiment import build, cache_settings, machine, settings_of
 from distil.runtime import set_threads
 from distil.weights import load_weights
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--only", default="fmnist_kd,fmnist_kd_online,mnist1d_mlp,mnist1d_cnn1d")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     set_threads()
     workloads = {
         "fmnist_kd": lambda: fashion_mnist(args.samples, args.epochs, online=False),

@@ -1,6 +1,6 @@
 """Does `distil serve RUN_DIR` answer a standard OIP client with the model's own predictions?
 
-    python benchmarks/serve_agreement.py runs/demo --samples 1000
+    python benchmarks/serve/serve_agreement.py runs/demo --samples 1000
 
 Starts `distil serve RUN_DIR` on a free 127.0.0.1 port (as serve_load.py does), sends the first
 ``--samples`` test images of the run's dataset through ``tritonclient.http`` (JSON tensors and

@@ -1,7 +1,7 @@
 """Load benchmark for `distil serve`: N concurrent clients for T seconds, mixed JSON and binary OIP requests.
 
-    python benchmarks/serve_load.py --serve runs/demo --clients 16 --seconds 30
-    python benchmarks/serve_load.py --url http://127.0.0.1:8080 --clients 16 --seconds 30
+    python benchmarks/serve/serve_load.py --serve runs/demo --clients 16 --seconds 30
+    python benchmarks/serve/serve_load.py --url http://127.0.0.1:8080 --clients 16 --seconds 30
 
 With ``--serve`` the script starts ``distil serve RUN_DIR`` on a free 127.0.0.1 port, waits until it
 is ready, runs the load and stops the server; with ``--url`` it loads a server already running.

@@ -1,6 +1,6 @@
 """Teacher inference on 2,048 Fashion-MNIST images, 1 thread: eager (inference_mode / no_grad, batch 256 / 1024) vs torch.compile.
 
-Run from the repository root: PYTHONPATH=src python benchmarks/inference_check.py (numbers in benchmarks/speed.md)."""
+Run from the repository root: PYTHONPATH=src python benchmarks/speed/inference_check.py (numbers in benchmarks/speed/README.md)."""
 import statistics
 import time
 
