@@ -9,7 +9,7 @@ student's weights differed after two epochs). Reproducible numbers need a fixed 
 
 On a machine that other jobs share, more threads than free cores is slow — the threads of one op wait
 for each other while the cores run someone else (on the 2-core development machine at a load average
-of 11, `distil bench speed --quick` took 95 s with 2 threads and 11 s with 1, benchmarks/speed.md).
+of 11, `distil bench speed --quick` took 95 s with 2 threads and 11 s with 1, benchmarks/speed/README.md).
 There, pin the count: ``DISTIL_THREADS=1`` (or ``OMP_NUM_THREADS=1``). Inter-op parallelism is 1:
 distil runs one op at a time.
 """

@@ -31,7 +31,7 @@ class TrainConfig(Section):
         description="bf16: forward passes under bf16 autocast (weights, gradients and loss maths stay fp32); auto: bf16 where "
         "the hardware has it natively (CUDA with bf16; a CPU with avx512_bf16 or AMX), else fp32. Default fp32: bf16 measured "
         "1.3-2x faster for CNNs on an avx512_bf16 CPU but slower for a small MLP, and it changes the trained weights "
-        "(benchmarks/precision.md)",
+        "(benchmarks/precision/README.md)",
     )
 
     def settings(self) -> TrainSettings:

@@ -10,7 +10,7 @@ matmuls inside losses (relation losses' Gram matrices, CRD's embeddings) in bf16
 A teacher's cached outputs are computed once in fp32; an online teacher's forward runs under autocast.
 
 Whether bf16 pays off depends on the hardware and the model. Measured on a 2-core AMD EPYC with
-avx512_bf16 (benchmarks/precision.md): CNN epochs about 1.3–2× faster at the same accuracy, but the
+avx512_bf16 (benchmarks/precision/README.md): CNN epochs about 1.3–2× faster at the same accuracy, but the
 tiny MNIST-1D MLP slower (its steps are too small for the casts to pay). So ``auto`` means bf16 where
 the hardware computes bf16 natively (a CUDA device that supports it; a CPU with avx512_bf16 or AMX)
 and fp32 elsewhere, where bf16 would be emulated. The default stays fp32: bf16 changes the trained

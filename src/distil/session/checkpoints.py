@@ -17,7 +17,7 @@ so a kill at any instant leaves a manifest whose tensors exist; the previous epo
 afterwards. A file that does not match its recorded hash is reported and never loaded. Files are not
 fsync'd: a killed process loses nothing the kernel holds, and after a power cut a torn file fails its
 hash (reported, not loaded). Two fsyncs took 8 ms a save on the development machine (profiled), a
-third of a small MLP's epoch (benchmarks/checkpoint.md).
+third of a small MLP's epoch (benchmarks/checkpoint/README.md).
 """
 
 from __future__ import annotations

@@ -114,4 +114,4 @@ def get_strategy(name: str) -> Strategy:
 
 def list_strategies() -> dict[str, str]:
     """Name → description, for ``distil strategies``."""
-    return {name: s.description + (f"  [{s.benchmark}]" if s.benchmark else "") for name, s in strategies().items()}
+    return {name: s.description + (f"  [benchmarks/strategies/README.md: {s.benchmark}]" if s.benchmark else "") for name, s in strategies().items()}
