@@ -3,7 +3,7 @@ are chosen as the CLI chooses them (one per core, or DISTIL_THREADS / OMP_NUM_TH
 
 import pytest
 
-from distil.runtime import set_threads
+from distil.hardware import set_threads
 
 set_threads()
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from distil.engine.methods import METHODS
 from distil.engine.objective import Objective, build_objective
-from distil.engine.taps import LOGITS, Taps
+from distil.engine.taps import LOGITS, Taps, probe_shapes
 from distil.models import build_model
 
 FIXTURE = Path(__file__).parent / "golden" / "presets.json"
@@ -62,7 +62,13 @@ def models() -> tuple[nn.Module, nn.Module]:
 def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fixed batch: inputs, labels and the samples' indices in a training set of ``n_data``."""
     g = torch.Generator().manual_seed(SETUP["data_seed"])
-    x = torch.randn(SETUP["batch"], *SETUP["input_shape"], generator=g)
+    b, (c, h, w) = SETUP["batch"], SETUP["input_shape"]
+    # Smooth random images with a brightness and contrast of their own: samples that differ as a whole
+    # (iid pixel noise would give nearly equal pooled features, and relation losses near 0/0).
+    coarse = torch.randn(b, c, h // 4, w // 4, generator=g)
+    scale = 0.5 + 2.5 * torch.rand(b, 1, 1, 1, generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False) * scale + torch.randn(b, 1, 1, 1, generator=g)
+    x = x + 0.1 * torch.randn(b, c, h, w, generator=g)
     y = torch.randint(0, SETUP["num_classes"], (SETUP["batch"],), generator=g)
     index = torch.randperm(SETUP["n_data"], generator=g)[: SETUP["batch"]]
     return x, y, index
@@ -103,9 +109,9 @@ def preset_record(name: str) -> dict[str, Any]:
     student, teacher = models()
     x, y, index = batch()
     objective = build_objective(METHODS[name].terms, student, teacher, x[: SETUP["probe"]], n_data=SETUP["n_data"], seed=SETUP["objective_seed"])
-    with Taps(student, objective.student_taps) as s, Taps(teacher, objective.teacher_taps) as t, torch.no_grad():
-        s_shapes = {k: list(v.shape) for k, v in s.forward(x[: SETUP["probe"]]).items()}
-        t_shapes = {k: list(v.shape) for k, v in t.forward(x[: SETUP["probe"]]).items()}
+    # per-sample shapes (the batch dimension left out) of what each side's taps read
+    s_shapes = {k: list(v[1:]) for k, v in probe_shapes(student, x[: SETUP["probe"]], objective.student_taps).items()}
+    t_shapes = {k: list(v[1:]) for k, v in probe_shapes(teacher, x[: SETUP["probe"]], objective.teacher_taps).items()}
     values = step_values(objective, student, teacher, x, y, index, SETUP["progress"])
     terms = []
     for term_name, term in zip(objective.names, objective.terms):
@@ -145,7 +151,7 @@ def golden() -> dict[str, Any]:
 
 
 def main() -> None:
-    from distil.runtime import set_threads
+    from distil.hardware import set_threads
 
     set_threads()
     FIXTURE.parent.mkdir(exist_ok=True)

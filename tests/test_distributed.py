@@ -32,7 +32,7 @@ from distil.errors import ConfigError
 from distil.experiment import Experiment, run_experiment
 from distil.session import RunSession
 from distil.models import build_model
-from distil.runtime import auto_threads, usable_cpus
+from distil.hardware import auto_threads, usable_cpus
 
 CPU = torch.device("cpu")
 

@@ -112,7 +112,7 @@ def test_resume_runs_only_missing_trials_and_requeues_an_interrupted_one(swept):
     _, config, out, _, before = swept
     # what a process killed mid-trial leaves in the journal: a trial still RUNNING
     from distil.config import load_config
-    from distil.sweep.run import _distributions
+    from distil.sweep.search import _distributions
 
     study = journal_study(out)
     killed = study.ask(_distributions(load_config(config).sweep))

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from distil.checkpoint import RunCheckpoints
 from distil.data import Split, load_dataset
 from distil.engine.objective import task_objective
 from distil.engine.trainer import LoopState, TrainSettings, fit
+from distil.hardware import set_threads
 from distil.models import build_model, count_parameters
-from distil.run_dir import RunDir
-from distil.runtime import set_threads
+from distil.session import RunDir
+from distil.session.checkpoints import RunCheckpoints
 
 
 class TimedCheckpoint:

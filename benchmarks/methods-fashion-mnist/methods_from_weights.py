@@ -19,9 +19,7 @@ from pathlib import Path
 
 from distil.bench.methods import _write, aggregate
 from distil.config import load_config
-from distil.data import load_dataset
 from distil.engine.evaluate import accuracy
-from distil.experiment import build
 from distil.models import count_parameters
 from distil.weights import load_weights
 
@@ -29,7 +27,7 @@ from distil.weights import load_weights
 def seed_summary(config_path: str, run: Path) -> dict:
     seed = int(run.name.removeprefix("seed"))
     cfg = load_config(config_path).model_copy(update={"seed": seed})
-    data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=seed, **cfg.data.options)
+    data = cfg.data.load(seed)
     seconds: dict[str, float] = defaultdict(float)
     epochs: dict[str, int] = defaultdict(int)
     for line in (run / "metrics.jsonl").read_text().splitlines():
@@ -42,7 +40,7 @@ def seed_summary(config_path: str, run: Path) -> dict:
         if name.endswith(".objective") or (name != "teacher" and epochs[name] < cfg.student.epochs):
             continue  # connectors, or a student whose training was cut off
         role = "teacher" if name == "teacher" else "student"
-        model = load_weights(build(cfg.teacher if role == "teacher" else cfg.student, data, seed), path).eval()
+        model = load_weights((cfg.teacher if role == "teacher" else cfg.student).build(data, seed), path).eval()
         models.append(
             {
                 "name": name, "role": role, "method": "loaded" if role == "teacher" else name.removeprefix("student_"),

@@ -34,14 +34,12 @@ import torch
 
 from distil.bench.speed import cpu_seconds
 from distil.config import load_config
-from distil.data import BatchAugment, load_dataset
+from distil.data import BatchAugment
 from distil.engine.evaluate import accuracy
-from distil.engine.methods import build_objective
-from distil.engine.objective import task_objective
-from distil.engine.teacher_outputs import OnlineTeacher, objective_temperature, teacher_outputs
+from distil.engine.objective import build_objective, task_objective
+from distil.engine.teacher_outputs import OnlineTeacher, teacher_outputs
 from distil.engine.trainer import FitResult, fit_epochs
-from distil.experiment import build, cache_settings, machine, settings_of
-from distil.runtime import set_threads
+from distil.hardware import machine, set_threads
 from distil.weights import load_weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,23 +78,22 @@ def interleaved(make_run, epochs: int) -> dict[str, Any]:
 
 def fashion_mnist(samples: int, epochs: int, online: bool) -> dict[str, Any]:
     cfg = load_config(ROOT / "configs/fashion_mnist/demo.yaml")
-    data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+    data = cfg.data.load(cfg.seed)
     data = replace(data, train=data.train.subset(torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:samples]))
-    teacher = load_weights(build(cfg.teacher, data, cfg.seed), cfg.teacher.weights, cfg.teacher.sha256).eval().requires_grad_(False)
+    teacher = load_weights(cfg.teacher.build(data, cfg.seed), cfg.teacher.weights, cfg.teacher.sha256).eval().requires_grad_(False)
 
     def objective():
-        torch.manual_seed(cfg.seed)
-        return build_objective(cfg.distill.term_specs(), build(cfg.student, data, cfg.seed), teacher, data.train.x[:8], len(data.train))
+        return build_objective(cfg.distill.term_specs(), cfg.student.build(data, cfg.seed), teacher, data.train.x[:8], n_data=len(data.train), seed=cfg.seed)
 
     probe = objective()
     if online:
         outputs = OnlineTeacher(teacher, probe.teacher_taps)
     else:
-        outputs = teacher_outputs(teacher, data.train.x, BatchAugment(), probe.teacher_taps, settings=replace(cache_settings(cfg), store=False), temperature=objective_temperature(probe.losses))
+        outputs = teacher_outputs(teacher, data.train.x, BatchAugment(), probe.teacher_taps, settings=replace(cfg.cache.settings(cfg.seed), store=False), temperature=probe.temperature)
 
     def make_run(precision: str):
-        settings = replace(settings_of(cfg.student), epochs=epochs, precision=precision)
-        model, result = build(cfg.student, data, cfg.seed), FitResult(best_epoch=0, best_val_accuracy=-1.0)
+        settings = replace(cfg.student.settings(), epochs=epochs, precision=precision)
+        model, result = cfg.student.build(data, cfg.seed), FitResult(best_epoch=0, best_val_accuracy=-1.0)
         return fit_epochs(model, data.train, data.val, objective(), settings, seed=cfg.seed, teacher=outputs, result=result), model, result, data.test
 
     return {"train_samples": len(data.train), "val_samples": len(data.val), "epochs": epochs, "batch_size": cfg.student.batch_size, **interleaved(make_run, epochs)}
@@ -104,12 +101,12 @@ def fashion_mnist(samples: int, epochs: int, online: bool) -> dict[str, Any]:
 
 def mnist1d(role: str, epochs: int) -> dict[str, Any]:
     cfg = load_config(ROOT / "configs/mnist1d/methods.yaml")
-    data = load_dataset(cfg.data.name, path=cfg.data.path, val_size=cfg.data.val_size, seed=cfg.seed, **cfg.data.options)
+    data = cfg.data.load(cfg.seed)
     model_cfg = cfg.student if role == "student" else cfg.teacher
 
     def make_run(precision: str):
-        settings = replace(settings_of(model_cfg), epochs=epochs, precision=precision)
-        model, result = build(model_cfg, data, cfg.seed), FitResult(best_epoch=0, best_val_accuracy=-1.0)
+        settings = replace(model_cfg.settings(), epochs=epochs, precision=precision)
+        model, result = model_cfg.build(data, cfg.seed), FitResult(best_epoch=0, best_val_accuracy=-1.0)
         return fit_epochs(model, data.train, data.val, task_objective(), settings, seed=cfg.seed, result=result), model, result, data.test
 
     return {"arch": model_cfg.arch, "train_samples": len(data.train), "epochs": epochs, "batch_size": model_cfg.batch_size, **interleaved(make_run, epochs)}

@@ -20,7 +20,6 @@ import yaml
 from serve_load import start_server, stop_server
 
 from distil.config import validate_config
-from distil.data import load_dataset
 from distil.models import build_model
 from distil.weights import load_weights
 
@@ -36,7 +35,7 @@ def main() -> None:
     summary = json.loads((args.run_dir / "summary.json").read_text())
     config = validate_config(yaml.safe_load((args.run_dir / "config.yaml").read_text()))
     row = next(m for m in reversed(summary["models"]) if m["role"] == "student" and m["method"] != "scratch")
-    data = load_dataset(config.data.name, path=config.data.path, val_size=config.data.val_size, seed=config.seed, **config.data.options)
+    data = config.data.load(config.seed)
     model = build_model(config.student.arch, input_shape=data.input_shape, num_classes=data.num_classes, **config.student.kwargs)
     load_weights(model, args.run_dir / row["weights"]).eval()
     x = data.test.x[: args.samples].numpy()

@@ -9,12 +9,11 @@ import torch
 torch.set_num_threads(1)
 from distil.config import load_config
 from distil.data import load_dataset
-from distil.experiment import build
 from distil.weights import load_weights
 
 cfg = load_config("configs/fashion_mnist/demo.yaml")
 data = load_dataset("fashion_mnist", val_size=5000, seed=0)
-t = build(cfg.teacher, data, 0); load_weights(t, cfg.teacher.weights); t.eval().requires_grad_(False)
+t = cfg.teacher.build(data, 0); load_weights(t, cfg.teacher.weights); t.eval().requires_grad_(False)
 x = data.train.x[:2048].contiguous(memory_format=torch.channels_last)
 def run(m, bs=256, mode=torch.inference_mode):
     st=time.perf_counter()

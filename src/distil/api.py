@@ -19,7 +19,7 @@ from torch import nn
 from distil import losses
 from distil.data import BatchAugment, Dataset, Split
 from distil.engine.evaluate import accuracy
-from distil.engine.objective import build_objective, task_objective
+from distil.engine.objective import Objective, TermSpec, build_objective, task_objective
 from distil.engine.teacher_outputs import CacheSettings, teacher_outputs
 from distil.engine.trainer import EpochRecord, FitResult, TrainSettings, fit
 from distil.losses import Term
@@ -53,12 +53,31 @@ def train(
     return fit(model, data.train.to(device), data.val.to(device), task_objective(label_smoothing), _settings(options), seed=seed, augment=augment, on_epoch=on_epoch)
 
 
+def make_objective(
+    teacher: nn.Module,
+    student: nn.Module,
+    data: Dataset,
+    *,
+    terms: Sequence[Term | TermSpec] | None = None,
+    temperature: float = 4.0,
+    alpha: float = 0.9,
+    seed: int = 0,
+) -> Objective:
+    """The objective :func:`distill` trains with: ``terms`` (ready terms, or specs as YAML writes
+    them), by default ``KD(T) * alpha + CE() * (1 - alpha)``; taps resolved on ``data``'s first
+    training inputs, connectors and loss parameters seeded by ``seed``. The same builder as
+    ``distil run``'s, so the same terms and seed give the same connectors."""
+    terms = list(terms) if terms is not None else [losses.KD(T=temperature) * alpha, losses.CE() * (1.0 - alpha)]
+    probe = data.train.x[:8].to(_device_of(student))
+    return build_objective(terms, student, teacher, probe, n_data=len(data.train), seed=seed)
+
+
 def distill(
     teacher: nn.Module,
     student: nn.Module,
     data: Dataset,
     *,
-    terms: Sequence[Term] | None = None,
+    terms: Sequence[Term | TermSpec] | None = None,
     temperature: float = 4.0,
     alpha: float = 0.9,
     seed: int = 0,
@@ -80,8 +99,7 @@ def distill(
     device = _device_of(student)
     teacher.to(device).eval().requires_grad_(False)
     train_split, val_split = data.train.to(device), data.val.to(device)
-    terms = list(terms) if terms is not None else [losses.KD(T=temperature) * alpha, losses.CE() * (1.0 - alpha)]
-    objective = build_objective(terms, student, teacher, train_split.x[:8], n_data=len(train_split), seed=seed)
+    objective = make_objective(teacher, student, data, terms=terms, temperature=temperature, alpha=alpha, seed=seed)
     outputs = None
     if objective.uses_teacher:
         settings = cache if cache is not None else CacheSettings(store=False, seed=seed)

@@ -22,7 +22,7 @@ from distil.data import Dataset
 from distil.engine import distributed
 from distil.engine.objective import task_objective
 from distil.engine.taps import LOGITS
-from distil.runtime import machine
+from distil.hardware import machine
 from distil.session import RunSession, read_summary
 from distil.session.checkpoints import check_resume
 from distil.strategies import prepare_strategy

@@ -18,7 +18,7 @@ from rich.console import Console
 
 from distil.config import ExperimentConfig
 from distil.experiment import run_experiment
-from distil.runtime import machine
+from distil.hardware import machine
 from distil.weights import atomic_write
 
 

@@ -41,7 +41,7 @@ from distil.engine.evaluate import accuracy
 from distil.engine.objective import Objective, build_objective, task_objective
 from distil.engine.teacher_outputs import OnlineTeacher, teacher_outputs
 from distil.engine.trainer import OPTIMIZERS, SCHEDULES, FitResult, TrainSettings, fit, fit_epochs
-from distil.runtime import machine, resolve_device
+from distil.hardware import machine, resolve_device
 from distil.weights import atomic_write, load_weights
 
 try:

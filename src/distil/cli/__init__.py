@@ -11,7 +11,7 @@ from distil.cli import catalog  # noqa: F401  isort: skip
 
 
 def main() -> None:
-    from distil.runtime import set_threads
+    from distil.hardware import set_threads
 
     set_threads()
     app()

@@ -71,7 +71,7 @@ def evaluate(
 ) -> None:
     """Test accuracy of saved weights on the config's dataset."""
     from distil.engine.evaluate import accuracy
-    from distil.runtime import resolve_device
+    from distil.hardware import resolve_device
     from distil.weights import load_weights
 
     cfg = load_config_file(config, overrides)

@@ -27,7 +27,7 @@ def sweep(
     import sys
 
     from distil.sweep.results import results_table
-    from distil.sweep.run import run_sweep
+    from distil.sweep.search import run_sweep
 
     summary = run_sweep(config, overrides or [], trials, out_dir, console=err, command=shlex.join(["distil", *sys.argv[1:]]))
     out.print(results_table(summary, load_config_file(config, overrides).sweep, f"sweep — {out_dir / 'results.md'}"))

@@ -26,6 +26,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.config import COMPRESS_STEPS
+from distil.engine.objective import Objective
 from distil.errors import ConfigError, DistilError
 
 COMPRESSED = "compressed"
@@ -104,17 +105,25 @@ def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, pa
     return result.as_dict()
 
 
-def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
-    """Fine-tune ``model`` in place with ``alpha × KD(T) + (1 − alpha) × CE`` against the teacher; seconds spent."""
+def recovery_objective(config: Any, model: nn.Module, teacher: nn.Module, data: Any) -> Objective:
+    """What pruning and QAT fine-tune with: ``alpha × KD(T) + (1 − alpha) × CE`` against the run's
+    teacher (``compress.prune.temperature``, ``.alpha``), built like every objective, with the run's seed."""
     from distil import losses
     from distil.engine.objective import build_objective
+
+    p = config.compress.prune
+    terms = [losses.KD(T=p.temperature) * p.alpha, losses.CE() * (1.0 - p.alpha)]
+    return build_objective(terms, model, teacher, data.train.x[:8], n_data=len(data.train), seed=config.seed)
+
+
+def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
+    """Fine-tune ``model`` in place with the recovery objective against the teacher; seconds spent."""
     from distil.engine.trainer import TrainSettings, fit
 
     p = chain.compress.prune
     cfg = chain.config
     augment = cfg.data.augment.build()
-    terms = [losses.KD(T=p.temperature) * p.alpha, losses.CE() * (1.0 - p.alpha)]
-    objective = build_objective(terms, model, chain.teacher, chain.data.train.x[:8], n_data=len(chain.data.train), seed=cfg.seed)
+    objective = recovery_objective(cfg, model, chain.teacher, chain.data)
     settings = TrainSettings(epochs=epochs, batch_size=p.batch_size, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=cfg.student.weight_decay, schedule="cosine",
                              precision=cfg.student.precision)  # fmt: skip
     result = fit(model, chain.data.train, chain.data.val, objective, settings, seed=cfg.seed, teacher=chain.teacher_outputs(augment), augment=augment)
@@ -278,7 +287,7 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
             rows.extend(_remeasure(chain, entry, model, run_dir / entry["weights"]))
     import onnxruntime
 
-    from distil.runtime import machine
+    from distil.hardware import machine
 
     summary["compress"] = {"config": config.compress.model_dump(mode="json"), "steps": [], "measured_again": ["teacher", base],
                            "machine": {**machine(), "onnxruntime": onnxruntime.__version__}}  # fmt: skip

@@ -39,7 +39,7 @@ from distil.engine.teacher_outputs import TeacherOutputs, teacher_outputs
 from distil.engine.trainer import EpochRecord, FitResult, fit
 from distil.errors import ConfigError
 from distil.losses import LOSSES, Term
-from distil.runtime import resolve_device
+from distil.hardware import resolve_device
 from distil.session.checkpoints import RunCheckpoints
 from distil.session.progress import epoch_reporter
 from distil.session.results import ModelResult

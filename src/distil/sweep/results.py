@@ -22,7 +22,7 @@ from rich.table import Table
 
 from distil.config import map_paths, resolve_paths, set_path, validate_config
 from distil.config import SweepConfig
-from distil.runtime import machine
+from distil.hardware import machine
 from distil.weights import atomic_write
 
 RESULTS = "results.json"
