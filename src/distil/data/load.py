@@ -67,15 +67,15 @@ def load_dataset(
     order, val_order = _carve(len(pool), _val_count(name, val_size, len(pool)), seed)
     train_index, val_index = pool[order], pool[val_order]
 
-    train_x = _as_float(raw.train_x, train_index)
+    train_x = as_float(raw.train_x, train_index)
     mean, std = _channel_stats(train_x)
-    train = Split(_normalize(train_x, mean, std), _labels(raw.train_y, train_index))
-    val = Split(_normalize(_as_float(raw.train_x, val_index), mean, std), _labels(raw.train_y, val_index))
+    train = Split(normalize(train_x, mean, std), _labels(raw.train_y, train_index))
+    val = Split(normalize(as_float(raw.train_x, val_index), mean, std), _labels(raw.train_y, val_index))
     if test_index is None:
         assert raw.test_x is not None and raw.test_y is not None
-        test = Split(_normalize(_as_float(raw.test_x, None), mean, std), _labels(raw.test_y, None))
+        test = Split(normalize(as_float(raw.test_x, None), mean, std), _labels(raw.test_y, None))
     else:
-        test = Split(_normalize(_as_float(raw.train_x, test_index), mean, std), _labels(raw.train_y, test_index))
+        test = Split(normalize(as_float(raw.train_x, test_index), mean, std), _labels(raw.train_y, test_index))
 
     return Dataset(
         name=name,
@@ -132,7 +132,7 @@ def _carved_test_count(name: str, n: int) -> int:
 # --- tensors ------------------------------------------------------------------------------------------
 
 
-def _as_float(x: np.ndarray, index: np.ndarray | None) -> torch.Tensor:
+def as_float(x: np.ndarray, index: np.ndarray | None) -> torch.Tensor:
     """float32 rows ``index`` of ``x`` (all when None), a fresh copy (normalized in place later).
 
     Indexing first keeps the copy of 8-bit data small; uint8 is scaled to [0, 1] (see RawData).
@@ -160,7 +160,8 @@ def _channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, torch.where(std > 0, std, torch.ones_like(std))
 
 
-def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(x − mean) / std`` per channel, in place (the statistics of the training part)."""
     shape = (1, -1) + (1,) * (x.dim() - 2)
     return x.sub_(mean.view(shape)).div_(std.view(shape))
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distil.data.load import _as_float, _normalize
+from distil.data.load import as_float, normalize
 from distil.data.registry import check_options, lookup, required_path
 from distil.data.split import Dataset, Split
 from distil.errors import DataError
@@ -42,7 +42,7 @@ def load_unlabeled(name: str, like: Dataset, *, path: str | Path | None = None, 
             f"but the labelled data {like.name!r} (and so the teacher) have {tuple(like.input_shape)}"
         )
     mean, std = torch.tensor(like.mean), torch.tensor(like.std)
-    split = Split(_normalize(_as_float(x, None), mean, std))
+    split = Split(normalize(as_float(x, None), mean, std))
     leaked = overlap(split.x, like.test.x.cpu())
     if leaked:
         raise DataError(f"unlabeled set {name!r}: {leaked} of its {len(split)} samples are also in the test split of {like.name!r}; use other data (for mnist1d another generation_seed)")
@@ -70,7 +70,7 @@ def _npz_inputs(file: Path) -> np.ndarray:
 
 def _folder_images(root: Path, like: Dataset, *, channels: int | None = None, image_size: int | None = None) -> np.ndarray:
     """Every image below ``root`` (sub-folders or not), as ``channels`` × the labelled data's H×W by default."""
-    from distil.data.sources.image_folder import IMAGE_SUFFIXES, MODES, _read_images
+    from distil.data.sources.image_folder import IMAGE_SUFFIXES, MODES, read_images
 
     if not root.is_dir():
         raise DataError(f"unlabeled folder {root} is not a directory")
@@ -83,4 +83,4 @@ def _folder_images(root: Path, like: Dataset, *, channels: int | None = None, im
     files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"unlabeled folder {root} has no images ({', '.join(IMAGE_SUFFIXES)})")
-    return _read_images(files, MODES[channels], size)
+    return read_images(files, MODES[channels], size)

@@ -46,9 +46,9 @@ def load_image_folder(path: Path | None, *, channels: int = 1, image_size: int |
         if unknown:
             raise DataError(f"{test_dir} has class folders {unknown} that {train_dir} lacks; train has: {', '.join(classes)}")
         test_files, test_y = _image_files(test_dir, classes, only_present=True)
-        test_x = _read_images(test_files, mode, size)
+        test_x = read_images(test_files, mode, size)
     return RawData(
-        train_x=_read_images(train_files, mode, size),
+        train_x=read_images(train_files, mode, size),
         train_y=train_y,
         test_x=test_x,
         test_y=test_y,
@@ -114,7 +114,7 @@ def _size_of(file: Path) -> tuple[int, int]:
     return height, width
 
 
-def _read_images(files: list[Path], mode: str, size: tuple[int, int]) -> np.ndarray:
+def read_images(files: list[Path], mode: str, size: tuple[int, int]) -> np.ndarray:
     """uint8 (N, C, H, W) array of ``files`` converted to ``mode`` and resized to ``size`` (H, W)."""
     from PIL import Image
 
