@@ -1,6 +1,8 @@
 """Pruning, int8 and ONNX on real small models (scikit-learn digits, 8×8) and random tensors."""
 
 import copy
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from distil.compress import prune, quantize
 from distil.compress.export import OnnxModel, ParityError, check_parity, export_onnx, parity, quantize_onnx
 from distil.compress.prune import PruneError
 from distil.compress.quantize import QuantizeError
+from distil.config import COMPRESS_STEPS
 from distil.models import build_model, count_parameters
 
 
@@ -203,3 +206,15 @@ def test_parity_failure_names_the_step(trained_cnn, digits, tmp_path):
     path = export_onnx(other, digits.input_shape, tmp_path / "m.onnx", exporter="torchscript")
     with pytest.raises(ParityError, match=r"onnx: parity check failed: max \|onnxruntime − torch\|"):
         check_parity("onnx", parity(trained_cnn, OnnxModel(path), digits.val.x), atol=1e-3)
+
+
+# ------------------------------------------------------------------------------------------------ step registry
+
+
+@pytest.mark.parametrize("first", ["distil.compress.pipeline", "distil.compress.steps"])
+def test_the_registered_steps_are_the_configurable_ones(first):
+    """config validates ``compress.steps`` against COMPRESS_STEPS without importing compress; the pipeline
+    must then find a function for each, whichever of pipeline and steps is imported first (a fresh process)."""
+    code = f"import {first}\nfrom distil.compress.pipeline import STEPS\nprint(' '.join(STEPS))"
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
+    assert sorted(done.stdout.split()) == sorted(COMPRESS_STEPS)

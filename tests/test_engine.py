@@ -8,7 +8,8 @@ from torch import nn
 
 from distil.data import Split
 from distil.engine.objective import Objective, task_objective
-from distil.engine.teacher_outputs import CachedTeacher, OnlineTeacher, teacher_outputs
+from distil.engine.teacher_outputs import teacher_outputs
+from distil.engine.teacher_sources import CachedTeacher, OnlineTeacher
 from distil.engine.trainer import SCHEDULES, TrainSettings, fit
 from distil.losses import CE, KD
 

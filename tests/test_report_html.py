@@ -11,14 +11,14 @@ from test_run import TINY, config_file, run_cli
 from distil.config import validate_config
 from distil.data import load_dataset
 from distil.engine.evaluate import predict_logits
-from distil.report.html import (
-    REPORT,
+from distil.report.analysis import (
     agreement,
     calibration_bins,
     confusion_matrix,
     expected_calibration_error,
     pareto_front,
 )
+from distil.report.html import REPORT
 from distil.weights import load_weights
 
 # ------------------------------------------------------------------------------------------------ maths
@@ -142,7 +142,7 @@ def test_point_names_do_not_overlap_when_points_crowd():
     import matplotlib.pyplot as plt
     from matplotlib.text import Annotation
 
-    from distil.report.html import _label_points
+    from distil.report.plots import _label_points
 
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
     points = [(0.050, 91.4), (0.052, 91.4), (0.055, 91.3), (0.30, 91.4), (0.31, 91.0), (0.1, 89.8), (0.105, 89.8), (2.0, 93.7)]

@@ -25,7 +25,7 @@ from distil.cli import app
 from distil.config import DistillConfig
 from distil.data import BatchAugment, Split
 from distil.engine.objective import build_objective
-from distil.engine.teacher_outputs import CachedTeacher
+from distil.engine.teacher_sources import CachedTeacher
 from distil.engine.trainer import TrainSettings, fit, fit_epochs
 from distil.session import RunDir
 

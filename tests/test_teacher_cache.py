@@ -10,16 +10,8 @@ import torch.nn.functional as F
 from distil.data import AugmentViews, BatchAugment, Split
 from distil.engine.objective import Objective
 from distil.engine.taps import LOGITS
-from distil.engine.teacher_outputs import (
-    CachedTeacher,
-    CacheSettings,
-    OnlineTeacher,
-    ViewCache,
-    decode_logits,
-    encode_logits,
-    plan_teacher_outputs,
-    teacher_outputs,
-)
+from distil.engine.teacher_outputs import CacheSettings, plan_teacher_outputs, teacher_outputs
+from distil.engine.teacher_sources import CachedTeacher, OnlineTeacher, ViewCache, decode_logits, encode_logits
 from distil.engine.teacher_store import TeacherStore, read_mapped
 from distil.engine.trainer import TrainSettings, fit
 from distil.losses import CE, KD

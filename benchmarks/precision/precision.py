@@ -37,7 +37,8 @@ from distil.config import load_config
 from distil.data import BatchAugment
 from distil.engine.evaluate import accuracy
 from distil.engine.objective import build_objective, task_objective
-from distil.engine.teacher_outputs import OnlineTeacher, teacher_outputs
+from distil.engine.teacher_outputs import teacher_outputs
+from distil.engine.teacher_sources import OnlineTeacher
 from distil.engine.trainer import FitResult, fit_epochs
 from distil.hardware import machine, set_threads
 from distil.weights import load_weights

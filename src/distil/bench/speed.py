@@ -39,7 +39,8 @@ from distil.config import ExperimentConfig, validate_config
 from distil.data import BatchAugment, Dataset
 from distil.engine.evaluate import accuracy
 from distil.engine.objective import Objective, build_objective, task_objective
-from distil.engine.teacher_outputs import OnlineTeacher, teacher_outputs
+from distil.engine.teacher_outputs import teacher_outputs
+from distil.engine.teacher_sources import OnlineTeacher
 from distil.engine.trainer import OPTIMIZERS, SCHEDULES, FitResult, TrainSettings, fit, fit_epochs
 from distil.hardware import machine, resolve_device
 from distil.weights import atomic_write, load_weights

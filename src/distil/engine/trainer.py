@@ -23,7 +23,7 @@ from distil.engine.evaluate import use_channels_last
 from distil.engine.objective import Objective
 from distil.engine.precision import autocast
 from distil.engine.taps import Taps
-from distil.engine.teacher_outputs import TeacherOutputs
+from distil.engine.teacher_sources import TeacherOutputs
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ from distil.engine.distributed import Distributed
 from distil.engine.evaluate import accuracy
 from distil.engine.measure import measure
 from distil.engine.objective import Objective, TermSpec, build_objective
-from distil.engine.teacher_outputs import TeacherOutputs, teacher_outputs
+from distil.engine.teacher_outputs import teacher_outputs
+from distil.engine.teacher_sources import TeacherOutputs
 from distil.engine.trainer import EpochRecord, FitResult, fit
 from distil.errors import ConfigError
 from distil.losses import LOSSES, Term

@@ -16,7 +16,7 @@ from torch import nn
 from distil.config import ExperimentConfig, ModelConfig, StrategyOptions
 from distil.data import BatchAugment, Dataset, Split
 from distil.engine.objective import Objective, TermSpec, task_objective
-from distil.engine.teacher_outputs import TeacherOutputs
+from distil.engine.teacher_sources import TeacherOutputs
 from distil.engine.trainer import FitResult
 from distil.losses import Term
 from distil.session import RunSession

@@ -1,0 +1,139 @@
+"""The compression steps ``compress.steps`` may name, each registered in
+:data:`distil.compress.pipeline.STEPS`: ``prune`` replaces the chain's current model (later steps start from
+the pruned one); ``int8``, ``onnx`` and ``onnx-int8`` each add a deployable form of the current model.
+
+Each pruning round, and int8 QAT, fine-tunes with KD against the teacher (:func:`_recover`); int8 and ONNX
+models are checked against the float model on held-out inputs, and ONNX files are written under a staging
+name and renamed into place only once their check passed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from distil.compress.pipeline import Chain, recovery_objective, row, step
+
+
+def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
+    """Fine-tune ``model`` in place with the recovery objective against the teacher; seconds spent."""
+    from distil.engine.trainer import TrainSettings, fit
+
+    p = chain.compress.prune
+    cfg = chain.config
+    augment = cfg.data.augment.build()
+    objective = recovery_objective(cfg, model, chain.teacher, chain.data)
+    settings = TrainSettings(epochs=epochs, batch_size=p.batch_size, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=cfg.student.weight_decay, schedule="cosine",
+                             precision=cfg.student.precision)  # fmt: skip
+    result = fit(model, chain.data.train, chain.data.val, objective, settings, seed=cfg.seed, teacher=chain.teacher_outputs(augment), augment=augment)
+    return result.train_seconds
+
+
+@step("prune")
+def prune_step(chain: Chain) -> list[dict[str, Any]]:
+    """Prune (channels or magnitude) in ``rounds``, each followed by a KD recovery fine-tune."""
+    import copy
+
+    from distil.compress import prune
+    from distil.weights import save_weights
+
+    p = chain.compress.prune
+    model = copy.deepcopy(chain.model).cpu()
+    example = chain.data.train.x[:8]
+    info: dict[str, Any] = {}
+    seconds = 0.0
+    from distil.engine.evaluate import accuracy
+
+    accuracy_after_prune = []
+    for r in range(1, p.rounds + 1):
+        if p.method == "channels":
+            # channels kept per round multiply: (1 − s)^(r/R) of the original after round r
+            keep = (1.0 - p.sparsity) ** (1.0 / p.rounds)
+            info = prune.channel_prune(model, 1.0 - keep, example)
+        else:
+            prune.magnitude_prune(model, 1.0 - (1.0 - p.sparsity) ** (r / p.rounds))
+        accuracy_after_prune.append(round(accuracy(model, chain.data.test.x, chain.data.test.y), 4))
+        if p.epochs:
+            seconds += _recover(chain, model, p.epochs, p.lr)
+    prune.finalize(model)
+    name = f"{chain.name}.pruned"
+    path = save_weights(model, chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "role": "student", "method": "pruned", "source": chain.name})
+    extra = {"prune": {"method": p.method, "sparsity": p.sparsity, "rounds": p.rounds, "recovery_epochs": p.epochs,
+                       "accuracy_before_recovery": accuracy_after_prune, "weight_sparsity": round(prune.sparsity_of(model), 4), **info}}  # fmt: skip
+    result = row(chain, name, "pruned", "torch", model, path, train_seconds=round(seconds, 2), **extra)
+    chain.model, chain.name, chain.onnx = model, name, None
+    return [result]
+
+
+@step("int8")
+def int8_step(chain: Chain) -> list[dict[str, Any]]:
+    """PyTorch int8 of the current model (static, dynamic or QAT with KD), checked against fp32."""
+    from distil.compress import quantize
+    from distil.compress.export import check_parity, parity
+    from distil.weights import save_tensors
+
+    q = chain.compress.int8
+    strict = chain.compress.on_error == "stop"
+    seconds = 0.0
+    if q.mode == "static":
+        model = quantize.static_int8(chain.model, chain.calibration(q.calibration), backend=q.backend, strict=strict)
+    elif q.mode == "dynamic":
+        model = quantize.dynamic_int8(chain.model)
+    else:
+        prepared = quantize.prepare_qat(chain.model, chain.data.train.x[:8], backend=q.backend)
+        seconds = _recover(chain, prepared, q.epochs, q.lr)
+        model = quantize.convert(prepared, strict=strict)
+    name = f"{chain.name}.int8"
+    checked = check_parity(f"int8 ({q.mode})", parity(chain.model, model, chain.held_out(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
+    path = save_tensors(quantize.int8_tensors(model), chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "method": "int8", "mode": q.mode, "source": chain.name})
+    left = quantize.unquantized_layers(model)
+    extra = {"int8": {"mode": q.mode, "backend": q.backend, "fp32_layers": left}, "parity": checked.as_dict()}
+    return [row(chain, name, "int8", "torch-int8", model, path, counted=chain.model, train_seconds=round(seconds, 2), **extra)]
+
+
+def _export(chain: Chain) -> tuple[Path, dict[str, Any]]:
+    """The current model as ONNX, checked in onnxruntime; cached for a following ``onnx-int8``."""
+    from distil.compress.export import OnnxModel, check_parity, export_onnx, parity
+
+    o = chain.compress.onnx
+    final = chain.out / f"{chain.name}.onnx"
+    staged = chain.out / f".{chain.name}.staged.onnx"
+    try:
+        export_onnx(chain.model, chain.data.input_shape, staged, exporter=o.exporter, opset=o.opset)
+        checked = check_parity(f"onnx ({chain.name})", parity(chain.model, OnnxModel(staged), chain.held_out(o.samples)), atol=o.tolerance)
+        staged.replace(final)
+    finally:
+        staged.unlink(missing_ok=True)
+    chain.onnx = final
+    return final, checked.as_dict()
+
+
+@step("onnx")
+def onnx_step(chain: Chain) -> list[dict[str, Any]]:
+    """ONNX export (one file, dynamic batch), run in onnxruntime and checked against PyTorch."""
+    from distil.compress.export import OnnxModel
+
+    path, checked = _export(chain)
+    extra = {"onnx": {"exporter": chain.compress.onnx.exporter, "opset": chain.compress.onnx.opset}, "parity": checked}
+    return [row(chain, f"{chain.name}.onnx", "onnx", "onnxruntime", OnnxModel(path), path, counted=chain.model, **extra)]
+
+
+@step("onnx-int8")
+def onnx_int8_step(chain: Chain) -> list[dict[str, Any]]:
+    """ONNX Runtime static int8 (QDQ or QOperator) of the current model's ONNX file, checked against fp32."""
+    from distil.compress.export import OnnxModel, check_parity, parity, quantize_onnx
+
+    q = chain.compress.onnx_int8
+    source = chain.onnx if chain.onnx is not None and chain.onnx.is_file() else _export(chain)[0]
+    final = chain.out / f"{chain.name}.int8.onnx"
+    staged = chain.out / f".{chain.name}.int8.staged.onnx"
+    try:
+        quantize_onnx(source, staged, chain.calibration(q.calibration), fmt=q.format, per_channel=q.per_channel)
+        checked = check_parity(f"onnx-int8 ({chain.name})", parity(chain.model, OnnxModel(staged), chain.held_out(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
+        staged.replace(final)
+    finally:
+        staged.unlink(missing_ok=True)
+    extra = {"onnx_int8": {"format": q.format, "per_channel": q.per_channel}, "parity": checked.as_dict()}
+    return [row(chain, f"{chain.name}.onnx-int8", "onnx-int8", "onnxruntime", OnnxModel(final), final, counted=chain.model, **extra)]
