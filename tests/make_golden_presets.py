@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from distil.engine.methods import METHODS
@@ -38,6 +39,9 @@ SETUP: dict[str, Any] = {
     # teacher: stages at 8×8, 4×4, 2×2 (16, 24, 32 channels); student: 8×8, 4×4 (4, 8 channels)
     "teacher": {"arch": "cnn", "seed": 1, "kwargs": {"widths": [16, 24, 32], "convs_per_stage": 1}},
     "student": {"arch": "cnn", "seed": 2, "kwargs": {"widths": [4, 8], "convs_per_stage": 1}},
+    # The models compute in float64, so the features every loss sees are the same (rounded to fp32 by
+    # the objective, which computes in fp32 as in training) whatever the CPU's conv kernels and threads.
+    "model_dtype": "float64",
     "data_seed": 3,
     "batch": 16,
     "probe": 8,  # the first rows of the batch are the probe batch build_objective resolves taps with
@@ -52,8 +56,9 @@ SETUP: dict[str, Any] = {
 def models() -> tuple[nn.Module, nn.Module]:
     """The (student, teacher) pair of :data:`SETUP`, freshly built."""
     shape = tuple(SETUP["input_shape"])
+    dtype = getattr(torch, SETUP["model_dtype"])
     made = [
-        build_model(SETUP[side]["arch"], input_shape=shape, num_classes=SETUP["num_classes"], seed=SETUP[side]["seed"], **SETUP[side]["kwargs"])
+        build_model(SETUP[side]["arch"], input_shape=shape, num_classes=SETUP["num_classes"], seed=SETUP[side]["seed"], **SETUP[side]["kwargs"]).to(dtype)
         for side in ("student", "teacher")
     ]
     return made[0], made[1]
@@ -62,13 +67,15 @@ def models() -> tuple[nn.Module, nn.Module]:
 def batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The fixed batch: inputs, labels and the samples' indices in a training set of ``n_data``."""
     g = torch.Generator().manual_seed(SETUP["data_seed"])
-    b, (c, h, w) = SETUP["batch"], SETUP["input_shape"]
+    b, (c, h, w), dtype = SETUP["batch"], SETUP["input_shape"], getattr(torch, SETUP["model_dtype"])
     # Smooth random images with a brightness and contrast of their own: samples that differ as a whole
-    # (iid pixel noise would give nearly equal pooled features, and relation losses near 0/0).
-    coarse = torch.randn(b, c, h // 4, w // 4, generator=g)
-    scale = 0.5 + 2.5 * torch.rand(b, 1, 1, 1, generator=g)
-    x = torch.nn.functional.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False) * scale + torch.randn(b, 1, 1, 1, generator=g)
-    x = x + 0.1 * torch.randn(b, c, h, w, generator=g)
+    # (iid pixel noise gives nearly equal pooled features, so relation losses compare near-uniform
+    # distributions, a difference of nearly equal numbers that rounding moves by 1e-5 relative).
+    coarse = torch.randn(b, c, h // 2, w // 2, generator=g, dtype=dtype)
+    scale = 0.5 + 2.5 * torch.rand(b, 1, 1, 1, generator=g, dtype=dtype)
+    offset = torch.randn(b, 1, 1, 1, generator=g, dtype=dtype)
+    x = F.interpolate(coarse, size=(h, w), mode="bilinear", align_corners=False) * scale + offset
+    x = x + 0.1 * torch.randn(b, c, h, w, generator=g, dtype=dtype)
     y = torch.randint(0, SETUP["num_classes"], (SETUP["batch"],), generator=g)
     index = torch.randperm(SETUP["n_data"], generator=g)[: SETUP["batch"]]
     return x, y, index

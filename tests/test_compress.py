@@ -1,8 +1,6 @@
 """Pruning, int8 and ONNX on real small models (scikit-learn digits, 8×8) and random tensors."""
 
 import copy
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -211,10 +209,10 @@ def test_parity_failure_names_the_step(trained_cnn, digits, tmp_path):
 # ------------------------------------------------------------------------------------------------ step registry
 
 
-@pytest.mark.parametrize("first", ["distil.compress.pipeline", "distil.compress.steps"])
-def test_the_registered_steps_are_the_configurable_ones(first):
-    """config validates ``compress.steps`` against COMPRESS_STEPS without importing compress; the pipeline
-    must then find a function for each, whichever of pipeline and steps is imported first (a fresh process)."""
-    code = f"import {first}\nfrom distil.compress.pipeline import STEPS\nprint(' '.join(STEPS))"
-    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120)
-    assert sorted(done.stdout.split()) == sorted(COMPRESS_STEPS)
+def test_every_configurable_step_has_a_function():
+    """config validates ``compress.steps`` against COMPRESS_STEPS without importing compress; the
+    pipeline must then find a function for each name, and have none the config would refuse."""
+    from distil.compress.steps import STEPS
+
+    assert tuple(STEPS) == COMPRESS_STEPS == ("prune", "int8", "onnx", "onnx-int8")
+    assert all(callable(fn) for fn in STEPS.values())

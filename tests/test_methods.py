@@ -1,4 +1,7 @@
-"""Every method preset and every loss trains from YAML and from Python on a CNN pair (digits, seconds)."""
+"""Distillation end to end on a CNN pair (digits, seconds): one CLI run per family of methods, every
+loss trained from Python, bad terms rejected before training, stage groups paired with connectors,
+and ``distil bench methods``. What each preset computes is pinned, without training, by
+``tests/test_presets.py`` against ``tests/golden/presets.json``."""
 
 import json
 import math
@@ -6,11 +9,11 @@ import math
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from distil import build_model, distill, load_dataset, losses
 from distil.cli import app
-from distil.engine.methods import METHODS
 from distil.engine.objective import TermSpec, build_objective
 from distil.losses import LOSSES
 
@@ -32,30 +35,54 @@ def teacher_weights(tmp_path_factory):
     return tmp / "t" / "teacher.safetensors"
 
 
-@pytest.mark.parametrize("method", list(METHODS))
-def test_every_method_runs_from_yaml(method, teacher_weights, tmp_path):
-    raw = {**PAIR, "teacher": {**PAIR["teacher"], "weights": str(teacher_weights)}, "distill": {"method": method}}
+# One CLI run per family of methods. What each preset computes is pinned without training by
+# tests/test_presets.py; these check that the command trains with it end to end: exit 0, the summary's
+# rows, the objective's terms by name, the distillation term falling over 3 epochs, accuracy well above
+# chance (0.1; these reach 0.55-0.76 on one core), and what is saved beside the student.
+FAMILY_RUNS = {
+    # response: logits only; nothing is saved beside the student
+    "kd": ({"kd", "ce"}, {}, {}),
+    # feature: the middle stages, 8 → 16 channels through a 1×1-conv connector, saved beside the student
+    "fitnet": ({"ce", "fitnet@stage1"}, {}, {"connectors.fitnet@stage1.0.weight": [16, 8, 1, 1]}),
+    # relation: the embeddings (24 vs 64 wide), compared sample with sample; no parameters
+    "rkd": ({"ce", "rkd@fc:input"}, {}, {}),
+    # contrastive: CRD's heads are saved; nce_k lowered from 4096 (an update of the preset's term, as a
+    # user writes it) keeps the run at ~1 s instead of ~12 s
+    "crd": ({"ce", "crd@fc:input"}, {"terms": [{"loss": "CRD", "params": {"nce_k": 256}}]}, {"losses.1.embed_s.weight": [128, 24], "losses.1.embed_t.weight": [128, 64]}),
+}
+
+
+@pytest.mark.parametrize("method", list(FAMILY_RUNS))
+def test_one_method_per_family_distils_from_yaml(method, teacher_weights, tmp_path):
+    terms, extra, saved = FAMILY_RUNS[method]
+    raw = {
+        **PAIR,
+        "teacher": {**PAIR["teacher"], "weights": str(teacher_weights)},
+        "student": {**PAIR["student"], "epochs": 3},
+        "distill": {"method": method, **extra},
+    }
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
     result = runner.invoke(app, ["distill", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
-    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    assert [m["method"] for m in summary["models"]] == ["loaded", method]
-    record = [json.loads(line) for line in (tmp_path / "o" / "metrics.jsonl").read_text().splitlines()][-1]
-    assert math.isfinite(record["loss"])
-    expected = {t.loss.lower() for t in METHODS[method].terms}
-    assert {name.split("@")[0].split("#")[0] for name in record["terms"]} == expected
-
-
-def test_connector_parameters_are_saved_beside_the_student(teacher_weights, tmp_path):
-    raw = {**PAIR, "teacher": {**PAIR["teacher"], "weights": str(teacher_weights)}, "distill": {"method": "fitnet"}}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
-    assert runner.invoke(app, ["distill", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "o")]).exit_code == 0
-    from safetensors.torch import load_file
-
-    extra = load_file(str(tmp_path / "o" / "student_fitnet.objective.safetensors"))
-    assert any(k.startswith("connectors.") for k in extra)
-    student = load_file(str(tmp_path / "o" / "student_fitnet.safetensors"))
-    assert not any(k.startswith("connectors.") for k in student)  # the exported student stays the student
+    out = tmp_path / "o"
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(m["method"], m["role"]) for m in summary["models"]] == [("loaded", "teacher"), (method, "student")]
+    student = summary["models"][1]
+    assert student["name"] == f"student_{method}" and student["epochs"] == 3
+    assert student["accuracy"] > 0.3, student["accuracy"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert all(set(r["terms"]) == terms and math.isfinite(r["loss"]) for r in records), records
+    (distillation,) = terms - {"ce"}
+    assert records[-1]["terms"][distillation] < records[0]["terms"][distillation]
+    exported = load_file(str(out / f"student_{method}.safetensors"))
+    assert not any(k.startswith(("connectors.", "losses.")) for k in exported)  # the exported student stays the student
+    objective_file = out / f"student_{method}.objective.safetensors"
+    if saved:
+        kept = {k: list(v.shape) for k, v in load_file(str(objective_file)).items()}
+        assert saved.items() <= kept.items(), kept
+    else:
+        assert not objective_file.exists()
 
 
 @pytest.mark.parametrize(
@@ -118,7 +145,8 @@ def test_bench_methods_writes_tables(teacher_weights, tmp_path):
     assert result.exit_code == 0, result.output
     import csv
 
-    rows = list(csv.DictReader(open(tmp_path / "b" / "results.csv")))
+    with open(tmp_path / "b" / "results.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == ["scratch", "kd", "at"]
     assert all(r["seeds"] == "2" for r in rows)
     assert float(rows[0]["gap_closed"]) == 0.0  # scratch closes none of the gap, by definition

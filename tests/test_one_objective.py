@@ -9,7 +9,7 @@ import torch
 
 from distil import losses
 from distil.api import make_objective
-from distil.compress.pipeline import recovery_objective
+from distil.compress.chain import recovery_objective
 from distil.config import validate_config
 from distil.engine.objective import TermSpec
 from distil.engine.taps import Taps

@@ -16,7 +16,7 @@ from dataclasses import fields
 import torch
 from torch import nn
 
-from distil import losses
+from distil.losses import CE, KD
 from distil.data import BatchAugment, Dataset, Split
 from distil.engine.evaluate import accuracy
 from distil.engine.objective import Objective, TermSpec, build_objective, task_objective
@@ -67,7 +67,7 @@ def make_objective(
     them), by default ``KD(T) * alpha + CE() * (1 - alpha)``; taps resolved on ``data``'s first
     training inputs, connectors and loss parameters seeded by ``seed``. The same builder as
     ``distil run``'s, so the same terms and seed give the same connectors."""
-    terms = list(terms) if terms is not None else [losses.KD(T=temperature) * alpha, losses.CE() * (1.0 - alpha)]
+    terms = list(terms) if terms is not None else [KD(T=temperature) * alpha, CE() * (1.0 - alpha)]
     probe = data.train.x[:8].to(_device_of(student))
     return build_objective(terms, student, teacher, probe, n_data=len(data.train), seed=seed)
 

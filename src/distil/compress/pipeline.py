@@ -1,6 +1,6 @@
 """``distil compress``: the steps declared in ``compress.steps``, applied in order to a run's student.
 
-A step is a function registered by name in ``STEPS`` (the four of :mod:`distil.compress.steps`); it
+A step is a function named in ``STEPS`` (:mod:`distil.compress.steps`); it
 gets the :class:`Chain` (data, teacher, the current float model and its name) and its own section of
 the config, and returns the table rows it made. ``prune`` replaces the current model (later steps start
 from the pruned one); ``int8``, ``onnx`` and ``onnx-int8`` each add a deployable form of the current
@@ -16,108 +16,15 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.console import Console
 from torch import nn
 
-from distil.config import COMPRESS_STEPS
-from distil.engine.objective import Objective
+from distil.compress.chain import COMPRESSED, Chain
+from distil.compress.steps import STEPS
 from distil.errors import ConfigError, DistilError
-
-COMPRESSED = "compressed"
-
-
-@dataclass
-class Chain:
-    """What the steps share: data (CPU), the teacher, and the model the next step starts from."""
-
-    config: Any  # ExperimentConfig with a compress section
-    data: Any  # Dataset
-    teacher: nn.Module
-    model: nn.Module
-    name: str
-    out: Path
-    console: Console
-    onnx: Path | None = None  # the ONNX file of the current model, once exported
-    arch: str = ""
-    _teacher_outputs: Any = field(default=None, repr=False)
-
-    @property
-    def compress(self):
-        return self.config.compress
-
-    def held_out(self, n: int) -> torch.Tensor:
-        """Inputs no step trained on: the validation split (the test split when there is none)."""
-        split = self.data.val if len(self.data.val) else self.data.test
-        return split.x[:n]
-
-    def calibration(self, n: int) -> torch.Tensor:
-        """A seeded random sample of ``n`` training inputs."""
-        g = torch.Generator().manual_seed(self.config.seed)
-        index = torch.randperm(len(self.data.train), generator=g)[:n]
-        return self.data.train.x[index]
-
-    def teacher_outputs(self, augment):
-        """The teacher's outputs on the training inputs, cached once for every recovery fine-tune."""
-        from distil.engine.teacher_outputs import teacher_outputs
-
-        if self._teacher_outputs is None:
-            self._teacher_outputs = teacher_outputs(self.teacher, self.data.train.x, augment.enabled, set())
-        return self._teacher_outputs
-
-
-Step = Callable[[Chain], list[dict[str, Any]]]
-STEPS: dict[str, Step] = {}
-
-
-def step(name: str) -> Callable[[Step], Step]:
-    """Register a compression step under ``name`` (usable in ``compress.steps`` and ``--steps``)."""
-
-    if name not in COMPRESS_STEPS:
-        raise ValueError(f"compress step {name!r} is not one of distil.config.COMPRESS_STEPS {COMPRESS_STEPS}")
-
-    def add(fn: Step) -> Step:
-        STEPS[name] = fn
-        return fn
-
-    return add
-
-
-# ------------------------------------------------------------------------------------------------ rows
-
-
-def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, path: Path, *, counted: nn.Module | None = None, train_seconds: float = 0.0, **details: Any) -> dict[str, Any]:
-    """One table row (:class:`~distil.session.ModelResult`), measured like every other row."""
-    from distil.engine.measure import measure
-    from distil.session import ModelResult
-    from distil.weights import file_sha256
-
-    cfg = chain.config
-    measured = measure(model, chain.data.input_shape, runtime=runtime, test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size,
-                       counted=counted, latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)  # fmt: skip
-    result = ModelResult(name, "student", method, chain.arch, cfg.seed, f"{COMPRESSED}/{path.name}", file_sha256(path), measured,
-                         train_seconds=train_seconds, source=chain.name, details=details)  # fmt: skip
-    return result.as_dict()
-
-
-def recovery_objective(config: Any, model: nn.Module, teacher: nn.Module, data: Any) -> Objective:
-    """What pruning and QAT fine-tune with: ``alpha × KD(T) + (1 − alpha) × CE`` against the run's
-    teacher (``compress.prune.temperature``, ``.alpha``), built like every objective, with the run's seed."""
-    from distil import losses
-    from distil.engine.objective import build_objective
-
-    p = config.compress.prune
-    terms = [losses.KD(T=p.temperature) * p.alpha, losses.CE() * (1.0 - p.alpha)]
-    return build_objective(terms, model, teacher, data.train.x[:8], n_data=len(data.train), seed=config.seed)
-
-
-# ------------------------------------------------------------------------------------------------ driver
-
 
 def _remeasure(chain: Chain, entry: dict[str, Any], model: nn.Module, path: Path) -> list[dict[str, Any]]:
     """The run's own rows measured again now (same session as the compressed rows), plus torch.compile rows if asked."""
@@ -220,8 +127,3 @@ def load_run(run_dir: Path, config=None):
     teacher = load_weights(cfg.teacher.build(data, cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
     student = load_weights(cfg.student.build(data, cfg.seed), run_dir / entries[base]["weights"]).eval()
     return config, summary, data, teacher, student, cfg.student.arch, base
-
-
-# The steps register themselves in STEPS with @step. Imported last, when Chain, step and row exist, so
-# that STEPS is complete whichever of the two modules is imported first.
-from distil.compress import steps as _steps  # noqa: E402, F401

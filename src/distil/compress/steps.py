@@ -1,5 +1,5 @@
 """The compression steps ``compress.steps`` may name, each registered in
-:data:`distil.compress.pipeline.STEPS`: ``prune`` replaces the chain's current model (later steps start from
+:data:`STEPS`: ``prune`` replaces the chain's current model (later steps start from
 the pruned one); ``int8``, ``onnx`` and ``onnx-int8`` each add a deployable form of the current model.
 
 Each pruning round, and int8 QAT, fine-tunes with KD against the teacher (:func:`_recover`); int8 and ONNX
@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from distil.compress.pipeline import Chain, recovery_objective, row, step
+from distil.compress.chain import Chain, Step, recovery_objective, row
+from distil.config import COMPRESS_STEPS
 
 
 def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
@@ -31,7 +32,6 @@ def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
     return result.train_seconds
 
 
-@step("prune")
 def prune_step(chain: Chain) -> list[dict[str, Any]]:
     """Prune (channels or magnitude) in ``rounds``, each followed by a KD recovery fine-tune."""
     import copy
@@ -67,7 +67,6 @@ def prune_step(chain: Chain) -> list[dict[str, Any]]:
     return [result]
 
 
-@step("int8")
 def int8_step(chain: Chain) -> list[dict[str, Any]]:
     """PyTorch int8 of the current model (static, dynamic or QAT with KD), checked against fp32."""
     from distil.compress import quantize
@@ -110,7 +109,6 @@ def _export(chain: Chain) -> tuple[Path, dict[str, Any]]:
     return final, checked.as_dict()
 
 
-@step("onnx")
 def onnx_step(chain: Chain) -> list[dict[str, Any]]:
     """ONNX export (one file, dynamic batch), run in onnxruntime and checked against PyTorch."""
     from distil.compress.export import OnnxModel
@@ -120,7 +118,6 @@ def onnx_step(chain: Chain) -> list[dict[str, Any]]:
     return [row(chain, f"{chain.name}.onnx", "onnx", "onnxruntime", OnnxModel(path), path, counted=chain.model, **extra)]
 
 
-@step("onnx-int8")
 def onnx_int8_step(chain: Chain) -> list[dict[str, Any]]:
     """ONNX Runtime static int8 (QDQ or QOperator) of the current model's ONNX file, checked against fp32."""
     from distil.compress.export import OnnxModel, check_parity, parity, quantize_onnx
@@ -137,3 +134,8 @@ def onnx_int8_step(chain: Chain) -> list[dict[str, Any]]:
         staged.unlink(missing_ok=True)
     extra = {"onnx_int8": {"format": q.format, "per_channel": q.per_channel}, "parity": checked.as_dict()}
     return [row(chain, f"{chain.name}.onnx-int8", "onnx-int8", "onnxruntime", OnnxModel(final), final, counted=chain.model, **extra)]
+
+
+#: name → step; the names are the ones ``compress.steps`` accepts (distil.config.COMPRESS_STEPS)
+STEPS: dict[str, Step] = {"prune": prune_step, "int8": int8_step, "onnx": onnx_step, "onnx-int8": onnx_int8_step}
+assert tuple(STEPS) == COMPRESS_STEPS, "every configurable step has a function, and no other"

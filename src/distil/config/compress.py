@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 
 from distil.config.base import Section, registered
 
-#: The steps ``compress.steps`` may name; :mod:`distil.compress.pipeline` registers one function for each.
+#: The steps ``compress.steps`` may name; :data:`distil.compress.steps.STEPS` holds one function for each.
 COMPRESS_STEPS = ("prune", "int8", "onnx", "onnx-int8")
 
 
