@@ -30,9 +30,9 @@ from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.trainer import TrainSettings, fit
 from distil.errors import ConfigError
 from distil.experiment import Experiment, run_experiment
-from distil.session import RunSession
-from distil.models import build_model
 from distil.hardware import auto_threads, usable_cpus
+from distil.models import build_model
+from distil.session import RunSession
 
 CPU = torch.device("cpu")
 

@@ -20,7 +20,6 @@ from safetensors.torch import load_file
 from torch import nn
 from typer.testing import CliRunner
 
-from distil.session.checkpoints import RunCheckpoints
 from distil.cli import app
 from distil.config import DistillConfig
 from distil.data import BatchAugment, Split
@@ -28,6 +27,7 @@ from distil.engine.objective import build_objective
 from distil.engine.teacher_sources import CachedTeacher
 from distil.engine.trainer import TrainSettings, fit, fit_epochs
 from distil.session import RunDir
+from distil.session.checkpoints import RunCheckpoints
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # Students with dropout (global RNG) and enough epochs that the kill lands while student_kd trains.

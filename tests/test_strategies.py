@@ -21,10 +21,10 @@ from distil.engine.objective import task_objective
 from distil.engine.trainer import TrainSettings, fit
 from distil.errors import ConfigError, DataError
 from distil.experiment import run_experiment
+from distil.strategies import list_strategies
 from distil.strategies.ensemble import Ensemble, check_class_counts
 from distil.strategies.frozen_backbone import FrozenBackbone
 from distil.strategies.mutual import Cohort, PeerOutputs, mutual_objective
-from distil.strategies import list_strategies
 from distil.strategies.self_distill import VirtualTeacher
 from distil.strategies.specialists import SpecialistEnsemble, confusable_subsets
 from distil.strategies.transfer import NoisyInputs

@@ -16,13 +16,12 @@ from dataclasses import fields
 import torch
 from torch import nn
 
-from distil.losses import CE, KD
 from distil.data import BatchAugment, Dataset, Split
 from distil.engine.evaluate import accuracy
 from distil.engine.objective import Objective, TermSpec, build_objective, task_objective
 from distil.engine.teacher_outputs import CacheSettings, teacher_outputs
 from distil.engine.trainer import EpochRecord, FitResult, TrainSettings, fit
-from distil.losses import Term
+from distil.losses import CE, KD, Term
 
 _SETTINGS = {f.name for f in fields(TrainSettings)}
 

@@ -2,6 +2,7 @@
 first; user errors exit with 2."""
 
 from distil.cli.app import app
+
 from distil.cli import runs  # noqa: F401  isort: skip  (each module registers its commands on `app`, in this order)
 from distil.cli import compress  # noqa: F401  isort: skip
 from distil.cli import sweep  # noqa: F401  isort: skip

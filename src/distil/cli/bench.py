@@ -10,7 +10,6 @@ from rich.table import Table
 
 from distil.cli.app import Config, OutDir, Overrides, app, err, load_config_file, out, user_errors
 
-
 bench = typer.Typer(no_args_is_help=True, help="Benchmarks that write their results as tables.")
 app.add_typer(bench, name="bench")
 

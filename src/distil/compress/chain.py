@@ -77,8 +77,8 @@ def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, pa
 def recovery_objective(config: Any, model: nn.Module, teacher: nn.Module, data: Any) -> Objective:
     """What pruning and QAT fine-tune with: ``alpha × KD(T) + (1 − alpha) × CE`` against the run's
     teacher (``compress.prune.temperature``, ``.alpha``), built like every objective, with the run's seed."""
-    from distil.losses import CE, KD
     from distil.engine.objective import build_objective
+    from distil.losses import CE, KD
 
     p = config.compress.prune
     terms = [KD(T=p.temperature) * p.alpha, CE() * (1.0 - p.alpha)]

@@ -26,6 +26,7 @@ from distil.compress.chain import COMPRESSED, Chain
 from distil.compress.steps import STEPS
 from distil.errors import ConfigError, DistilError
 
+
 def _remeasure(chain: Chain, entry: dict[str, Any], model: nn.Module, path: Path) -> list[dict[str, Any]]:
     """The run's own rows measured again now (same session as the compressed rows), plus torch.compile rows if asked."""
     from distil.engine.measure import measure

@@ -39,8 +39,8 @@ from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.teacher_sources import TeacherOutputs
 from distil.engine.trainer import EpochRecord, FitResult, fit
 from distil.errors import ConfigError
-from distil.losses import LOSSES, Term
 from distil.hardware import resolve_device
+from distil.losses import LOSSES, Term
 from distil.session.checkpoints import RunCheckpoints
 from distil.session.progress import epoch_reporter
 from distil.session.results import ModelResult

@@ -20,8 +20,7 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from distil.config import map_paths, resolve_paths, set_path, validate_config
-from distil.config import SweepConfig
+from distil.config import SweepConfig, map_paths, resolve_paths, set_path, validate_config
 from distil.hardware import machine
 from distil.weights import atomic_write
 

@@ -28,11 +28,11 @@ import yaml
 from rich.console import Console
 
 from distil.config import ExperimentConfig, read_raw, resolve_paths, set_path, validate_config
+from distil.config.sweep import SweepConfig, encode_choice, trial_values
 from distil.errors import ConfigError
 from distil.experiment import run_experiment
 from distil.session import read_summary
 from distil.sweep.results import write_results
-from distil.config.sweep import SweepConfig, encode_choice, trial_values
 from distil.weights import atomic_write
 
 IDENTITY = "sweep.yaml"
