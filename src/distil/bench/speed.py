@@ -41,7 +41,7 @@ from distil.engine.evaluate import accuracy
 from distil.engine.objective import Objective, build_objective, task_objective
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.teacher_sources import OnlineTeacher
-from distil.engine.trainer import OPTIMIZERS, SCHEDULES, FitResult, TrainSettings, fit, fit_epochs
+from distil.engine.trainer import OPTIMIZERS, FitResult, TrainSettings, fit, fit_epochs, lr_factor
 from distil.hardware import machine, resolve_device
 from distil.weights import atomic_write, load_weights
 
@@ -138,7 +138,7 @@ def reference_epochs(
     val_loader = DataLoader(val_set, batch_size=settings.batch_size, shuffle=False, num_workers=workers)
     optimizer = OPTIMIZERS[settings.optimizer](list(student.parameters()), settings)
     total = settings.epochs * len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: SCHEDULES[settings.schedule](step / total, settings))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step / total, settings))
     ce_loss = nn.CrossEntropyLoss()
     teacher.eval()
     for _ in range(settings.epochs):

@@ -62,12 +62,12 @@ class Chain:
 Step = Callable[[Chain], list[dict[str, Any]]]
 def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, path: Path, *, counted: nn.Module | None = None, train_seconds: float = 0.0, **details: Any) -> dict[str, Any]:
     """One table row (:class:`~distil.session.ModelResult`), measured like every other row."""
-    from distil.engine.measure import measure
+    from distil.engine.measure import measure, timing_input
     from distil.session import ModelResult
     from distil.weights import file_sha256
 
     cfg = chain.config
-    measured = measure(model, chain.data.input_shape, runtime=runtime, test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size,
+    measured = measure(model, timing_input(chain.data), runtime=runtime, test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size,
                        counted=counted, latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)  # fmt: skip
     result = ModelResult(name, "student", method, chain.arch, cfg.seed, f"{COMPRESSED}/{path.name}", file_sha256(path), measured,
                          train_seconds=train_seconds, source=chain.name, details=details)  # fmt: skip

@@ -29,15 +29,15 @@ from distil.errors import ConfigError, DistilError
 
 def _remeasure(chain: Chain, entry: dict[str, Any], model: nn.Module, path: Path) -> list[dict[str, Any]]:
     """The run's own rows measured again now (same session as the compressed rows), plus torch.compile rows if asked."""
-    from distil.engine.measure import measure
+    from distil.engine.measure import measure, timing_input
 
     cfg = chain.config
     kw = dict(latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)
-    entry.update(measure(model, chain.data.input_shape, runtime="torch", size_bytes=path.stat().st_size, **kw))
+    entry.update(measure(model, timing_input(chain.data), runtime="torch", size_bytes=path.stat().st_size, **kw))
     extra = []
     if chain.compress.compiled:
         compiled = {**entry, "name": f"{entry['name']}.compiled", "method": entry["method"], "source": entry["name"]}
-        compiled.update(measure(model, chain.data.input_shape, runtime="torch-compiled", test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size, **kw))
+        compiled.update(measure(model, timing_input(chain.data), runtime="torch-compiled", test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size, **kw))
         extra.append(compiled)
     return extra
 

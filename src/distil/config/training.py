@@ -22,7 +22,9 @@ class TrainConfig(Section):
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    schedule: Literal["cosine", "step", "constant", "linear"] = Field("cosine", description="lr factor over training: cosine decay, step (milestones), constant, or linear decay to 0 (BERT fine-tuning)")
+    warmup: float = Field(0.0, ge=0, lt=1, description="fraction of the steps over which lr rises linearly from 0 before the schedule (e.g. 0.1 for fine-tuning a transformer)")
+    clip_norm: float | None = Field(None, gt=0, description="clip the gradients' global L2 norm to this value before each step (e.g. 1.0 for transformers)")
     milestones: list[float] = Field([0.5, 0.75], description="step schedule: fractions of the epochs where lr *= gamma")
     gamma: float = Field(0.1, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -47,6 +49,8 @@ class TrainConfig(Section):
             milestones=tuple(self.milestones),
             gamma=self.gamma,
             precision=self.precision,
+            warmup=self.warmup,
+            clip_norm=self.clip_norm,
         )
 
 
@@ -57,7 +61,7 @@ class ModelConfig(TrainConfig):
     @field_validator("kwargs")
     @classmethod
     def _data_decides_shapes(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        taken = sorted({"input_shape", "num_classes"} & set(kwargs))
+        taken = sorted({"input_shape", "num_classes", "vocab_size", "token_counts", "tokenizer_dir"} & set(kwargs))
         if taken:
             raise ValueError(f"{', '.join(taken)} come from the dataset; remove them from kwargs")
         return kwargs
@@ -65,7 +69,9 @@ class ModelConfig(TrainConfig):
     def build(self, data: Dataset, seed: int, **kwargs: Any) -> nn.Module:
         """This model for ``data``'s input shape and classes, with the initial weights ``seed`` gives
         (``kwargs`` add to or replace the config's, e.g. a strategy's dropout)."""
-        return build_model(self.arch, input_shape=data.input_shape, num_classes=data.num_classes, seed=seed, **{**self.kwargs, **kwargs})
+        text = getattr(data, "text", None)
+        data_args = text.model_args() if text is not None else {}  # vocabulary size, token counts, tokenizer folder
+        return build_model(self.arch, input_shape=data.input_shape, num_classes=data.num_classes, seed=seed, **data_args, **{**self.kwargs, **kwargs})
 
 
 class TeacherConfig(ModelConfig):

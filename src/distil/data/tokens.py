@@ -69,3 +69,14 @@ def bucketed_batches(permutation: torch.Tensor, row_lengths: torch.Tensor, batch
         batches.extend(ordered.split(batch_size))
     shuffled = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffled]
+
+
+def concat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Rows of several splits in one tensor; token tensors are right-padded to the widest first.
+
+    Two tokenized splits may have different widths (each is as wide as its longest sentence).
+    """
+    if not parts or not all(is_tokens(p) for p in parts):
+        return torch.cat(parts)
+    width = max(p.shape[1] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=PAD_ID) for p in parts])

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from distil.data.tokens import is_tokens, lengths, trim
+
 
 def _compiled(model: nn.Module) -> nn.Module:
     return torch.compile(model, dynamic=False)
@@ -32,14 +34,52 @@ RUNTIMES: dict[str, Callable[[nn.Module], nn.Module]] = {
 }
 
 
-def cpu_latency(model: nn.Module, input_shape: tuple[int, ...], *, batch: int = 1, repeats: int = 50, warmup: int = 10, copy_model: bool = True) -> list[float]:
-    """Seconds per forward of a random batch, on CPU in eval mode, after ``warmup`` untimed calls.
+#: What a model is timed on: the shape of one sample (random inputs), or one real sample ``(1, ...)``.
+TimingInput = tuple[int, ...] | torch.Tensor
 
-    The model is deep-copied first (the caller's stays where and as it was) unless ``copy_model`` is
-    false, for a model that is already a CPU copy (a compiled one cannot be copied).
+
+def timing_input(data: Any) -> TimingInput:
+    """What rows of ``data`` (a :class:`~distil.data.Dataset`) are timed on.
+
+    Numeric inputs: their shape (random values of it; speed does not depend on them). Text: a typical
+    sentence, the test sentence of median length, cut to its tokens — a padded row would time the
+    padding too.
+    """
+    x = data.test.x
+    if not is_tokens(x):
+        return tuple(data.input_shape)
+    median = lengths(x).sort(stable=True).indices[len(x) // 2]
+    return trim(x[median : median + 1]).cpu()
+
+
+def _batch_of(sample: TimingInput, batch: int) -> torch.Tensor:
+    if isinstance(sample, torch.Tensor):
+        return sample.expand(batch, *sample.shape[1:]).contiguous()
+    return torch.randn(batch, *sample)
+
+
+def tokenize_latency_ms(text: Any, repeats: int = 200) -> float:
+    """Median milliseconds to tokenize one typical sentence of ``text`` (a dataset's TextInfo) into ids."""
+    sentence = text.typical_sentence
+    text.encode([sentence])  # loads the tokenizer
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        text.encode([sentence])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e3
+
+
+def cpu_latency(model: nn.Module, sample: TimingInput, *, batch: int = 1, repeats: int = 50, warmup: int = 10, copy_model: bool = True) -> list[float]:
+    """Seconds per forward of a batch, on CPU in eval mode, after ``warmup`` untimed calls.
+
+    ``sample``: the shape of one input (the batch is random) or one real input ``(1, ...)`` repeated
+    ``batch`` times (see :func:`timing_input`). The model is deep-copied first (the caller's stays
+    where and as it was) unless ``copy_model`` is false, for a model that is already a CPU copy (a
+    compiled one cannot be copied).
     """
     model = (copy.deepcopy(model) if copy_model else model).to("cpu").eval()
-    x = torch.randn(batch, *input_shape)
+    x = _batch_of(sample, batch)
     times = []
     with torch.inference_mode():
         for i in range(warmup + repeats):
@@ -59,7 +99,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def speed(model: nn.Module, input_shape: tuple[int, ...], *, latency_repeats: int = 50, throughput_repeats: int = 5, copy_model: bool = True) -> dict[str, float]:
+def speed(model: nn.Module, input_shape: TimingInput, *, latency_repeats: int = 50, throughput_repeats: int = 5, copy_model: bool = True) -> dict[str, float]:
     """Latency p50/p95 (ms) at batch 1 and 256 and throughput at 256 (samples/s, from the median)."""
     b1 = cpu_latency(model, input_shape, batch=1, repeats=latency_repeats, copy_model=copy_model)
     b256 = cpu_latency(model, input_shape, batch=256, repeats=throughput_repeats, warmup=2, copy_model=copy_model)
@@ -79,7 +119,7 @@ def count_nonzeros(model: nn.Module) -> int:
 
 def measure(
     model: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: TimingInput,
     *,
     runtime: str = "torch",
     test: tuple[torch.Tensor, torch.Tensor] | None = None,

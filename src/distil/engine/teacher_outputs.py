@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from distil.data import BatchAugment
+from distil.data.tokens import is_tokens
 from distil.engine.taps import LOGITS, probe_shapes
 from distil.engine.teacher_sources import CachedTeacher, OnlineTeacher, ViewCache
 from distil.engine.teacher_store import TeacherStore
@@ -78,6 +79,11 @@ def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: BatchAugm
     mode = settings.mode
     if mode == "online":
         return TeacherOutputsPlan("online", "cache.mode is online")
+    if is_tokens(x) and taps != {LOGITS}:
+        shapes = probe_shapes(teacher, x[:1], taps)
+        per_token = sorted(t for t, s in shapes.items() if len(s) > 2)
+        if per_token:
+            return TeacherOutputsPlan("online", f"the teacher features {per_token} are per token: their length differs from batch to batch, so they are computed with each batch")
     if mode == "exact" or (mode == "auto" and not augmented):
         if augmented:
             return TeacherOutputsPlan("online", "cache.mode is exact, but training inputs are augmented (use views)")

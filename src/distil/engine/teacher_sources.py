@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from distil.data import AugmentViews, BatchAugment
+from distil.data.tokens import length_order, trim
 from distil.engine.evaluate import INFERENCE_BATCH
 from distil.engine.taps import LOGITS, Taps, probe_shapes
 from distil.engine.teacher_store import TeacherStore, cache_key
@@ -52,16 +53,29 @@ def _frozen(teacher: nn.Module) -> nn.Module:
     return teacher.eval().requires_grad_(False).to(memory_format=torch.channels_last)
 
 
-def _teacher_pass(teacher: nn.Module, x: torch.Tensor, taps: set[str], batch_size: int, transform: Callable[[torch.Tensor, slice], torch.Tensor] | None = None) -> dict[str, list[torch.Tensor]]:
-    """Outputs of ``taps`` for all of ``x`` in batches, under ``inference_mode`` (chunks, to be concatenated outside it)."""
+def _teacher_pass(
+    teacher: nn.Module, x: torch.Tensor, taps: set[str], batch_size: int, transform: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Outputs of ``taps`` for all of ``x``, in batches under ``inference_mode``, in the rows' order.
+
+    ``transform(xb, index)`` turns the stored rows ``index`` into the teacher's input (a view). Token
+    inputs are visited in length order, each batch cut to its longest sentence: on text the teacher
+    pass is the run's main cost. Concatenated outside inference mode: the results are ordinary
+    tensors that losses may save for backward.
+    """
+    order = length_order(x)
+    visit = torch.arange(len(x), device=x.device) if order is None else order.to(x.device)
     chunks: dict[str, list[torch.Tensor]] = {t: [] for t in taps}
     with torch.inference_mode(), Taps(teacher, taps) as tapped:
-        for i in range(0, len(x), batch_size):
-            part = slice(i, min(i + batch_size, len(x)))
-            xb = x[part] if transform is None else transform(x[part], part)
-            for k, v in tapped.forward(xb).items():
+        for index in visit.split(batch_size):
+            xb = x[index] if transform is None else transform(x[index], index)
+            for k, v in tapped.forward(trim(xb)).items():
                 chunks[k].append(v.contiguous())
-    return chunks
+    outputs = {k: torch.cat(v) for k, v in chunks.items()}
+    if order is None:
+        return outputs
+    back = visit.argsort()
+    return {k: v[back] for k, v in outputs.items()}
 
 
 class CachedTeacher:
@@ -83,9 +97,7 @@ class CachedTeacher:
             self.outputs = {k: v.to(x.device) for k, v in outputs.items()}
             self.loaded = True
         else:
-            chunks = _teacher_pass(teacher, x, set(self.taps), batch_size)
-            # Concatenated outside inference mode: the results are ordinary tensors losses may save for backward.
-            self.outputs = {k: torch.cat(v) for k, v in chunks.items()}
+            self.outputs = _teacher_pass(teacher, x, set(self.taps), batch_size)
             if store is not None and key is not None:
                 store.save(key, self.outputs, {"kind": self.kind, "taps": self.taps, "samples": len(x)})
         self.key = key
@@ -180,11 +192,10 @@ class ViewCache:
         for k in range(self.views.count):
             view = torch.full((len(x),), k, dtype=torch.int64)
 
-            def as_view(xb: torch.Tensor, part: slice, view: torch.Tensor = view) -> torch.Tensor:
-                index = torch.arange(part.start, part.stop)
-                return self.views.apply(xb, index.to(xb.device), view[part].to(xb.device))
+            def as_view(xb: torch.Tensor, index: torch.Tensor, view: torch.Tensor = view) -> torch.Tensor:
+                return self.views.apply(xb, index, view[index.cpu()].to(xb.device))
 
-            logits = torch.cat(_teacher_pass(teacher, x, {LOGITS}, batch_size, as_view)[LOGITS])
+            logits = _teacher_pass(teacher, x, {LOGITS}, batch_size, as_view)[LOGITS]
             per_view.append(encode_logits(logits, self.top_k, self.T))
         return {name: torch.stack([v[name] for v in per_view], dim=1).contiguous() for name in per_view[0]}
 
@@ -218,4 +229,5 @@ class OnlineTeacher:
 
     def __call__(self, index: torch.Tensor, x: torch.Tensor, view: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         with torch.no_grad(), Taps(self.teacher, self.taps) as tapped:
+            # ``x`` is the batch the student sees (token batches already cut by the trainer).
             return tapped.forward(x)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from distil.data import BatchAugment, Split
+from distil.data.tokens import bucketed_batches, is_tokens, lengths, trim
 from distil.engine.distributed import SINGLE_PROCESS, Sync
 from distil.engine.evaluate import use_channels_last
 from distil.engine.objective import Objective
@@ -38,6 +39,8 @@ class TrainSettings:
     milestones: tuple[float, ...] = (0.5, 0.75)
     gamma: float = 0.1
     precision: str = "fp32"  # fp32, bf16 or auto: the forwards under autocast (engine/precision.py)
+    warmup: float = 0.0  # fraction of the steps with lr rising linearly from 0 (then the schedule)
+    clip_norm: float | None = None  # clip the global gradient norm before each step
 
 
 OPTIMIZERS: dict[str, Callable[[list[nn.Parameter], TrainSettings], torch.optim.Optimizer]] = {
@@ -50,7 +53,20 @@ SCHEDULES: dict[str, Callable[[float, TrainSettings], float]] = {
     "cosine": lambda t, s: 0.5 * (1.0 + math.cos(math.pi * t)),
     "constant": lambda t, s: 1.0,
     "step": lambda t, s: s.gamma ** sum(t >= m for m in s.milestones),
+    "linear": lambda t, s: max(0.0, 1.0 - t),
 }
+
+
+def lr_factor(t: float, settings: TrainSettings) -> float:
+    """The learning-rate factor at progress ``t`` in [0, 1): linear warm-up, then the schedule.
+
+    With ``warmup = w`` the factor rises as ``t / w`` for ``t < w``; after it, the schedule runs over
+    the remaining steps (``(t − w) / (1 − w)``), as BERT fine-tuning does (warm-up + linear decay).
+    """
+    w = settings.warmup
+    if t < w:
+        return t / w
+    return SCHEDULES[settings.schedule]((t - w) / (1.0 - w) if w else t, settings)
 
 
 @dataclass
@@ -181,11 +197,13 @@ def fit_epochs(
     optimizer = OPTIMIZERS[settings.optimizer](params, settings)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total_steps = settings.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: SCHEDULES[settings.schedule](step / total_steps, settings))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step / total_steps, settings))
     order = torch.Generator().manual_seed(sync.order_seed(seed))
     augment = augment if augment is not None and augment.enabled else None
     uses_teacher = objective.uses_teacher and teacher is not None
     views = getattr(teacher, "views", None) if uses_teacher and augment is not None else None
+    # Text: batches of similar length (little padding), each cut to its longest sentence after augmenting.
+    token_lengths = lengths(train.x) if is_tokens(train.x) else None
 
     state = LoopState(model, objective, optimizer, scheduler, order, result, settings, seed, sync)
     if checkpoint is not None:
@@ -197,7 +215,11 @@ def fit_epochs(
             objective.train()
             sums = torch.zeros(len(objective.names) + 1, device=device)
             permutation = torch.randperm(len(train), generator=order).to(device)
-            for step, index in enumerate(permutation.split(batch_size)):
+            if token_lengths is None:
+                batches = permutation.split(batch_size)
+            else:
+                batches = bucketed_batches(permutation, token_lengths, batch_size, order)
+            for step, index in enumerate(batches):
                 x = train.x[index]
                 view = None
                 if views is not None:
@@ -205,6 +227,7 @@ def fit_epochs(
                     x = views.apply(x, index, view)
                 elif augment is not None:
                     x = augment(x, order)
+                x = trim(x)
                 target = train.y[index] if train.y is not None else None
                 with autocast(settings.precision, device):
                     student_out = student.forward(x)
@@ -217,6 +240,8 @@ def fit_epochs(
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 sync.average_gradients(params)
+                if settings.clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, settings.clip_norm)
                 optimizer.step()
                 scheduler.step()
                 with torch.no_grad():

@@ -33,7 +33,7 @@ from distil.config import ExperimentConfig, ModelConfig
 from distil.data import BatchAugment, Dataset, Split
 from distil.engine.distributed import Distributed
 from distil.engine.evaluate import accuracy
-from distil.engine.measure import measure
+from distil.engine.measure import measure, timing_input, tokenize_latency_ms
 from distil.engine.objective import Objective, TermSpec, build_objective
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.teacher_sources import TeacherOutputs
@@ -194,12 +194,16 @@ class RunSession:
         if not self.writes:  # weights, measurements and test accuracy: rank 0's (the models are identical)
             return
         path = save_weights(model, self.run_dir.weights(name), metadata={"arch": cfg.arch, "role": role, "method": method})
-        measured = measure(model, data.input_shape, runtime="torch", latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
+        measured = measure(model, timing_input(data), runtime="torch", latency_repeats=self.config.measure.latency_repeats, throughput_repeats=self.config.measure.throughput_repeats)
         measured.update(
             accuracy=accuracy(model, data.test.x, data.test.y),
             val_accuracy=accuracy(model, data.val.x, data.val.y) if len(data.val) else float("nan"),
             size_bytes=path.stat().st_size,
         )
+        text = getattr(data, "text", None)
+        if text is not None:  # what a served sentence costs before the model: the tokenizer, on the same typical sentence
+            tokenize_ms = tokenize_latency_ms(text)
+            measured.update(tokenize_ms_b1=round(tokenize_ms, 4), latency_ms_b1_text=round(measured["latency_ms_b1"] + tokenize_ms, 4))
         self.results.append(ModelResult(name, role, method, cfg.arch, self.seed, path.name, file_sha256(path), measured, fit=result, details=details))
 
     def save_objective(self, name: str, objective: Objective) -> None:

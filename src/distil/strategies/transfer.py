@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from distil.data import BatchAugment, Split
+from distil.data.tokens import concat
 from distil.data.unlabeled import load_unlabeled
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.models import count_parameters
@@ -31,7 +32,7 @@ def transfer_split(ctx: Context) -> Split:
     """The transfer set of ``strategy.transfer`` (CPU, unlabeled), with the training inputs when asked."""
     t = ctx.options.transfer
     extra = load_unlabeled(t.name, ctx.data, path=t.path, max_samples=t.max_samples, **t.options)
-    x = torch.cat([ctx.data.train.x, extra.x]) if t.include_train else extra.x
+    x = concat([ctx.data.train.x, extra.x]) if t.include_train else extra.x
     ctx.say(f"transfer set: {len(extra)} unlabeled samples from {t.name}" + (f" + {len(ctx.data.train)} training inputs" if t.include_train else ""))
     return Split(x)
 
