@@ -137,10 +137,14 @@ def teacher_outputs(
         outputs = OnlineTeacher(teacher, taps)
     info: dict[str, Any] = {"kind": plan.kind, "reason": plan.reason, "taps": sorted(taps)}
     if plan.kind != "online":
+        seconds = time.perf_counter() - start
+        passes = len(train_x) * (outputs.views.count if isinstance(outputs, ViewCache) else 1)
         info.update(
             bytes=outputs.nbytes,  # type: ignore[union-attr]
             max_bytes=settings.max_bytes,
-            seconds=round(time.perf_counter() - start, 2),
+            seconds=round(seconds, 2),
+            inputs=passes,  # teacher forwards: samples × views
+            inputs_per_second=None if outputs.loaded else round(passes / max(seconds, 1e-9), 1),  # type: ignore[union-attr]
             from_disk=outputs.loaded,  # type: ignore[union-attr]
             file=str(Path(store.paths(outputs.key)[0])) if store is not None and outputs.key else None,  # type: ignore[union-attr]
         )

@@ -31,6 +31,7 @@ from torch import nn
 
 from distil.config import ExperimentConfig, ModelConfig
 from distil.data import BatchAugment, Dataset, Split
+from distil.data.tokens import is_tokens
 from distil.engine.distributed import Distributed
 from distil.engine.evaluate import accuracy
 from distil.engine.measure import measure, timing_input, tokenize_latency_ms
@@ -145,7 +146,8 @@ class RunSession:
         )
         info = outputs.info
         if info["kind"] != "online":
-            where = "loaded from disk" if info["from_disk"] else f"computed in {info['seconds']} s"
+            unit = "sentences" if is_tokens(train.x) else "inputs"
+            where = "loaded from disk" if info["from_disk"] else f"computed in {info['seconds']} s ({info['inputs']:,} {unit}, {info['inputs_per_second']:,.0f} {unit}/s)"
             self.say(f"teacher outputs: {info['kind']} cache, {info['bytes']:,} bytes, {where}")
         return outputs
 
