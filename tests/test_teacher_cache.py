@@ -115,11 +115,11 @@ def test_mapped_reader_rejects_a_tensor_past_the_end(tmp_path):
 def test_views_are_reproducible_and_cycle_through_every_view():
     a = AugmentViews.draw(AUG, 50, 4, seed=3)
     b = AugmentViews.draw(AUG, 50, 4, seed=3)
-    assert torch.equal(a.dy, b.dy) and torch.equal(a.dx, b.dx) and torch.equal(a.flip, b.flip)
+    assert set(a.table) == {"dy", "dx", "flip"} and all(torch.equal(a.table[k], b.table[k]) for k in a.table)
     index = torch.arange(50)
     seen = torch.stack([a.view_of(index, epoch) for epoch in range(4)], dim=1)
     assert torch.equal(seen.sort(dim=1).values, torch.arange(4).expand(50, 4))
-    assert int(a.dy.max()) <= 4 and a.nbytes == 50 * 4 * 3 + 50 * 8
+    assert int(a.table["dy"].max()) <= 4 and a.nbytes == 50 * 4 * 3 + 50 * 8
     x = images(50).x
     view = a.view_of(index, 1)
     assert torch.equal(a.apply(x, index, view), AUG.apply(x, a.params(index, view)))

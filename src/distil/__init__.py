@@ -22,6 +22,7 @@ _EXPORTS = {
     "ExperimentConfig": "distil.config",
     "load_config": "distil.config",
     "BatchAugment": "distil.data",
+    "TextAugment": "distil.data",
     "Dataset": "distil.data",
     "Split": "distil.data",
     "load_dataset": "distil.data",

@@ -16,7 +16,7 @@ from dataclasses import fields
 import torch
 from torch import nn
 
-from distil.data import BatchAugment, Dataset, Split
+from distil.data import Augment, Dataset, Split
 from distil.engine.evaluate import accuracy
 from distil.engine.objective import Objective, TermSpec, build_objective, task_objective
 from distil.engine.teacher_outputs import CacheSettings, teacher_outputs
@@ -43,7 +43,7 @@ def train(
     *,
     seed: int = 0,
     label_smoothing: float = 0.0,
-    augment: BatchAugment | None = None,
+    augment: Augment | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     **options,
 ) -> FitResult:
@@ -80,7 +80,7 @@ def distill(
     temperature: float = 4.0,
     alpha: float = 0.9,
     seed: int = 0,
-    augment: BatchAugment | None = None,
+    augment: Augment | None = None,
     cache: CacheSettings | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     **options,

@@ -59,6 +59,7 @@ class Experiment:
         if found == "finished":
             return read_summary(session.run_dir.path)
         data = cfg.data.load(cfg.seed)
+        augment = cfg.data.augment.build(data)  # before any work: a field for the other kind of data is an error
         described = data.describe()
         if session.dist is not None:
             data = self._shard(data, steps)
@@ -81,7 +82,6 @@ class Experiment:
         per_rank = f" ({len(data.train)} per process × {session.dist.world_size})" if session.dist is not None else ""
         session.say(f"data: {data.name} train {described['sizes']['train']}{per_rank} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {session.device}")
         data = session.on_device(data)
-        augment = cfg.data.augment.build()
 
         if teacher is not None:
             teacher.to(session.device)

@@ -24,7 +24,7 @@ def _recover(chain: Chain, model: nn.Module, epochs: int, lr: float) -> float:
 
     p = chain.compress.prune
     cfg = chain.config
-    augment = cfg.data.augment.build()
+    augment = cfg.data.augment.build(chain.data)
     objective = recovery_objective(cfg, model, chain.teacher, chain.data)
     settings = TrainSettings(epochs=epochs, batch_size=p.batch_size, optimizer="sgd", lr=lr, momentum=0.9, weight_decay=cfg.student.weight_decay, schedule="cosine",
                              precision=cfg.student.precision)  # fmt: skip

@@ -3,7 +3,7 @@
 Every section forbids unknown keys, so a typo is an error that names the field and lists the keys
 the section accepts. Sections turn themselves into what the layers below take: ``student.settings()``
 (the training loop's settings), ``student.build(data, seed)`` (the model), ``data.load(seed)`` (the
-dataset), ``data.augment.build()`` (batched augmentation), ``cache.settings(seed)`` (teacher outputs),
+dataset), ``data.augment.build(data)`` (batched augmentation), ``cache.settings(seed)`` (teacher outputs),
 ``distill.term_specs()`` (the objective's terms).
 """
 

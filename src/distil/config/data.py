@@ -4,20 +4,55 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from distil.config.base import Section
-from distil.data import BatchAugment, Dataset, load_dataset
+from distil.data import Augment, BatchAugment, Dataset, TextAugment, load_dataset
+from distil.errors import ConfigError
+
+#: The fields of each kind of data, with their defaults (any other value on the other kind is an error).
+IMAGE_FIELDS = {"crop_padding": 0, "hflip": False}
+TEXT_FIELDS = {"mask": 0.0, "replace": 0.0, "ngram": 0.0, "max_ngram": 5}
 
 
 class AugmentConfig(Section):
-    """Batched augmentation of training inputs (off by default: then teacher outputs are cached)."""
+    """Batched augmentation of training inputs (off by default: then teacher outputs are cached).
+
+    Images and signals: ``crop_padding``, ``hflip``. Text (Tang et al. 2019 §3.3): ``mask``,
+    ``replace``, ``ngram``, ``max_ngram``. With it on, the view cache's ``cache.views`` pre-drawn views
+    per sample are the paper's synthetic copies of each sentence.
+    """
 
     crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels")
     hflip: bool = Field(False, description="random horizontal flip")
+    mask: float = Field(0.0, ge=0, le=1, description="text: probability that a token becomes [MASK]")
+    replace: float = Field(0.0, ge=0, le=1, description="text: probability that a token becomes a random word of the training data")
+    ngram: float = Field(0.0, ge=0, le=1, description="text: probability that only a random n-gram of the sentence is kept")
+    max_ngram: int = Field(5, ge=1, description="text: n-gram sampling keeps n tokens, n uniform in 1..max_ngram")
 
-    def build(self) -> BatchAugment:
-        """The augmentation the trainer applies to whole batches (a no-op when both are off)."""
+    @model_validator(mode="after")
+    def _one_draw_per_token(self) -> AugmentConfig:
+        if self.mask + self.replace > 1:
+            raise ValueError(f"mask + replace must be at most 1 (one draw per token decides which), got {self.mask} + {self.replace}")
+        return self
+
+    def build(self, data: Dataset | None = None) -> Augment:
+        """The augmentation the trainer applies to whole batches of ``data`` (a no-op when all are off).
+
+        Text data (``data.text`` is set) get a :class:`~distil.data.TextAugment`, any other data a
+        :class:`~distil.data.BatchAugment`; a field of the other kind is a ConfigError.
+        """
+        text = getattr(data, "text", None)
+        for name, default in (IMAGE_FIELDS if text is not None else TEXT_FIELDS).items():
+            value = getattr(self, name)
+            if value == default:
+                continue
+            if data is None:
+                raise ConfigError(f"data.augment.{name} is for text data: build the augmentation with the data (build(data))")
+            kind = "text" if text is not None else "image (non-text)"
+            raise ConfigError(f"data.augment.{name} does not apply to {kind} data {data.name!r} ({name}: {value!r}); remove it")
+        if text is not None:
+            return TextAugment.for_text(text, mask=self.mask, replace=self.replace, ngram=self.ngram, max_ngram=self.max_ngram)
         return BatchAugment(crop_padding=self.crop_padding, hflip=self.hflip)
 
 

@@ -7,15 +7,32 @@
 A dataset is a registered loader (``(path, **options) -> RawData``) plus the common work done by
 :func:`load_dataset`: carving the validation (and, when missing, test) split and normalizing with
 statistics of the training part. Add your own with :func:`register_dataset`.
+
+Augmentation: :class:`BatchAugment` (crop and flip of images and signals), :class:`TextAugment`
+(masking, replacement and n-gram sampling of token ids); both follow :class:`Augment`.
 """
 
-from distil.data.augment import AugmentParams, AugmentViews, BatchAugment
+from distil.data.augment import Augment, AugmentParams, AugmentViews, BatchAugment
 from distil.data.load import load_dataset
 from distil.data.raw import RawData
 from distil.data.registry import list_datasets, register_dataset
 from distil.data.split import Dataset, Split
+from distil.data.text_augment import TextAugment, TextParams
 
 # Registers the built-in datasets (after the registry exists).
 import distil.data.sources  # noqa: F401  isort: skip
 
-__all__ = ["AugmentParams", "AugmentViews", "BatchAugment", "Dataset", "RawData", "Split", "list_datasets", "load_dataset", "register_dataset"]
+__all__ = [
+    "Augment",
+    "AugmentParams",
+    "AugmentViews",
+    "BatchAugment",
+    "Dataset",
+    "RawData",
+    "Split",
+    "TextAugment",
+    "TextParams",
+    "list_datasets",
+    "load_dataset",
+    "register_dataset",
+]

@@ -1,4 +1,5 @@
-"""Batched augmentation: random crop (after padding) and horizontal flip of a whole batch at once.
+"""Batched augmentation: random crop (after padding) and horizontal flip of a whole batch at once;
+the :class:`Augment` protocol every augmentation follows, and :class:`AugmentViews` (pre-drawn views).
 
 Drawing the random choices (:meth:`BatchAugment.sample`) is separate from applying them
 (:meth:`BatchAugment.apply`), so a view can be reproduced later from its :class:`AugmentParams`.
@@ -15,12 +16,44 @@ mean-valued border is also the neutral input for the first layer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
 from distil.errors import DataError
+
+
+@runtime_checkable
+class Augment(Protocol):
+    """What the trainer and the view cache need of an augmentation (:class:`BatchAugment`, ``TextAugment``).
+
+    Drawing (:meth:`sample`) is separate from applying (:meth:`apply`), so that a view can be replayed;
+    :meth:`pack` turns drawn params into compact per-sample tensors (what :class:`AugmentViews` keeps
+    for each view, :attr:`view_bytes` bytes in all) and :meth:`unpack` turns rows of them back.
+    :meth:`settings` is everything besides the params that a view depends on (JSON-able): it is part
+    of the teacher caches' keys.
+    """
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def view_bytes(self) -> int: ...
+
+    def sample(self, n: int, generator: torch.Generator, device: torch.device | str | None = None) -> Any: ...
+
+    def apply(self, x: torch.Tensor, params: Any) -> torch.Tensor: ...
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor: ...
+
+    def pack(self, params: Any) -> dict[str, torch.Tensor]: ...
+
+    def unpack(self, table: Mapping[str, torch.Tensor]) -> Any: ...
+
+    def settings(self) -> Any: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,60 +154,79 @@ class BatchAugment:
             return x
         return self.apply(x, self.sample(len(x), generator, device=x.device))
 
+    @property
+    def view_bytes(self) -> int:
+        """Bytes of one stored view: the two offsets as uint8 and the flip as bool."""
+        return 3
+
+    def pack(self, params: AugmentParams) -> dict[str, torch.Tensor]:
+        """``params`` as compact tensors: ``dy``/``dx`` uint8, ``flip`` bool (``crop_padding`` at most 127)."""
+        if 2 * self.crop_padding > 255:
+            raise DataError(f"crop_padding {self.crop_padding} is too large to store views compactly (at most 127)")
+        return {"dy": params.dy.to(torch.uint8), "dx": params.dx.to(torch.uint8), "flip": params.flip}
+
+    def unpack(self, table: Mapping[str, torch.Tensor]) -> AugmentParams:
+        """The params that :meth:`pack` stored (any leading shape)."""
+        return AugmentParams(table["dy"].long(), table["dx"].long(), table["flip"])
+
+    def settings(self) -> list[Any]:
+        """``[crop_padding, hflip]``: what a view depends on besides its params (part of cache keys)."""
+        return [self.crop_padding, self.hflip]
+
 
 @dataclass(frozen=True, eq=False)
 class AugmentViews:
-    """``K`` pre-drawn augmented views of each of ``N`` samples, as parameters (3 bytes per view).
+    """``K`` pre-drawn augmented views of each of ``N`` samples, as compact parameters.
 
     FKD (Shen & Xing 2022) fixes the augmented views in advance so the teacher's soft labels for them
     can be computed once and replayed. The parameters come from one generator seeded with ``seed``, so
     view ``k`` of sample ``i`` is the same in every run. Each epoch a sample shows view
     ``(epoch + offset[i]) mod K``: over ``K`` epochs it shows every view once, and within an epoch the
     samples show different views (``offset`` is drawn from the same generator).
+
+    ``table`` holds what the augmentation's :meth:`~Augment.pack` makes of the params, each tensor
+    shaped ``(N, K)``: crop offsets and flip (3 bytes per view) for :class:`BatchAugment`, one seed
+    (4 bytes) for ``TextAugment``.
     """
 
-    augment: BatchAugment
-    dy: torch.Tensor  # uint8 (N, K)
-    dx: torch.Tensor  # uint8 (N, K)
-    flip: torch.Tensor  # bool (N, K)
+    augment: Augment
+    table: dict[str, torch.Tensor]  # name → (N, K, ...)
     offset: torch.Tensor  # int64 (N,)
     seed: int
 
     @classmethod
-    def draw(cls, augment: BatchAugment, n: int, k: int, seed: int) -> AugmentViews:
+    def draw(cls, augment: Augment, n: int, k: int, seed: int) -> AugmentViews:
         """Draw ``k`` views of ``n`` samples from a generator seeded with ``seed`` (on the CPU)."""
         if k < 1:
             raise DataError(f"the number of pre-drawn views must be >= 1, got {k}")
-        if 2 * augment.crop_padding > 255:
-            raise DataError(f"crop_padding {augment.crop_padding} is too large to store views compactly (at most 127)")
         generator = torch.Generator().manual_seed(seed)
-        params = augment.sample(n * k, generator)
+        packed = augment.pack(augment.sample(n * k, generator))
         offset = torch.randint(0, k, (n,), generator=generator)
-        shape = (n, k)
-        return cls(augment, params.dy.to(torch.uint8).view(shape), params.dx.to(torch.uint8).view(shape), params.flip.view(shape), offset, seed)
+        return cls(augment, {name: t.reshape(n, k, *t.shape[1:]) for name, t in packed.items()}, offset, seed)
 
     @property
     def count(self) -> int:
         """``K``, the number of views per sample."""
-        return self.dy.shape[1]
+        return next(iter(self.table.values())).shape[1]
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.dy, self.dx, self.flip, self.offset))
+        return sum(t.numel() * t.element_size() for t in (*self.table.values(), self.offset))
 
     def view_of(self, index: torch.Tensor, epoch: int) -> torch.Tensor:
         """Which view each sample of ``index`` shows in ``epoch`` (int64, on ``index``'s device)."""
         return (self.offset[index.to(self.offset.device)].to(index.device) + epoch) % self.count
 
-    def params(self, index: torch.Tensor, view: torch.Tensor) -> AugmentParams:
-        """The crop offsets and flips of view ``view[j]`` of sample ``index[j]``."""
+    def params(self, index: torch.Tensor, view: torch.Tensor) -> Any:
+        """The augmentation's params of view ``view[j]`` of sample ``index[j]``, on ``index``'s device."""
         device = index.device
-        index, view = index.to(self.dy.device), view.to(self.dy.device)
-        return AugmentParams(self.dy[index, view].long(), self.dx[index, view].long(), self.flip[index, view]).to(device)
+        where = self.offset.device
+        index, view = index.to(where), view.to(where)
+        return self.augment.unpack({name: t[index, view].to(device) for name, t in self.table.items()})
 
     def to(self, device: torch.device | str) -> AugmentViews:
         """The same views with their tables on ``device`` (where the training batches are)."""
-        return AugmentViews(self.augment, self.dy.to(device), self.dx.to(device), self.flip.to(device), self.offset.to(device), self.seed)
+        return AugmentViews(self.augment, {name: t.to(device) for name, t in self.table.items()}, self.offset.to(device), self.seed)
 
     def apply(self, x: torch.Tensor, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
         """``x`` (the stored samples ``index``) as the views ``view``."""

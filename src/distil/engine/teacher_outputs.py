@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distil.data import BatchAugment
+from distil.data import Augment
 from distil.data.tokens import is_tokens
 from distil.engine.taps import LOGITS, probe_shapes
 from distil.engine.teacher_sources import CachedTeacher, OnlineTeacher, ViewCache
@@ -56,11 +56,11 @@ def cache_bytes(teacher: nn.Module, x: torch.Tensor, taps: Iterable[str]) -> int
     return len(x) * sum(math.prod(s[1:]) * 4 for s in shapes.values())
 
 
-def view_cache_bytes(n: int, num_classes: int, views: int, top_k: int) -> int:
-    """What the view cache takes: per view 3 bytes of parameters plus the compressed logits."""
+def view_cache_bytes(n: int, num_classes: int, views: int, top_k: int, view_bytes: int = 3) -> int:
+    """What the view cache takes: per view ``view_bytes`` of parameters (the augmentation's) plus the compressed logits."""
     k = min(top_k, num_classes)
     logits = 2 * num_classes if k >= num_classes else 2 * k + 2 * k + 2
-    return n * views * (logits + 3) + n * 8
+    return n * views * (logits + view_bytes) + n * 8
 
 
 @dataclass
@@ -72,7 +72,7 @@ class TeacherOutputsPlan:
     bytes: int = 0
 
 
-def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: BatchAugment | None, taps: Iterable[str], settings: CacheSettings) -> TeacherOutputsPlan:
+def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: Augment | None, taps: Iterable[str], settings: CacheSettings) -> TeacherOutputsPlan:
     """Decide which source serves this run (without computing anything but a probe batch)."""
     taps = set(taps) | {LOGITS}
     augmented = augment is not None and augment.enabled
@@ -96,7 +96,7 @@ def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: BatchAugm
     if taps != {LOGITS}:
         return TeacherOutputsPlan("online", f"the objective reads teacher features {sorted(taps - {LOGITS})}; pre-drawn views cache logits only")
     num_classes = probe_shapes(teacher, x[:1], {LOGITS})[LOGITS][1]
-    need = view_cache_bytes(len(x), num_classes, settings.views, settings.top_k)
+    need = view_cache_bytes(len(x), num_classes, settings.views, settings.top_k, augment.view_bytes)
     if need > settings.max_bytes:
         return TeacherOutputsPlan("online", f"the view cache would take {need:,} bytes > cache.max_bytes {settings.max_bytes:,}")
     return TeacherOutputsPlan("views", f"training inputs are augmented: {settings.views} pre-drawn views per sample", need)
@@ -105,7 +105,7 @@ def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: BatchAugm
 def teacher_outputs(
     teacher: nn.Module,
     train_x: torch.Tensor,
-    augment: BatchAugment | bool | None = None,
+    augment: Augment | bool | None = None,
     taps: Iterable[str] = (LOGITS,),
     settings: CacheSettings | None = None,
     temperature: float = 1.0,

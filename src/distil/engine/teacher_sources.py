@@ -7,7 +7,7 @@ The teacher is frozen, so its outputs are a fixed function of its input. Three s
   gives; an epoch then costs a row lookup instead of a teacher forward (on a 2-core CPU a teacher pass
   over Fashion-MNIST costs several times a small student's training epoch).
 - :class:`ViewCache` (``views``): inputs are augmented. As in FKD (Shen & Xing 2022), ``K`` views per
-  sample are drawn in advance (:class:`~distil.data.AugmentViews`, 3 bytes each), the teacher's logits
+  sample are drawn in advance (:class:`~distil.data.AugmentViews`, 3 or 4 bytes each), the teacher's logits
   for each are stored compactly — the ``top_k`` largest in fp16, the other classes as one fp16 value
   that keeps their total probability mass at the objective's temperature — and replayed, one view per
   sample per epoch. Logits only: tapped feature maps of ``N × K`` views would rarely fit.
@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from distil.data import AugmentViews, BatchAugment
+from distil.data import Augment, AugmentViews
 from distil.data.tokens import length_order, trim
 from distil.engine.evaluate import INFERENCE_BATCH
 from distil.engine.taps import LOGITS, Taps, probe_shapes
@@ -156,7 +156,7 @@ class ViewCache:
         self,
         teacher: nn.Module,
         x: torch.Tensor,
-        augment: BatchAugment,
+        augment: Augment,
         views: int = 4,
         top_k: int = 10,
         T: float = 1.0,
@@ -172,7 +172,7 @@ class ViewCache:
         self.top_k = min(top_k, num_classes)
         self.taps = [LOGITS]
         self.loaded = False
-        settings = {"views": views, "top_k": self.top_k, "T": self.T if self.top_k < num_classes else None, "seed": seed, "augment": [augment.crop_padding, augment.hflip]}
+        settings = {"views": views, "top_k": self.top_k, "T": self.T if self.top_k < num_classes else None, "seed": seed, "augment": augment.settings()}
         key = cache_key(teacher, x, self.kind, settings) if store is not None else None
         stored = store.load(key) if store is not None and key is not None else None
         if stored is not None and "values" in stored:

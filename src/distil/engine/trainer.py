@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from distil.data import BatchAugment, Split
+from distil.data import Augment, Split
 from distil.data.tokens import bucketed_batches, is_tokens, lengths, trim
 from distil.engine.distributed import SINGLE_PROCESS, Sync
 from distil.engine.evaluate import use_channels_last
@@ -138,7 +138,7 @@ def fit(
     *,
     seed: int,
     teacher: TeacherOutputs | None = None,
-    augment: BatchAugment | None = None,
+    augment: Augment | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     dist: Sync | None = None,
@@ -164,7 +164,7 @@ def fit_epochs(
     *,
     seed: int,
     teacher: TeacherOutputs | None = None,
-    augment: BatchAugment | None = None,
+    augment: Augment | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     result: FitResult | None = None,
     dist: Sync | None = None,

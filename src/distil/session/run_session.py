@@ -30,7 +30,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.config import ExperimentConfig, ModelConfig
-from distil.data import BatchAugment, Dataset, Split
+from distil.data import Augment, Dataset, Split
 from distil.data.tokens import is_tokens
 from distil.engine.distributed import Distributed
 from distil.engine.evaluate import accuracy
@@ -138,7 +138,7 @@ class RunSession:
 
     # ------------------------------------------------------------------------------------- training
 
-    def teacher_outputs(self, teacher: nn.Module, objective: Objective, train: Split, augment: BatchAugment) -> TeacherOutputs:
+    def teacher_outputs(self, teacher: nn.Module, objective: Objective, train: Split, augment: Augment) -> TeacherOutputs:
         """The teacher's outputs over ``train`` that ``objective`` reads: the cheapest source the
         ``cache`` section allows (exact cache, pre-drawn views, or a forward per batch); ``.info`` says which."""
         outputs = teacher_outputs(
@@ -158,7 +158,7 @@ class RunSession:
         data: Dataset,
         objective: Objective,
         cfg: ModelConfig,
-        augment: BatchAugment,
+        augment: Augment,
         outputs: Any = None,
         seed: int | None = None,
     ) -> FitResult:
@@ -223,7 +223,7 @@ class RunSession:
         teacher: nn.Module,
         objective: Objective,
         data: Dataset,
-        augment: BatchAugment,
+        augment: Augment,
         *,
         role: str = "student",
         seed: int | None = None,

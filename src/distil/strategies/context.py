@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from distil.config import ExperimentConfig, ModelConfig, StrategyOptions
-from distil.data import BatchAugment, Dataset, Split
+from distil.data import Augment, Dataset, Split
 from distil.engine.objective import Objective, TermSpec, task_objective
 from distil.engine.teacher_sources import TeacherOutputs
 from distil.engine.trainer import FitResult
@@ -30,7 +30,7 @@ class Context:
     session: RunSession
     data: Dataset
     teacher: nn.Module | None
-    augment: BatchAugment
+    augment: Augment
 
     @property
     def config(self) -> ExperimentConfig:
@@ -72,7 +72,7 @@ class Context:
 
     def fit(
         self, name: str, model: nn.Module, objective: Objective, cfg: ModelConfig, *, outputs: Any = None, train: Split | None = None,
-        data: Dataset | None = None, seed: int | None = None, augment: BatchAugment | None = None,
+        data: Dataset | None = None, seed: int | None = None, augment: Augment | None = None,
     ) -> FitResult:  # fmt: skip
         """The session's ``fit`` (logged under ``name``); ``train`` replaces the training split."""
         data = data or self.data

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from distil.data import BatchAugment, Dataset
+from distil.data import Augment, Dataset
 from distil.errors import ConfigError
 from distil.session import RunSession
 from distil.strategies.context import Context
@@ -18,7 +18,7 @@ class PreparedStrategy:
     context: Context
     runner: Runner
 
-    def run(self, data: Dataset, teacher: nn.Module | None, augment: BatchAugment) -> None:
+    def run(self, data: Dataset, teacher: nn.Module | None, augment: Augment) -> None:
         """Train with the data now on the device and the teacher trained (or loaded)."""
         self.context.data, self.context.teacher, self.context.augment = data, teacher, augment
         self.runner(self.context)
@@ -32,5 +32,5 @@ def prepare_strategy(session: RunSession, data: Dataset, teacher: nn.Module | No
     strategy = get_strategy(cfg.strategy.name)
     if session.dist is not None and not strategy.distributed:
         raise ConfigError(f"strategy: {cfg.strategy.name!r} is not supported with torchrun yet; run it in one process (python -m distil run ...)")
-    context = Context(session, data, teacher, cfg.data.augment.build())
+    context = Context(session, data, teacher, cfg.data.augment.build(data))
     return PreparedStrategy(context, strategy.prepare(context))

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from distil.data import BatchAugment, Split
+from distil.data import Augment, Split
 from distil.data.tokens import concat
 from distil.data.unlabeled import load_unlabeled
 from distil.engine.teacher_outputs import teacher_outputs
@@ -41,7 +41,7 @@ def transfer_split(ctx: Context) -> Split:
 class NoisyInputs:
     """The data's batch augmentation followed by Gaussian input noise of standard deviation ``std``."""
 
-    base: BatchAugment
+    base: Augment
     std: float
 
     @property
