@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from distil.data import Augment, Split
-from distil.data.tokens import concat
+from distil.data.tokens import concat, is_tokens
+from distil.errors import ConfigError
 from distil.data.unlabeled import load_unlabeled
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.models import count_parameters
@@ -73,6 +74,11 @@ def prepare_unlabeled(ctx: Context) -> Runner:
 def prepare_noisy_student(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
     transfer = transfer_split(ctx)
+    if opts.input_noise > 0 and is_tokens(transfer.x):
+        raise ConfigError(
+            f"strategy.input_noise: {opts.input_noise} adds Gaussian noise to inputs, but text inputs are token ids; "
+            "set input_noise: 0 and noise the student with data.augment (mask, replace, ngram)"
+        )
     extra = {"dropout": opts.dropout} if opts.dropout is not None else {}
     students = [ctx.build(cfg.student, ctx.seed + k, **extra) for k in range(1, opts.iterations + 1)]
     teachers = [ctx.teacher, *students[:-1]]
