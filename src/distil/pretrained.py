@@ -67,7 +67,7 @@ def pretrained_folder(spec: str, *, needs: str = "config.json", what: str = "a H
             raise PretrainedError(f"{spec!r} is shipped by the Python package {entry.package!r}, which is not installed; install it with: {entry.install}")
         folder = Path(next(iter(found.submodule_search_locations))) / entry.folder
     else:
-        folder = Path(spec[len(HF_PREFIX) :] if spec.startswith(HF_PREFIX) else spec).expanduser()
+        folder = Path(spec.removeprefix(HF_PREFIX)).expanduser()
     if not folder.is_dir():
         raise PretrainedError(f"{spec!r}: {folder} is not a folder; expected {what}")
     if not (folder / needs).is_file():

@@ -33,7 +33,7 @@ def load_dataset(
     name: str,
     *,
     path: str | Path | None = None,
-    val_size: int | float = 0.1,
+    val_size: float = 0.1,
     seed: int = 0,
     **options: Any,
 ) -> Dataset:
@@ -112,7 +112,7 @@ def _check_val_size(val_size: Any) -> None:
         raise DataError(f"val_size must be at least 1 sample (the best epoch is chosen on it), got {val_size}")
 
 
-def _val_count(name: str, val_size: int | float, n: int) -> int:
+def _val_count(name: str, val_size: float, n: int) -> int:
     count = val_size if isinstance(val_size, int) else round(val_size * n)
     if not 1 <= count <= n - 1:
         raise DataError(

@@ -21,9 +21,9 @@ import torch
 
 from distil.data import Augment, Split
 from distil.data.tokens import concat, is_tokens
-from distil.errors import ConfigError
 from distil.data.unlabeled import load_unlabeled
 from distil.engine.teacher_outputs import teacher_outputs
+from distil.errors import ConfigError
 from distil.models import count_parameters
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
