@@ -6,16 +6,18 @@
 
 A dataset is a registered loader (``(path, **options) -> RawData``) plus the common work done by
 :func:`load_dataset`: carving the validation (and, when missing, test) split and normalizing with
-statistics of the training part. Add your own with :func:`register_dataset`.
+statistics of the training part. Add your own with :func:`register_dataset`. Text sources return
+:class:`RawText` (sentences) instead; their splits are tokenized (:mod:`distil.data.text`).
 """
 
 from distil.data.augment import AugmentParams, AugmentViews, BatchAugment
 from distil.data.load import load_dataset
-from distil.data.raw import RawData
+from distil.data.raw import RawData, RawText
 from distil.data.registry import list_datasets, register_dataset
 from distil.data.split import Dataset, Split
+from distil.data.text import TextInfo
 
 # Registers the built-in datasets (after the registry exists).
 import distil.data.sources  # noqa: F401  isort: skip
 
-__all__ = ["AugmentParams", "AugmentViews", "BatchAugment", "Dataset", "RawData", "Split", "list_datasets", "load_dataset", "register_dataset"]
+__all__ = ["AugmentParams", "AugmentViews", "BatchAugment", "Dataset", "RawData", "RawText", "Split", "TextInfo", "list_datasets", "load_dataset", "register_dataset"]
