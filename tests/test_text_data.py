@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from distil.config.data import DataConfig
 from distil.data import Dataset, RawText, load_dataset, register_dataset
+from distil.data.registry import DATASETS
 from distil.data.text import TextInfo, load_tokenizer
 from distil.data.text.cache import cached_encode, tokens_dir
 from distil.data.text.corpora import MR_REVIEWS, MR_SENTENCES, fetch_package
@@ -247,7 +248,16 @@ def test_text_folder_with_and_without_train_and_test(tmp_path):
     assert split.text.examples == ("a neg test text", "a pos test text")
 
 
-def test_a_users_loader_may_return_raw_text(tmp_path):
+@pytest.fixture
+def registry():
+    """Datasets a test registers are gone afterwards (the registry is the process's)."""
+    before = dict(DATASETS)
+    yield
+    DATASETS.clear()
+    DATASETS.update(before)
+
+
+def test_a_users_loader_may_return_raw_text(tmp_path, registry):
     @register_dataset("test_tiny_text", "four sentences from code")
     def tiny(path):
         return RawText(
@@ -329,7 +339,7 @@ def test_bad_folders_are_data_errors(tmp_path):
         load_dataset("text_folder", path=tmp_path / "tt")
 
 
-def test_text_options_on_the_wrong_data_are_errors(tmp_path):
+def test_text_options_on_the_wrong_data_are_errors(tmp_path, registry):
     with pytest.raises(DataError, match=r"dataset 'digits' is not text .* takes no tokenizer; remove data.tokenizer"):
         load_dataset("digits", tokenizer="minilm")
     file = write(tmp_path / "u.csv", "text\nfirst sentence\nsecond sentence\n")
