@@ -310,7 +310,7 @@ def test_npz_mistakes_list_what_the_file_has(tmp_path):
 
 
 def test_unknown_dataset_and_option_list_what_exists():
-    known = "known datasets: digits, fashion_mnist, folder, mnist1d, npz"
+    known = "known datasets: digits, fashion_mnist, folder, mnist1d, mr, mr_reviews, npz, text_csv, text_folder, text_jsonl, transfer, tweets"
     with pytest.raises(DataError, match=rf"unknown dataset 'fashion-mnist' \(did you mean 'fashion_mnist'\?\); {known}"):
         load_dataset("fashion-mnist")
     with pytest.raises(DataError, match="no option 'num_sample'.*'num_samples'.*it accepts: num_samples, generation_seed"):
@@ -445,7 +445,7 @@ MISTAKES = {
     "not callable": (
         f"{SOURCES}:NOT_A_LOADER",
         {},
-        r"'.*:NOT_A_LOADER' must name a callable loader\(path: Path \| None, \*\*options\) -> distil.data.RawData, got int 3",
+        r"'.*:NOT_A_LOADER' must name a callable loader\(path: Path \| None, \*\*options\) -> distil.data.RawData \| distil.data.RawText, got int 3",
     ),
     "no path parameter": (
         f"{SOURCES}:load_without_path",

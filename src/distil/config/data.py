@@ -1,4 +1,4 @@
-"""The ``data:`` section: which dataset, its validation split, and batched augmentation."""
+"""The ``data:`` section: which dataset, its validation split, its tokenizer (text), and batched augmentation."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from distil.config.base import Section
 from distil.data import Augment, BatchAugment, Dataset, TextAugment, load_dataset
+from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, MIN_MAX_LENGTH
 from distil.errors import ConfigError
 
 #: The fields of each kind of data, with their defaults (any other value on the other kind is an error).
@@ -61,8 +62,10 @@ class DataConfig(Section):
     path: str | None = Field(None, description="where the data is; relative paths are relative to the config file")
     val_size: int | float = Field(0.1, description="validation samples carved from train: a count (int) or a fraction (float)")
     options: dict[str, Any] = Field(default_factory=dict, description="loader options, e.g. num_samples for mnist1d")
+    tokenizer: str | None = Field(None, description="text data only: 'minilm' (the default), 'hf:PATH' or a folder with a tokenizer.json")
+    max_length: int = Field(DEFAULT_MAX_LENGTH, ge=MIN_MAX_LENGTH, description="text data: tokens kept per sentence, special tokens included (longer ones are cut and counted)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     def load(self, seed: int) -> Dataset:
-        """The dataset with its validation split carved by ``seed``, normalized, on the CPU."""
-        return load_dataset(self.name, path=self.path, val_size=self.val_size, seed=seed, **self.options)
+        """The dataset with its validation split carved by ``seed``, normalized (text: tokenized), on the CPU."""
+        return load_dataset(self.name, path=self.path, val_size=self.val_size, seed=seed, tokenizer=self.tokenizer, max_length=self.max_length, **self.options)

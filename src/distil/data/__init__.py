@@ -6,7 +6,8 @@
 
 A dataset is a registered loader (``(path, **options) -> RawData``) plus the common work done by
 :func:`load_dataset`: carving the validation (and, when missing, test) split and normalizing with
-statistics of the training part. Add your own with :func:`register_dataset`.
+statistics of the training part. Add your own with :func:`register_dataset`. Text sources return
+:class:`RawText` (sentences) instead; their splits are tokenized (:mod:`distil.data.text`).
 
 Augmentation: :class:`BatchAugment` (crop and flip of images and signals), :class:`TextAugment`
 (masking, replacement and n-gram sampling of token ids); both follow :class:`Augment`.
@@ -14,9 +15,10 @@ Augmentation: :class:`BatchAugment` (crop and flip of images and signals), :clas
 
 from distil.data.augment import Augment, AugmentParams, AugmentViews, BatchAugment
 from distil.data.load import load_dataset
-from distil.data.raw import RawData
+from distil.data.raw import RawData, RawText
 from distil.data.registry import list_datasets, register_dataset
 from distil.data.split import Dataset, Split
+from distil.data.text import TextInfo
 from distil.data.text_augment import TextAugment, TextParams
 
 # Registers the built-in datasets (after the registry exists).
@@ -29,8 +31,10 @@ __all__ = [
     "BatchAugment",
     "Dataset",
     "RawData",
+    "RawText",
     "Split",
     "TextAugment",
+    "TextInfo",
     "TextParams",
     "list_datasets",
     "load_dataset",

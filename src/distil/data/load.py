@@ -7,6 +7,9 @@ The loader is a registered one or one imported from ``"package.module:loader"`` 
 2. carve a test split (a fixed 20 %, the same for every run seed) when the source has none;
 3. carve the validation split from the training data with ``seed``;
 4. compute per-channel mean/std on the remaining training part only and normalize every split.
+
+A loader that returns :class:`~distil.data.RawText` (sentences) gets the same steps 1–3; step 4 is
+tokenization instead (:mod:`distil.data.text.build`): ``tokenizer`` and ``max_length`` apply to it.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from distil.data.raw import RawData
+from distil.data.raw import RawData, RawText
 from distil.data.registry import check_options, lookup, qualified_name
 from distil.data.split import Dataset, Split
+from distil.data.text.build import check_raw_text, text_dataset
+from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, check_max_length
 from distil.errors import DataError
 
 #: Fraction of the data held out as the test split when a source has none.
@@ -35,38 +40,46 @@ def load_dataset(
     path: str | Path | None = None,
     val_size: float = 0.1,
     seed: int = 0,
+    tokenizer: str | None = None,
+    max_length: int = DEFAULT_MAX_LENGTH,
     **options: Any,
 ) -> Dataset:
-    """Load dataset ``name`` as normalized in-memory splits.
+    """Load dataset ``name`` as normalized (or, for text, tokenized) in-memory splits.
 
     ``name`` is a registered dataset (see :func:`~distil.data.list_datasets`) or
     ``"package.module:loader"``, a loader of your own that is imported, checked and used like a
-    registered one (``loader(path, **options) -> RawData``).
+    registered one (``loader(path, **options) -> RawData | RawText``).
 
     ``path`` is where the data is, for datasets that read files. ``val_size`` is the size of the
     validation split carved from the source's training data: an int is a count, a float in (0, 1) a
     fraction; it must leave at least one sample on each side. ``seed`` chooses that split (the same
     seed gives the same split). ``options`` go to the dataset's loader (e.g. ``num_samples`` for
     ``mnist1d``); an option it does not take is an error that lists the ones it does.
+
+    Text datasets only: ``tokenizer`` names the tokenizer folder (``None``: ``"minilm"``; or
+    ``"hf:PATH"``, or a folder with a tokenizer.json) and ``max_length`` the tokens kept per sentence
+    (longer ones are cut, and counted in ``Dataset.text.truncated``). Naming a tokenizer for a
+    dataset of arrays is an error.
     """
     entry = lookup(name)
     check_options(name, entry.loader, options)
     _check_val_size(val_size)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise DataError(f"seed must be an integer, got {seed!r}")
+    check_max_length(max_length)
     where = None if path is None else Path(path).expanduser()
 
     raw = entry.loader(where, **options)
+    source = raw.source if isinstance(raw, RawData | RawText) and raw.source else (str(where) if where is not None else f"loader {qualified_name(entry.loader)}")
+    if isinstance(raw, RawText):
+        check_raw_text(name, raw)
+        train_index, val_index, test_index = carve_splits(name, len(raw.train_texts), raw.test_texts is not None, val_size, seed)
+        return text_dataset(name, raw, train_index, val_index, test_index, tokenizer=tokenizer, max_length=max_length, source=source)
+    if tokenizer is not None:
+        raise DataError(f"dataset {name!r} is not text (its loader returned arrays), so it takes no tokenizer; remove data.tokenizer ({tokenizer!r})")
     _check_raw(name, raw)
 
-    n = len(raw.train_x)
-    if raw.test_x is None:
-        pool, test_index = _carve(n, _carved_test_count(name, n), CARVED_TEST_SEED)
-    else:
-        pool, test_index = np.arange(n), None
-    order, val_order = _carve(len(pool), _val_count(name, val_size, len(pool)), seed)
-    train_index, val_index = pool[order], pool[val_order]
-
+    train_index, val_index, test_index = carve_splits(name, len(raw.train_x), raw.test_x is not None, val_size, seed)
     train_x = as_float(raw.train_x, train_index)
     mean, std = _channel_stats(train_x)
     train = Split(normalize(train_x, mean, std), _labels(raw.train_y, train_index))
@@ -87,11 +100,26 @@ def load_dataset(
         input_shape=tuple(int(d) for d in raw.input_shape),
         mean=tuple(mean.tolist()),
         std=tuple(std.tolist()),
-        source=raw.source or (str(where) if where is not None else f"loader {qualified_name(entry.loader)}"),
+        source=source,
     )
 
 
 # --- splitting ----------------------------------------------------------------------------------------
+
+
+def carve_splits(name: str, n: int, has_test: bool, val_size: int | float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Indices (into the source's training samples) of train and val, and of the carved test split.
+
+    The test indices are None when the source has its own test split; otherwise a fixed
+    :data:`CARVED_TEST_FRACTION` is carved with :data:`CARVED_TEST_SEED` first, and validation is
+    carved from the rest with ``seed``. Arrays and texts are split by this one function.
+    """
+    if has_test:
+        pool, test_index = np.arange(n), None
+    else:
+        pool, test_index = _carve(n, _carved_test_count(name, n), CARVED_TEST_SEED)
+    order, val_order = _carve(len(pool), _val_count(name, val_size, len(pool)), seed)
+    return pool[order], pool[val_order], test_index
 
 
 def _carve(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,7 +201,7 @@ def _check_raw(name: str, raw: Any) -> None:
     """A loader's output must be consistent; a user's loader gets told exactly what is not."""
     who = f"the loader of dataset {name!r}"
     if not isinstance(raw, RawData):
-        raise DataError(f"{who} must return distil.data.RawData, got {type(raw).__name__}")
+        raise DataError(f"{who} must return distil.data.RawData (arrays) or distil.data.RawText (sentences), got {type(raw).__name__}")
     shape = tuple(raw.input_shape)
     if not shape or not all(isinstance(d, int | np.integer) and d > 0 for d in shape):
         raise DataError(f"{who} returned input_shape={raw.input_shape!r}; expected a tuple of positive ints, e.g. (1, 28, 28)")

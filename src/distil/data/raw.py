@@ -1,4 +1,5 @@
-"""What a dataset loader returns: :class:`RawData`, the arrays as the source has them.
+"""What a dataset loader returns: :class:`RawData`, the arrays as the source has them, or
+:class:`RawText`, the sentences as the source has them.
 
 A loader only reads; the common work (carving splits, normalizing) is done once by
 :func:`distil.data.load_dataset`, so a user's loader is as short as the built-in ones.
@@ -6,6 +7,7 @@ A loader only reads; the common work (carving splits, normalizing) is done once 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,3 +40,30 @@ class RawData:
     class_names: tuple[str, ...]
     input_shape: tuple[int, ...]
     source: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class RawText:
+    """The sentences of one text source, before splitting and tokenization.
+
+    ``train_texts``/``test_texts`` are the examples as strings, one per sample (non-empty after
+    stripping). ``train_y``/``test_y`` are integer labels in ``0 .. len(class_names) - 1``, as for
+    :class:`RawData`; ``test_texts`` and ``test_y`` are ``None`` when the source has no test split
+    (one is then carved, as for arrays).
+
+    :func:`~distil.data.load_dataset` carves the splits exactly as it does for :class:`RawData`, then
+    tokenizes every split with the dataset's tokenizer instead of normalizing. An unlabeled corpus
+    (a transfer set only) has ``train_y=None`` and no class names.
+    """
+
+    train_texts: Sequence[str]
+    train_y: np.ndarray | None
+    test_texts: Sequence[str] | None
+    test_y: np.ndarray | None
+    class_names: tuple[str, ...]
+    source: str = ""
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the source has labels (it can then be a dataset, not only a transfer set)."""
+        return self.train_y is not None

@@ -1,6 +1,6 @@
 """The dataset registry: loaders by name, and loaders imported by ``"package.module:loader"``.
 
-A loader is ``loader(path: Path | None, **options) -> RawData``. Its keyword parameters after
+A loader is ``loader(path: Path | None, **options) -> RawData | RawText``. Its keyword parameters after
 ``path`` are the options it accepts; :func:`check_options` compares what a user passed with them
 before the loader runs, so a typo is reported with the accepted names instead of a TypeError.
 
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from distil.data.raw import RawData
+from distil.data.raw import RawData, RawText
 from distil.errors import DataError
 from distil.imports import import_object
 
-Loader = Callable[..., RawData]
+Loader = Callable[..., RawData | RawText]
 L = TypeVar("L", bound=Loader)
 
 
@@ -43,17 +43,18 @@ class DatasetEntry:
 DATASETS: dict[str, DatasetEntry] = {}
 
 #: Keywords of load_dataset itself: a loader option with one of these names could never be passed.
-RESERVED_OPTIONS = ("name", "path", "val_size", "seed")
+RESERVED_OPTIONS = ("name", "path", "val_size", "seed", "tokenizer", "max_length")
 
 #: The protocol every loader follows, as error messages show it.
-LOADER_FORM = "loader(path: Path | None, **options) -> distil.data.RawData"
+LOADER_FORM = "loader(path: Path | None, **options) -> distil.data.RawData | distil.data.RawText"
 
 
 def register_dataset(name: str, description: str) -> Callable[[L], L]:
     """Decorator: make ``loader`` loadable as ``load_dataset(name, ...)``.
 
     ``loader(path, **options)`` gets ``path`` as a :class:`~pathlib.Path` (or ``None`` when the user
-    gave none) and the user's options as keyword arguments, and returns :class:`RawData`.
+    gave none) and the user's options as keyword arguments, and returns :class:`RawData` (arrays) or
+    :class:`RawText` (sentences).
     Registering a different function under a taken name is an error; registering the same one again
     (a re-imported module) is not.
     """

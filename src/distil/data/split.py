@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from distil.data.text.info import TextInfo
 from distil.errors import DataError
 
 
@@ -53,6 +54,10 @@ class Dataset:
     source's test split (or a fixed part carved from its data when it has none) and is meant only for
     final evaluation. Every split was normalized with the per-channel ``mean``/``std`` of ``train``:
     ``x = (raw - mean) / std``, where raw pixels are in [0, 1].
+
+    Text data have ``text`` (:class:`~distil.data.text.TextInfo`: the tokenizer and its statistics);
+    their splits hold int64 token ids ``(N, L)`` right-padded with 0, not normalized
+    (``mean``/``std`` are ``(0.0,)``/``(1.0,)``), and ``input_shape`` is ``(max_length,)``.
     """
 
     name: str
@@ -65,10 +70,11 @@ class Dataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     source: str
+    text: TextInfo | None = None
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able summary: name, source, split sizes, input shape, classes and normalization."""
-        return {
+        """A JSON-able summary: name, source, split sizes, input shape, classes and normalization (and the tokenizer)."""
+        summary = {
             "name": self.name,
             "source": self.source,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
@@ -78,3 +84,6 @@ class Dataset:
             "mean": [round(m, 6) for m in self.mean],
             "std": [round(s, 6) for s in self.std],
         }
+        if self.text is not None:
+            summary["text"] = self.text.describe()
+        return summary

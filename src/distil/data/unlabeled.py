@@ -5,6 +5,11 @@ its labels dropped (e.g. extra MNIST-1D samples generated with another seed).
 They are normalised with the labelled dataset's statistics, so teacher and student see them exactly
 like the training inputs. Two checks run before any training: the samples have the labelled data's
 shape, and none of them is also a test sample (a transfer set must not leak the test split).
+
+When the labelled data are text (``like.text``), the transfer set must be text too (a loader that
+returns :class:`~distil.data.RawText`: ``mr_reviews``, ``text_csv``/``text_jsonl`` with
+``label_column: null``, ...); it is tokenized with the labelled data's tokenizer and ``max_length``
+(cached like theirs), and a sentence that tokenizes exactly like a test sentence counts as a leak.
 """
 
 from __future__ import annotations
@@ -17,14 +22,22 @@ import numpy as np
 import torch
 
 from distil.data.load import as_float, normalize
+from distil.data.raw import RawText
 from distil.data.registry import check_options, lookup, required_path
 from distil.data.split import Dataset, Split
+from distil.data.text.cache import cached_encode
+from distil.data.tokens import is_tokens, lengths, trim
 from distil.errors import DataError
+
+#: What a text transfer set can be, for messages.
+TEXT_SOURCES = "a text source such as mr_reviews, text_csv or text_jsonl (label_column: null), or text_folder"
 
 
 def load_unlabeled(name: str, like: Dataset, *, path: str | Path | None = None, max_samples: int | None = None, **options: Any) -> Split:
     """The inputs of ``name`` as an unlabeled split, normalised like ``like`` (``y`` is ``None``)."""
     where = None if path is None else Path(path).expanduser()
+    if like.text is not None:
+        return _unlabeled_text(name, like, where, max_samples, options)
     if name == "npz":
         x = _npz_inputs(required_path("npz", where, "a .npz file with an array x"))
     elif name == "folder":
@@ -33,6 +46,8 @@ def load_unlabeled(name: str, like: Dataset, *, path: str | Path | None = None, 
         entry = lookup(name)
         check_options(name, entry.loader, options)
         raw = entry.loader(where, **options)
+        if isinstance(raw, RawText):
+            raise DataError(f"unlabeled set {name!r} is text, but the labelled data {like.name!r} (and so the teacher) take inputs of shape {tuple(like.input_shape)}")
         x = raw.train_x if raw.test_x is None else np.concatenate([raw.train_x, raw.test_x])
     if max_samples is not None:
         x = x[:max_samples]
@@ -50,9 +65,40 @@ def load_unlabeled(name: str, like: Dataset, *, path: str | Path | None = None, 
 
 
 def overlap(x: torch.Tensor, test: torch.Tensor) -> int:
-    """How many rows of ``x`` are bit-identical to a row of ``test``."""
-    seen = {row.tobytes() for row in test.contiguous().numpy()}
-    return sum(row.tobytes() in seen for row in x.contiguous().numpy())
+    """How many rows of ``x`` are bit-identical to a row of ``test`` (token rows: the same ids, padding aside)."""
+    seen = set(_row_bytes(test))
+    return sum(row in seen for row in _row_bytes(x))
+
+
+def _row_bytes(x: torch.Tensor) -> list[bytes]:
+    if is_tokens(x):
+        rows, sizes = x.contiguous().numpy(), lengths(x).tolist()
+        return [row[:size].tobytes() for row, size in zip(rows, sizes)]
+    return [row.tobytes() for row in x.contiguous().numpy()]
+
+
+def _unlabeled_text(name: str, like: Dataset, where: Path | None, max_samples: int | None, options: dict[str, Any]) -> Split:
+    """The texts of ``name`` tokenized like ``like`` (its tokenizer and max_length), labels dropped."""
+    assert like.text is not None
+    if name in ("npz", "folder"):
+        raise DataError(f"unlabeled set {name!r} holds arrays or images, but the labelled data {like.name!r} are text; use {TEXT_SOURCES}")
+    entry = lookup(name)
+    check_options(name, entry.loader, options)
+    raw = entry.loader(where, **options)
+    if not isinstance(raw, RawText):
+        raise DataError(f"unlabeled set {name!r} holds arrays (its loader returned {type(raw).__name__}), but the labelled data {like.name!r} are text; use {TEXT_SOURCES}")
+    texts = list(raw.train_texts) + list(raw.test_texts or ())
+    if max_samples is not None:
+        texts = texts[:max_samples]
+    empty = next((i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()), None)
+    if not texts or empty is not None:
+        raise DataError(f"unlabeled set {name!r}: " + (f"text {empty} is {texts[empty]!r}; expected a non-empty string" if texts else "it holds no texts"))
+    encoded, _, _ = cached_encode(like.text.loaded_tokenizer, texts)
+    split = Split(trim(encoded.ids).contiguous())
+    leaked = overlap(split.x, like.test.x.cpu())
+    if leaked:
+        raise DataError(f"unlabeled set {name!r}: {leaked} of its {len(split)} sentences are also in the test split of {like.name!r}; remove them from the transfer set")
+    return split
 
 
 def _npz_inputs(file: Path) -> np.ndarray:
