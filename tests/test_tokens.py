@@ -124,7 +124,7 @@ def test_timing_input_is_the_median_length_test_sentence():
         input_shape = (6,)
         test = Split(X, torch.tensor([0, 1, 0]))
 
-    assert timing_input(Data()).tolist() == [[1, 2]]
+    assert timing_input(Data()).tolist() == [[1, 2]]  # lengths 3, 1, 2: the median is 2
     Data.test = Split(torch.randn(3, 1, 4, 4), torch.tensor([0, 1, 0]))
     Data.input_shape = (1, 4, 4)
     assert timing_input(Data()) == (1, 4, 4)

@@ -81,6 +81,11 @@ class Experiment:
             session.dist.barrier()  # no rank may look for checkpoints before rank 0 has cleared a new run's old ones
         per_rank = f" ({len(data.train)} per process × {session.dist.world_size})" if session.dist is not None else ""
         session.say(f"data: {data.name} train {described['sizes']['train']}{per_rank} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {session.device}")
+        if "text" in described:
+            text = described["text"]
+            session.say(f"text: tokenizer {text['tokenizer']} ({text['vocab_size']:,} tokens), median test sentence {text['median_test_length']} tokens; {text['tokens']}")
+            if "truncation" in text:
+                session.say(f"text: {text['truncation']}")
         data = session.on_device(data)
 
         if teacher is not None:

@@ -55,6 +55,11 @@ def length_order(x: torch.Tensor) -> torch.Tensor | None:
     return torch.sort(lengths(x), stable=True).indices
 
 
+def typical_row(x: torch.Tensor) -> int:
+    """The row of median length (the lower median, ties by position): "a typical sentence" for timing."""
+    return int(torch.sort(lengths(x), stable=True).indices[(len(x) - 1) // 2])
+
+
 def bucketed_batches(permutation: torch.Tensor, row_lengths: torch.Tensor, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Split ``permutation`` into batches of similar length, in random order.
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from distil.data.tokens import is_tokens, lengths, trim
+from distil.data.tokens import is_tokens, trim, typical_row
 
 
 def _compiled(model: nn.Module) -> nn.Module:
@@ -48,8 +48,8 @@ def timing_input(data: Any) -> TimingInput:
     x = data.test.x
     if not is_tokens(x):
         return tuple(data.input_shape)
-    median = lengths(x).sort(stable=True).indices[len(x) // 2]
-    return trim(x[median : median + 1]).cpu()
+    row = typical_row(x)
+    return trim(x[row : row + 1]).cpu()
 
 
 def _batch_of(sample: TimingInput, batch: int) -> torch.Tensor:

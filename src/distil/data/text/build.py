@@ -18,7 +18,7 @@ from distil.data.split import Dataset, Split
 from distil.data.text.cache import cached_encode
 from distil.data.text.info import TextInfo
 from distil.data.text.tokenizer import TextTokenizer, load_tokenizer
-from distil.data.tokens import PAD_ID, lengths, trim
+from distil.data.tokens import PAD_ID, lengths, trim, typical_row
 from distil.errors import DataError
 
 #: Raw test sentences kept on ``TextInfo.examples``.
@@ -68,6 +68,7 @@ def text_dataset(
         truncated={split: int(encoded.truncated[index].sum()) for split, index in rows.items()},
         examples=tuple(test_texts),
         median_test_length=int(lengths(splits["test"].x).median()),
+        typical_sentence=texts[int(test_rows[typical_row(splits["test"].x)])],
         tokens_file=str(file),
         tokens_cached=hit,
     )

@@ -29,7 +29,8 @@ class TextInfo:
     ``(vocab_size,)``, occurrences of each id in the labelled training pool (train + val, padding not
     counted) — the same for every validation seed. ``truncated``: split -> sentences cut at
     ``max_length``. ``examples``: the first test sentences as text; ``median_test_length``: the median
-    test sentence's length in tokens (a "typical sentence" for timing). ``tokens_file``: the cache
+    test sentence's length in tokens; ``typical_sentence``: that sentence, as text (what the table's
+    latencies are timed on, with and without tokenization; see ``distil.data.tokens.typical_row``). ``tokens_file``: the cache
     file of the ids; ``tokens_cached``: whether this load read it rather than tokenizing.
     """
 
@@ -43,6 +44,7 @@ class TextInfo:
     truncated: dict[str, int]
     examples: tuple[str, ...] = ()
     median_test_length: int = 0
+    typical_sentence: str = ""
     tokens_file: str = ""
     tokens_cached: bool = False
 
