@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from distil.config.experiment import ExperimentConfig
 from distil.config.strategy import strategy_options
 from distil.errors import ConfigError, DistilError
+from distil.pretrained import HF_PREFIX, PACKAGED
 
 
 def dump_config(config: ExperimentConfig) -> dict[str, Any]:
@@ -114,10 +115,22 @@ def resolve_paths(config: ExperimentConfig, base: Path) -> ExperimentConfig:
 
 
 def map_paths(config: ExperimentConfig, fn: Callable[[str | None], str | None]) -> ExperimentConfig:
-    """Apply ``fn`` to every file path of the config (data, teacher weights, the strategy's)."""
-    teacher = config.teacher.model_copy(update={"weights": fn(config.teacher.weights)}) if config.teacher else None
-    data = config.data.model_copy(update={"path": fn(config.data.path)})
-    return config.model_copy(update={"teacher": teacher, "data": data, "strategy": config.strategy.resolve_paths(fn)})
+    """Apply ``fn`` to every file path of the config (data, tokenizer and ``hf:`` model folders,
+    teacher weights, the strategy's)."""
+    teacher = config.teacher.model_copy(update={"weights": fn(config.teacher.weights), "arch": _folder_spec(config.teacher.arch, fn)}) if config.teacher else None
+    student = config.student.model_copy(update={"arch": _folder_spec(config.student.arch, fn)})
+    data = config.data.model_copy(update={"path": fn(config.data.path), "tokenizer": _folder_spec(config.data.tokenizer, fn, bare=True)})
+    return config.model_copy(update={"teacher": teacher, "student": student, "data": data, "strategy": config.strategy.resolve_paths(fn)})
+
+
+def _folder_spec(spec: str | None, fn: Callable[[str | None], str | None], *, bare: bool = False) -> str | None:
+    """``fn`` applied to the folder of ``"hf:PATH"`` (and, with ``bare``, to a plain path that is not a
+    packaged short name such as ``minilm``); any other spec unchanged."""
+    if spec is None or spec in PACKAGED or spec.removeprefix(HF_PREFIX).startswith("~"):
+        return spec
+    if spec.startswith(HF_PREFIX):
+        return HF_PREFIX + str(fn(spec[len(HF_PREFIX) :]))
+    return fn(spec) if bare else spec
 
 
 def format_validation_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None) -> str:
