@@ -16,7 +16,8 @@ SIGNALS = [((1, 40), 10), ((3, 17), 5)]
 FEATURES = [((20,), 3), ((2, 3, 4, 5), 4)]  # tabular and other shapes: only the MLP takes them
 SIGNAL_MODELS = {"cnn1d"}
 ANY_SHAPE = {"mlp"}
-IMAGE_MODELS = sorted(set(MODELS) - SIGNAL_MODELS)
+TEXT_MODELS = {n for n, entry in MODELS.items() if entry.text}  # tested in test_text_models.py
+IMAGE_MODELS = sorted(set(MODELS) - SIGNAL_MODELS - TEXT_MODELS)
 RESIDUAL = sorted(n for n in MODELS if n.startswith(("resnet", "wrn")))
 THIS = Path(__file__).stem  # this module, importable once its folder is on sys.path
 
@@ -102,7 +103,8 @@ def test_convolutional_models_refuse_other_shapes(name):
 
 
 def test_every_model_is_tested_for_some_input():
-    assert set(MODELS) == set(IMAGE_MODELS) | SIGNAL_MODELS
+    assert set(MODELS) == set(IMAGE_MODELS) | SIGNAL_MODELS | TEXT_MODELS
+    assert TEXT_MODELS == {"bilstm", "lstm", "textcnn", "boe", "text_transformer", "minilm"}
     assert {"mlp", "cnn", "cnn1d", "resnet", "wrn", "mobilenetv2"} <= set(MODELS)
     presets = {f"resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)} | {"resnet8x4", "resnet32x4"}
     assert presets | {"wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"} <= set(MODELS)

@@ -4,6 +4,12 @@ distil writes only safetensors. It reads safetensors, and — for weights made e
 trained in someone's own loop) — PyTorch checkpoints (``.pt``/``.pth``/``.bin``) strictly through
 ``torch.load(weights_only=True)``, which rebuilds tensors and plain containers but refuses any other
 pickled object. A file that needs more than that is refused with a message saying how to re-save it.
+
+A *partial* file holds only what a model trains: :func:`save_trainable` writes the parameters with
+``requires_grad`` and every buffer, and marks the file with the metadata ``{"distil.partial": "1"}``.
+:func:`load_weights` reads such a file onto a freshly built model whose other parameters are frozen
+and come from elsewhere (a teacher fine-tuned with ``train_layers=k``: the frozen encoder is the
+pretrained folder's); every key the file lacks must be a frozen parameter of that model.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -56,6 +62,34 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
 def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
     """Save the state dict (parameters and buffers, fp32 as trained) as one safetensors file."""
     return save_tensors(model.state_dict(), path, metadata)
+
+
+#: The safetensors metadata key that marks a file written by :func:`save_trainable`.
+PARTIAL_KEY = "distil.partial"
+
+
+def save_trainable(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Save the trainable parameters (``requires_grad``) and all buffers of ``model``, marked as a partial file.
+
+    :func:`load_weights` loads it back onto a model built the same way, whose frozen parameters are
+    already in place. A model with nothing frozen gives the same tensors as :func:`save_weights`.
+    """
+    trainable = {name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
+    params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    state = {k: v for k, v in model.state_dict().items() if k in trainable or k not in params}
+    return save_tensors(state, path, {**(metadata or {}), PARTIAL_KEY: "1"})
+
+
+def is_partial(path: str | Path) -> bool:
+    """Whether ``path`` is a safetensors file written by :func:`save_trainable`."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        return False
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get(PARTIAL_KEY) == "1"
+    except (SafetensorError, OSError):
+        return False  # read_state_dict reports an unreadable file
 
 
 def file_sha256(path: str | Path) -> str:
@@ -155,7 +189,11 @@ def convert_weights(source: str | Path, dest: str | Path) -> Path:
 
 
 def load_weights(model: nn.Module, path: str | Path, sha256: str | None = None) -> nn.Module:
-    """Load weights (see :func:`read_state_dict`) into ``model``; every mismatch is a :class:`ModelError` that says what."""
+    """Load weights (see :func:`read_state_dict`) into ``model``; every mismatch is a :class:`ModelError` that says what.
+
+    A partial file (:func:`save_trainable`) may lack frozen parameters of ``model`` (``requires_grad``
+    false), which keep their values; any other missing key is an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"weights file {path} not found")
@@ -166,17 +204,22 @@ def load_weights(model: nn.Module, path: str | Path, sha256: str | None = None) 
     state = read_state_dict(path)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
+    partial = is_partial(path)
+    if partial:
+        frozen = {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+        missing = [k for k in missing if k not in frozen]
     unexpected = sorted(set(state) - set(expected))
     wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}" for k in expected if k in state and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
         parts = []
         if missing:
-            parts.append(f"missing in file: {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+            what = "missing in the partial file, and not frozen in the model" if partial else "missing in file"
+            parts.append(f"{what}: {', '.join(missing[:5])}{f' … ({len(missing)} in all)' if len(missing) > 5 else ''}")
         if unexpected:
             parts.append(f"not in model: {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
         if wrong:
             parts.append(f"shape mismatch: {'; '.join(wrong[:5])}{' …' if len(wrong) > 5 else ''}")
         raise ModelError(f"weights file {path} does not fit the model ({'; '.join(parts)}); check the arch and kwargs that made it")
     with torch.no_grad():
-        model.load_state_dict(state)
+        model.load_state_dict(state, strict=not partial)
     return model

@@ -6,6 +6,13 @@ built-in architectures and a user's own are added the same way and nothing branc
 :mod:`distil.models.user`), checks the arguments against the factory's signature first and turns
 every mistake into a :class:`~distil.errors.ModelError` that says what was asked, what was expected
 and what exists.
+
+Text models take more from the data than a shape: :data:`TEXT_DATA_ARGS` (the tokenizer's vocabulary
+size, the training split's token counts and the tokenizer's folder). Those are optional: a factory
+gets each one only when its signature names it, so image factories (and user factories written for
+images) never see them, and a factory that names ``vocab_size`` is a text model. A pretrained folder
+(``"minilm"``, ``"hf:PATH"``; see :mod:`distil.pretrained`) builds a Hugging Face teacher
+(:mod:`distil.models.hf`).
 """
 
 from __future__ import annotations
@@ -22,11 +29,17 @@ from torch.nn.parameter import UninitializedParameter
 
 from distil.errors import ModelError
 from distil.models.user import load_factory
+from distil.pretrained import is_pretrained_spec
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
 #: Arguments a factory gets from the data rather than from the user.
 DATA_ARGS = ("input_shape", "num_classes")
+#: Optional arguments from text data, passed only to factories whose signature names them:
+#: ``vocab_size`` (int: ids are < vocab_size), ``token_counts`` (int64 tensor (vocab_size,): how often
+#: each id occurs in the training split, or None) and ``tokenizer_dir`` (str: the tokenizer's folder,
+#: or None). The data gives None for all three when it is not text.
+TEXT_DATA_ARGS = ("vocab_size", "token_counts", "tokenizer_dir")
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,11 @@ class ModelEntry:
 
     factory: Callable[..., nn.Module]
     description: str
+
+    @property
+    def text(self) -> bool:
+        """Whether the model reads token ids (its factory takes ``vocab_size``)."""
+        return takes_text(self.factory)
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -62,14 +80,28 @@ def register_model(name: str, description: str = "") -> Callable[[F], F]:
     return add
 
 
-def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, seed: int | None = None, **kwargs: Any) -> nn.Module:
-    """Build model ``name`` for inputs of ``input_shape`` (C×H×W or C×L) and ``num_classes`` logits.
+def build_model(
+    name: str,
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    seed: int | None = None,
+    vocab_size: int | None = None,
+    token_counts: torch.Tensor | None = None,
+    tokenizer_dir: str | None = None,
+    **kwargs: Any,
+) -> nn.Module:
+    """Build model ``name`` for inputs of ``input_shape`` (C×H×W, C×L, or L for token ids) and ``num_classes`` logits.
 
-    ``name`` is a registered name (see :func:`list_models`) or ``"package.module:factory"``, whose
+    ``name`` is a registered name (see :func:`list_models`), ``"package.module:factory"``, whose
     factory is imported and called with ``kwargs`` (and ``input_shape``/``num_classes`` if its
-    signature takes them). With ``seed``, torch's global RNG is seeded first, so the same seed gives
-    the same initial weights (a run's scratch and distilled students start equal). Any problem with
-    the name, the arguments or what the factory returns raises :class:`~distil.errors.ModelError`.
+    signature takes them), or a pretrained folder (``"minilm"``, ``"hf:PATH"``), which builds a
+    Hugging Face classifier (:func:`distil.models.hf.hf_classifier`). ``vocab_size``,
+    ``token_counts`` and ``tokenizer_dir`` describe text data (:data:`TEXT_DATA_ARGS`); each reaches
+    only a factory whose signature names it. With ``seed``, torch's global RNG is seeded first, so
+    the same seed gives the same initial weights (a run's scratch and distilled students start
+    equal). Any problem with the name, the arguments or what the factory returns raises
+    :class:`~distil.errors.ModelError`.
     """
     if seed is not None:
         torch.manual_seed(seed)
@@ -77,15 +109,26 @@ def build_model(name: str, *, input_shape: tuple[int, ...], num_classes: int, se
         raise ModelError(f"a model name must be a string, got {name!r}")
     shape = _input_shape(name, input_shape)
     classes = _num_classes(name, num_classes)
-    factory = load_factory(name) if ":" in name else _lookup(name).factory
-    return call_factory(name, factory, input_shape=shape, num_classes=classes, kwargs=kwargs)
+    text = {"vocab_size": vocab_size, "token_counts": token_counts, "tokenizer_dir": tokenizer_dir}
+    return call_factory(name, _factory(name), input_shape=shape, num_classes=classes, kwargs=kwargs, text=text)
+
+
+def _factory(name: str) -> Callable[..., Any]:
+    if name in MODELS:
+        return MODELS[name].factory
+    if is_pretrained_spec(name):
+        from distil.models.hf import pretrained_factory  # the module registers models itself: imported late
+
+        return pretrained_factory(name)
+    return load_factory(name) if ":" in name else _lookup(name).factory
 
 
 def list_models() -> dict[str, str]:
     """Name → one line: what the model is and its parameter count at a default input.
 
     The count is for 1×28×28 inputs and 10 classes (1×40 for 1-D models), from building each model
-    on the CPU (all built-in ones take ~0.3 s together); it is left out for a factory that fails.
+    on the CPU (all built-in ones take ~0.3 s together); it is left out for a factory that fails and
+    for text models, whose size depends on the data's vocabulary.
     """
     return {name: _describe(name, entry) for name, entry in MODELS.items()}
 
@@ -106,19 +149,28 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def call_factory(
-    label: str, factory: Callable[..., Any], *, input_shape: tuple[int, ...], num_classes: int, kwargs: Mapping[str, Any]
+    label: str,
+    factory: Callable[..., Any],
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    kwargs: Mapping[str, Any],
+    text: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Call ``factory`` with the user's ``kwargs`` plus whichever of ``input_shape``/``num_classes`` it takes.
 
-    The arguments are checked against the signature before the call, so an unknown one is reported
-    by name with the accepted ones; a ``TypeError`` from the call itself is reported the same way.
+    ``text`` holds the :data:`TEXT_DATA_ARGS` of text data; each is passed only when the factory's
+    signature names it (not through ``**kwargs``). The arguments are checked against the signature
+    before the call, so an unknown one is reported by name with the accepted ones; a ``TypeError``
+    from the call itself is reported the same way.
     """
     signature = _signature(factory)
     call = dict(kwargs)
-    for arg in DATA_ARGS:
+    for arg in (*DATA_ARGS, *TEXT_DATA_ARGS):
         if arg in call:
             raise ModelError(f"model {label!r}: {arg} comes from the dataset and cannot be given as a model argument")
     data = {"input_shape": input_shape, "num_classes": num_classes}
+    text_data = {arg: (text or {}).get(arg) for arg in TEXT_DATA_ARGS}
     if signature is None:
         call.update(data)
     else:
@@ -131,6 +183,9 @@ def call_factory(
                 raise ModelError(_unknown_args(label, unknown, accepted))
         for arg, value in data.items():
             if takes_any or _keyword(params.get(arg)):
+                call[arg] = value
+        for arg, value in text_data.items():
+            if _keyword(params.get(arg)):
                 call[arg] = value
         try:
             signature.bind(**call)
@@ -155,7 +210,7 @@ def _lookup(name: str) -> ModelEntry:
     close = difflib.get_close_matches(name, MODELS, n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
     raise ModelError(
-        f"unknown model {name!r}{hint}; expected a registered name or 'package.module:factory'; "
+        f"unknown model {name!r}{hint}; expected a registered name, 'package.module:factory' or 'hf:PATH' (a Hugging Face model folder); "
         f"registered models, closest first: {', '.join(ranked)}"
     )
 
@@ -167,7 +222,7 @@ def _input_shape(name: Any, input_shape: Any) -> tuple[int, ...]:
         shape = ()
     if not shape or isinstance(input_shape, str) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
         raise ModelError(
-            f"model {name!r}: input_shape must be a tuple of positive integers, (C, H, W) for images or (C, L) for signals; "
+            f"model {name!r}: input_shape must be a tuple of positive integers, (C, H, W) for images, (C, L) for signals or (L,) for token ids; "
             f"got {input_shape!r}"
         )
     return shape
@@ -196,7 +251,13 @@ def _keyword(param: inspect.Parameter | None) -> bool:
 
 def _accepted(signature: inspect.Signature) -> dict[str, inspect.Parameter]:
     """The user-settable arguments of a factory: keyword-capable parameters other than the data's."""
-    return {n: p for n, p in signature.parameters.items() if _keyword(p) and n not in DATA_ARGS}
+    return {n: p for n, p in signature.parameters.items() if _keyword(p) and n not in DATA_ARGS and n not in TEXT_DATA_ARGS}
+
+
+def takes_text(factory: Callable[..., Any]) -> bool:
+    """Whether ``factory`` builds a text model: its signature names ``vocab_size``."""
+    signature = _signature(factory)
+    return signature is not None and _keyword(signature.parameters.get("vocab_size"))
 
 
 def _describe_args(accepted: Mapping[str, inspect.Parameter]) -> str:
@@ -217,7 +278,7 @@ def _unknown_args(label: str, unknown: list[str], accepted: Mapping[str, inspect
 
 def _describe(name: str, entry: ModelEntry) -> str:
     count = None
-    for shape in ((1, 28, 28), (1, 40)):
+    for shape in () if entry.text else ((1, 28, 28), (1, 40)):
         try:
             with torch.random.fork_rng(devices=[]):  # listing must not move the global RNG a run seeded
                 model = call_factory(name, entry.factory, input_shape=shape, num_classes=10, kwargs={})
