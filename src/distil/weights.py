@@ -68,15 +68,19 @@ def save_weights(model: nn.Module, path: str | Path, metadata: dict[str, str] | 
 PARTIAL_KEY = "distil.partial"
 
 
-def save_trainable(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def save_trainable(model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None, *, half: bool = False) -> Path:
     """Save the trainable parameters (``requires_grad``) and all buffers of ``model``, marked as a partial file.
 
     :func:`load_weights` loads it back onto a model built the same way, whose frozen parameters are
     already in place. A model with nothing frozen gives the same tensors as :func:`save_weights`.
+    ``half``: floating-point tensors stored as fp16 (half the file; loading casts them back to the
+    model's dtype, so the loaded model is the saved one rounded to fp16).
     """
     trainable = {name for name, p in model.named_parameters(remove_duplicate=False) if p.requires_grad}
     params = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     state = {k: v for k, v in model.state_dict().items() if k in trainable or k not in params}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     return save_tensors(state, path, {**(metadata or {}), PARTIAL_KEY: "1"})
 
 

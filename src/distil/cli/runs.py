@@ -102,6 +102,33 @@ def convert_weights(
     typer.echo(json.dumps({"source": str(source), "weights": str(path), "sha256": file_sha256(path)}))
 
 
+@app.command("trainable-weights")
+@user_errors
+def trainable_weights(
+    config: Config,
+    weights: Annotated[Path, typer.Argument(help="the model's full weights (.safetensors), e.g. RUN_DIR/teacher.safetensors")],
+    dest: Annotated[Path, typer.Argument(help="the .safetensors file to write")],
+    model: Annotated[Role, typer.Option(help="which model of the config the weights are for")] = Role.teacher,
+    half: Annotated[bool, typer.Option(help="store floating-point tensors as fp16 (half the size)")] = False,
+) -> None:
+    """Keep only the trained part of a partly frozen model (e.g. `train_layers: 1`): a small file
+    that loads onto the model the config builds (its frozen part comes from the pretrained folder)."""
+    from distil.errors import ConfigError
+    from distil.weights import file_sha256, load_weights, save_trainable
+
+    cfg = load_config_file(config, [])
+    section = cfg.teacher if model is Role.teacher else cfg.student
+    if section is None:
+        raise ConfigError(f"{config}: the config has no {model.value} section")
+    data = cfg.data.load(cfg.seed)
+    built = load_weights(section.build(data, cfg.seed), weights)
+    frozen = sum(p.numel() for p in built.parameters() if not p.requires_grad)
+    if not frozen:
+        raise ConfigError(f"{config}: every parameter of the {model.value} ({section.arch}) is trained; there is no frozen part to leave out (set e.g. kwargs.train_layers)")
+    path = save_trainable(built, dest, {"arch": section.arch, "source": weights.name}, half=half)
+    typer.echo(json.dumps({"weights": str(path), "bytes": path.stat().st_size, "frozen_params": frozen, "sha256": file_sha256(path)}))
+
+
 @app.command()
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="a finished run directory (from `distil run`)")]) -> None:

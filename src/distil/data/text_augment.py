@@ -162,8 +162,8 @@ class TextAugment:
 
     @classmethod
     def for_text(cls, text: Any, mask: float = 0.0, replace: float = 0.0, ngram: float = 0.0, max_ngram: int = 5) -> TextAugment:
-        """For data described by ``text`` (``special`` ids by name, ``vocab_size``, ``token_counts`` or None)."""
-        special = dict(text.special)
+        """For data described by ``text`` (a :class:`~distil.data.TextInfo`: ``special_ids`` by role, ``vocab_size``, ``token_counts``)."""
+        special = {role: i for role, i in text.special_ids.items() if i is not None}
         vocab = replacement_ids(text.vocab_size, special, getattr(text, "token_counts", None))
         return cls(special, vocab, mask=mask, replace=replace, ngram=ngram, max_ngram=max_ngram)
 

