@@ -126,3 +126,13 @@ def test_a_runs_config_yaml_trains_the_same_objective_when_run_again():
     assert again.distill.term_specs() == specs
     kd = next(s for s in specs if s.loss == "KD")
     assert kd.params["T"] == 2 and kd.weight == 0.9  # the preset's α, not the field's default 1.0
+
+
+def test_dumped_config_keeps_the_strategy_options_and_validates_again():
+    from distil.config.files import dump_config, validate_config
+
+    for path in sorted(Path("configs/strategies").glob("*.yaml")) + [Path("configs/text/mr/demo.yaml")]:
+        cfg = load_config(path)
+        raw = dump_config(cfg)
+        assert raw["strategy"] == cfg.strategy.model_dump(mode="json"), path  # every option, not only the name
+        assert dump_config(validate_config(raw, str(path))) == raw, path

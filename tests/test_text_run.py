@@ -84,7 +84,10 @@ def test_text_run_table_has_teacher_and_students_with_text_latencies(text_run):
     assert rows["teacher"]["latency_ms_b1"] > 5 * rows["student_kd"]["latency_ms_b1"]
     assert rows["student_kd"]["teacher_outputs"]["kind"] == "exact"
     assert "sentences/s" in output and "tokenizer minilm" in output
-    assert (tmp / "out" / "report.html").stat().st_size > 10_000
+    report = (tmp / "out" / "report.html").read_text()
+    assert "Confusion matrices" in report and "could not" not in report
+    if rows["student_kd"]["accuracy"] < rows["teacher"]["accuracy"]:  # some sentences differ: listed, decoded from their ids
+        assert "Sentences where student_kd and the teacher disagree" in report and "the " in report.split("disagree")[1]
     assert summary["data"]["text"]["tokenizer"] == "minilm" and summary["data"]["sizes"]["train"] == 102
 
 

@@ -3,10 +3,11 @@
 For one dataset (``mr`` or ``tweets``, configs/text/<dataset>/bench.yaml):
 
 1. the teacher: MiniLM fine-tuned end to end with seed 0 (``distil train``), once; every run loads it;
-2. for each student architecture and seed: one ``distil run`` giving the student from the labels
-   (``scratch``) and by KD; one with the ``unlabeled`` strategy (KD on the transfer set, the training
-   sentences included); one with text augmentation (KD on 4 cached augmented views per sentence:
-   masking 0.1, replacement 0.1, n-gram sampling 0.25, Tang et al. 2019);
+2. for each student architecture and seed, two ``distil run``s: one with the ``unlabeled`` strategy,
+   which gives the student from the labels (``scratch``), by KD on the training sentences
+   (``baseline``) and by KD on the transfer set (the training sentences included); one with text
+   augmentation (KD on 4 cached augmented views per sentence: masking 0.1, replacement 0.1, n-gram
+   sampling 0.25, Tang et al. 2019);
 3. DIR/results.json: every run's rows; DIR/results.md: mean ± std over seeds, gap closed
    ``(student − scratch) / (teacher − scratch)`` and the teacher's batch-1 latency over the student's.
 
@@ -31,13 +32,13 @@ from distil.hardware import machine
 ARCHS = ("bilstm", "lstm", "textcnn", "boe")
 #: variant -> (overrides, rows it adds: name in the run → variant label)
 TRANSFER = {
-    "mr": ["strategy.name=unlabeled", "strategy.baseline=false", "strategy.transfer={name: mr_reviews, max_samples: 20000, include_train: true}"],
-    "tweets": ["strategy.name=unlabeled", "strategy.baseline=false", "strategy.transfer={name: tweets, options: {subset: 6000, rest: true}, max_samples: 20000, include_train: true}"],
+    "mr": ["strategy.name=unlabeled", "strategy.baseline=true", "strategy.transfer={name: mr_reviews, max_samples: 20000, include_train: true}"],
+    "tweets": ["strategy.name=unlabeled", "strategy.baseline=true", "strategy.transfer={name: tweets, options: {subset: 6000, rest: true}, max_samples: 20000, include_train: true}"],
 }
 AUGMENT = ["data.augment={mask: 0.1, replace: 0.1, ngram: 0.25}", "cache.views=4"]
 VARIANTS = {
-    "labels": ("scratch", "student_scratch"),
-    "kd": ("kd", "student_kd"),
+    "labels": ("transfer", "student_scratch"),
+    "kd": ("transfer", "student_kd"),
     "kd+transfer": ("transfer", "student_unlabeled_kd"),
     "kd+augment": ("augment", "student_kd"),
 }
@@ -55,7 +56,8 @@ def run(dataset: str, out: Path, overrides: list[str], steps: tuple[str, ...] | 
         return json.loads(summary_file.read_text())
     print(f"--- {out}  {' '.join(overrides)}", flush=True)
     kwargs = {"steps": steps} if steps else {}
-    return run_experiment(config(dataset, overrides), out, command=shlex.join(["python", *sys.argv]), **kwargs)
+    resume = (out / "config.yaml").is_file()  # interrupted: continue from its last epoch checkpoint
+    return run_experiment(config(dataset, overrides), out, command=shlex.join(["python", *sys.argv]), resume=resume, **kwargs)
 
 
 def row(summary: dict[str, Any], name: str) -> dict[str, Any]:
@@ -77,7 +79,7 @@ def main() -> None:
     start = time.time()
 
     teacher_dir = root / "teacher"
-    teacher_summary = run(args.dataset, teacher_dir, ["scratch=true"], steps=("teacher",))
+    teacher_summary = run(args.dataset, teacher_dir, ["scratch=true", "measure.latency_repeats=30", "measure.throughput_repeats=3"], steps=("teacher",))
     weights = (teacher_dir / "teacher.safetensors").resolve()
     load_teacher = [f"teacher.weights={weights}"]
 
@@ -86,8 +88,7 @@ def main() -> None:
         for seed in range(args.seeds):
             base = [*load_teacher, f"student.arch={arch}", f"seed={seed}"]
             runs = {
-                "scratch": base,  # scratch + kd
-                "transfer": [*base, "scratch=false", *TRANSFER[args.dataset]],
+                "transfer": [*base, *TRANSFER[args.dataset]],  # scratch, kd, kd on the transfer set
                 "augment": [*base, "scratch=false", *AUGMENT],
             }
             for variant, overrides in runs.items():

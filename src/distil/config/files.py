@@ -27,7 +27,7 @@ def dump_config(config: ExperimentConfig) -> dict[str, Any]:
     mean "the preset's value" (:meth:`DistillConfig.term_specs`), so writing their defaults would make
     the file, run again, train another objective.
     """
-    raw = config.model_dump(mode="json")
+    raw = config.model_dump(mode="json", serialize_as_any=True)  # strategy: the options class of its name, not the base
     raw["distill"]["terms"] = [t.model_dump(mode="json", exclude_unset=True) for t in config.distill.terms]
     return raw
 

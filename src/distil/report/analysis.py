@@ -131,8 +131,9 @@ def main_student(summary: dict[str, Any], method: str) -> str | None:
     return students[-1] if students else None
 
 
-def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Predictions], tuple[str, ...]]:
-    """Teacher, scratch student and main distilled student rebuilt from config + weights, run on the test split."""
+def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Predictions], tuple[str, ...], list[str] | None]:
+    """Teacher, scratch student and main distilled student rebuilt from config + weights, run on the
+    test split; for text data also the test sentences (decoded from their token ids), else None."""
     from distil.engine.evaluate import predict_logits
     from distil.weights import load_weights
 
@@ -150,4 +151,11 @@ def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Prediction
         model = load_weights(model_cfg.build(data, cfg.seed), run_dir / entries[name]["weights"], entries[name].get("sha256"))
         probs = torch.softmax(predict_logits(model, data.test.x).float(), 1).numpy()
         out.append(Predictions(name, probs, data.test.y.numpy()))
-    return out, data.class_names
+    texts = data.text.decode(data.test.x) if data.text is not None else None
+    return out, data.class_names, texts
+
+
+def disagreements(teacher: Predictions, student: Predictions, limit: int = 12) -> list[int]:
+    """Test rows where the student's top-1 differs from the teacher's, most confident teacher first."""
+    rows = np.flatnonzero(teacher.pred != student.pred)
+    return rows[np.argsort(-teacher.confidence[rows], kind="stable")][:limit].tolist()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from distil.errors import ConfigError
-from distil.report.analysis import ECE_BINS, Predictions, agreement, expected_calibration_error, predictions, read_metrics
+from distil.report.analysis import ECE_BINS, Predictions, agreement, disagreements, expected_calibration_error, predictions, read_metrics
 from distil.report.plots import confusion_plot, curves_plot, pareto_plot, reliability_plot
 from distil.report.table import COLUMNS, LEFT, rows
 from distil.session import CONFIG, SUMMARY, read_summary
@@ -87,6 +87,26 @@ def _prediction_sections(preds: list[Predictions], class_names: tuple[str, ...])
     return "\n".join(parts)
 
 
+def _sentence_section(preds: list[Predictions], class_names: tuple[str, ...], texts: list[str]) -> str:
+    """Text runs: test sentences on which the distilled student and the teacher disagree."""
+    teacher = next((p for p in preds if p.name == "teacher"), None)
+    students = [p for p in preds if p.name not in ("teacher", "student_scratch")]
+    if teacher is None or not students:
+        return ""
+    student = students[-1]
+    rows = disagreements(teacher, student)
+    if not rows:
+        return f"<h2>Sentences</h2><p>{html.escape(student.name)} and the teacher agree on every test sentence.</p>"
+
+    def said(p: Predictions, i: int) -> str:
+        return f"{class_names[p.pred[i]]} ({100 * p.confidence[i]:.0f} %)"
+
+    body = [[texts[i], class_names[teacher.labels[i]], said(teacher, i), said(student, i)] for i in rows]
+    n = int((teacher.pred != student.pred).sum())
+    title = f"Sentences where {student.name} and the teacher disagree ({n} of {len(texts)}; the teacher's most confident first)"
+    return f"<h2>{html.escape(title)}</h2>" + _table(["sentence (decoded tokens)", "label", "teacher", student.name], body, {"sentence (decoded tokens)"})
+
+
 def render_report(run_dir: str | Path) -> str:
     """The page's HTML for a finished run directory."""
     run_dir = Path(run_dir)
@@ -107,8 +127,10 @@ def render_report(run_dir: str | Path) -> str:
     parts.append(_section("Accuracy vs batch-1 latency and vs size", pareto_plot, summary))
     if (run_dir / CONFIG).is_file():
         try:
-            preds, class_names = predictions(run_dir, summary)
+            preds, class_names, texts = predictions(run_dir, summary)
             parts.append(_prediction_sections(preds, class_names))
+            if texts is not None:
+                parts.append(_sentence_section(preds, class_names, texts))
         except Exception as err:  # noqa: BLE001 — the table and curves are still worth a page
             parts.append(
                 f'<h2>Predictions</h2><p class="err">could not rebuild the models: {html.escape(f"{type(err).__name__}: {err}")}</p>'

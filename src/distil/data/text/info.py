@@ -71,6 +71,10 @@ class TextInfo:
             raise TypeError("encode takes a list of texts, not one string")
         return self.loaded_tokenizer.encode(list(texts)).ids
 
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """Rows of token ids back to text (special tokens and padding dropped): for reports and logs."""
+        return self.loaded_tokenizer.decode(ids)
+
     def model_args(self) -> dict[str, Any]:
         """What a text model's factory needs from the data: vocabulary size, token counts, tokenizer folder."""
         return {"vocab_size": self.vocab_size, "token_counts": self.token_counts, "tokenizer_dir": self.tokenizer_dir}

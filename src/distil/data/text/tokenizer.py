@@ -87,6 +87,11 @@ class TextTokenizer:
                 "(models find their mask as x != 0); use a tokenizer whose padding token has id 0 (BERT/WordPiece ones do)"
             )
 
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """Token id rows (padding and special tokens dropped) back to text, as the tokenizer joins pieces."""
+        rows = [[int(t) for t in row if int(t) != PAD_ID] for row in ids.tolist()]
+        return self._tokenizer.decode_batch(rows, skip_special_tokens=True)
+
     def encode(self, texts: Sequence[str]) -> Encoded:
         """``texts`` as ids ``(N, L)`` right-padded with 0, cut at ``max_length``; which rows were cut."""
         rows: list[list[int]] = []
