@@ -20,7 +20,7 @@ import numpy as np
 from distil.errors import ConfigError
 from distil.report.analysis import ECE_BINS, Predictions, agreement, disagreements, expected_calibration_error, predictions, read_metrics
 from distil.report.plots import confusion_plot, curves_plot, pareto_plot, reliability_plot
-from distil.report.table import COLUMNS, LEFT, rows
+from distil.report.table import LEFT, columns, rows
 from distil.session import CONFIG, SUMMARY, read_summary
 from distil.weights import atomic_write
 
@@ -120,7 +120,7 @@ def render_report(run_dir: str | Path) -> str:
         f"torch {machine.get('torch', '?')}, {machine.get('torch_threads', '?')} threads · <code>{html.escape(summary.get('command', ''))}</code>"
     )
     parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{meta}</p>']
-    parts.append("<h2>Models (test split)</h2>" + _table(COLUMNS, rows(summary), LEFT))
+    parts.append("<h2>Models (test split)</h2>" + _table(columns(summary), rows(summary), LEFT))
     metrics = read_metrics(run_dir)
     if metrics:
         parts.append(_section("Training curves", curves_plot, metrics))

@@ -8,6 +8,16 @@ from rich.table import Table
 
 COLUMNS = ["model", "method", "runtime", "arch", "test acc", "params", "non-zeros", "size", "latency b=1", "p95 b=1", "throughput b=256", "train s"]
 LEFT = {"model", "method", "runtime", "arch"}
+#: Text runs: the batch-1 latency of a typical sentence with its tokenization (tokenizer + model).
+TEXT_COLUMN = "b=1 + tokenize"
+
+
+def columns(summary: dict[str, Any]) -> list[str]:
+    """The table's columns: :data:`COLUMNS`, and for text runs the latency with tokenization."""
+    if not any(m.get("latency_ms_b1_text") for m in summary["models"]):
+        return list(COLUMNS)
+    at = COLUMNS.index("p95 b=1") + 1
+    return [*COLUMNS[:at], TEXT_COLUMN, *COLUMNS[at:]]
 
 
 def human_bytes(n: float) -> str:
@@ -23,7 +33,9 @@ def _ms(value: float | None) -> str:
 
 
 def rows(summary: dict[str, Any]) -> list[list[str]]:
-    """One row per model; fields older summaries lack (runtime, non-zeros, p95) read as torch / –."""
+    """One row per model, in the order of :func:`columns`; fields older summaries lack (runtime,
+    non-zeros, p95) read as torch / –."""
+    text = TEXT_COLUMN in columns(summary)
     return [
         [
             m["name"],
@@ -36,6 +48,7 @@ def rows(summary: dict[str, Any]) -> list[list[str]]:
             human_bytes(m["size_bytes"]),
             _ms(m["latency_ms_b1"]),
             _ms(m.get("latency_ms_b1_p95")),
+            *([_ms(m.get("latency_ms_b1_text"))] if text else []),
             f"{m['throughput_b256']:,.0f} /s",
             f"{m.get('train_seconds', 0):.0f}",
         ]
@@ -45,7 +58,7 @@ def rows(summary: dict[str, Any]) -> list[list[str]]:
 
 def summary_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"{summary.get('name', '')} — {summary['dataset']} (test split)")
-    for col in COLUMNS:
+    for col in columns(summary):
         table.add_column(col, justify="left" if col in LEFT else "right")
     for row in rows(summary):
         table.add_row(*row)
