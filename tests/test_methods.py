@@ -114,7 +114,8 @@ def python_term(name: str) -> losses.Term:
     return loss_cls() * 1.0
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
+# AttentionKL reads a Transformer's attention maps, which these CNNs lack: tests/test_text_features.py trains it.
+@pytest.mark.parametrize("name", sorted(set(LOSSES) - {"AttentionKL"}))
 def test_every_loss_trains_from_python(name):
     data = load_dataset("digits", val_size=0.15)
     torch.manual_seed(0)

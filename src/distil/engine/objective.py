@@ -14,18 +14,42 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from distil.engine.connectors import build_connector
+from distil.data.tokens import is_tokens
+from distil.engine.connectors import build_connector, build_token_connector
 from distil.engine.precision import full_precision
-from distil.engine.taps import LOGITS, probe_shapes, resolve_taps
+from distil.engine.taps import LOGITS, length_axes, probe_shapes, resolve_taps
 from distil.losses import CE, LOSSES, Term, build_loss
 from distil.losses.schedules import SCHEDULES
+
+
+class Connectors(nn.ModuleDict):
+    """The connectors by term name. A term name holds its taps' module paths (``fitnet@layers.1``), but
+    a module's name may not contain ``.``, so it is stored with ``/`` in its place (``connectors.fitnet@layers/1.weight``)."""
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return super().__getitem__(name.replace(".", "/"))
+
+    def __setitem__(self, name: str, module: nn.Module) -> None:
+        super().__setitem__(name.replace(".", "/"), module)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.replace(".", "/"))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return [k.replace("/", ".") for k in self._modules]
+
+    def items(self) -> list[tuple[str, nn.Module]]:  # type: ignore[override]
+        return list(zip(self.keys(), self.values()))
 
 
 class Objective(nn.Module):
@@ -39,7 +63,7 @@ class Objective(nn.Module):
         self.names = _unique_names(_term_name(t) for t in self.terms)
         # Registered so that losses with parameters (VID, CRD heads) and connectors train and move with it.
         self.losses = nn.ModuleList(t.loss for t in self.terms)
-        self.connectors = nn.ModuleDict(connectors or {})
+        self.connectors = Connectors(connectors or {})
 
     @property
     def temperature(self) -> float:
@@ -110,17 +134,30 @@ def _unique_names(names: Iterable[str]) -> list[str]:
     return out
 
 
-def connect(terms: list[Term], student_shapes: Mapping[str, torch.Size], teacher_shapes: Mapping[str, torch.Size]) -> Objective:
-    """The objective of ``terms``, with a connector for every term whose loss needs equal shapes and lacks them."""
+def connect(
+    terms: list[Term],
+    student_shapes: Mapping[str, torch.Size],
+    teacher_shapes: Mapping[str, torch.Size],
+    axes: tuple[Mapping[str, tuple[int, ...]], Mapping[str, tuple[int, ...]]] | None = None,
+) -> Objective:
+    """The objective of ``terms``, with a connector for every term whose loss needs equal shapes and lacks them.
+
+    ``axes`` (text: the student's and the teacher's length axes per tap, see
+    :func:`~distil.engine.taps.length_axes`) chooses connectors that work at every batch length.
+    """
     objective = Objective(terms)
     for name, term in zip(objective.names, terms):
         if term.loss.needs_same_shape and term.loss.uses_teacher:
             s, t = student_shapes[term.student], teacher_shapes[term.teacher]
-            if s[1:] != t[1:]:
-                try:
+            try:
+                if axes is not None:
+                    connector = build_token_connector(s, t, axes[0][term.student], axes[1][term.teacher])
+                    if not isinstance(connector, nn.Identity):
+                        objective.connectors[name] = connector
+                elif s[1:] != t[1:]:
                     objective.connectors[name] = build_connector(s, t)
-                except ValueError as err:
-                    raise ValueError(f"term {name}: {err}") from None
+            except ValueError as err:
+                raise ValueError(f"term {name}: {err}") from None
     return objective
 
 
@@ -151,7 +188,9 @@ def build_objective(
     or ready-made terms (their losses used as they are), in any mix. A tap group (``stages``, ...)
     expands to one term per stage pair, paired from the last stage backwards. Torch's global RNG is
     seeded with ``seed`` first, so the loss parameters and connectors of one config and seed are the
-    same whoever builds the objective (run, strategy, Python API, compress).
+    same whoever builds the objective (run, strategy, Python API, compress). On token batches the
+    connectors must work at every batch length: each model is probed once more, a token shorter, to
+    find which axis of each feature is the length (:func:`~distil.engine.connectors.build_token_connector`).
 
     Raises ``KeyError`` (unknown loss, schedule or tap, with what exists) or ``ValueError`` (arguments,
     shapes no connector can bridge), each naming the term.
@@ -165,11 +204,16 @@ def build_objective(
         except KeyError as err:
             raise KeyError(f"term {i} ({_loss_name(item)}): {err.args[0]}") from None
         expanded += [(i, item, s, t, len(pairs)) for s, t in pairs]
-    s_shapes = probe_shapes(student, probe_x, {s for _, _, s, _, _ in expanded})
+    s_taps = {s for _, _, s, _, _ in expanded}
+    s_shapes = probe_shapes(student, probe_x, s_taps)
     wanted = {t for _, item, _, t, _ in expanded if _loss_class(0, item).uses_teacher}
     t_shapes = probe_shapes(teacher, probe_x, wanted) if teacher is not None else {}
     built = [_term(i, item, s, t, copies, s_shapes, t_shapes, n_data) for i, item, s, t, copies in expanded]
-    return connect(built, s_shapes, t_shapes)
+    axes = None
+    if is_tokens(probe_x) and teacher is not None and any(t.loss.needs_same_shape and t.loss.uses_teacher for t in built):
+        # Text: which axis of each feature is the length, which changes from batch to batch.
+        axes = (length_axes(student, probe_x, s_taps), length_axes(teacher, probe_x, wanted))
+    return connect(built, s_shapes, t_shapes, axes)
 
 
 def _loss_name(item: TermSpec | Term) -> str:

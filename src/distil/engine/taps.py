@@ -14,6 +14,8 @@ from types import TracebackType
 import torch
 from torch import nn
 
+from distil.data.tokens import is_tokens, trim
+
 LOGITS = "logits"
 INPUT_SUFFIX = ":input"
 
@@ -97,6 +99,23 @@ def probe_shapes(model: nn.Module, x: torch.Tensor, taps: Iterable[str]) -> dict
         model.train(was_training)
 
 
+def length_axes(model: nn.Module, x: torch.Tensor, taps: Iterable[str]) -> dict[str, tuple[int, ...]]:
+    """For a batch of token ids ``x``: the axes of each tap's output whose size follows the batch's length.
+
+    Found by probing ``x`` and ``x`` one token shorter: hidden states (B, L, D) → ``(1,)``, attention
+    maps (B, H, L, L) → ``(2, 3)``, convolution maps (B, C, L + w − 1) → ``(2,)``, sentence vectors → ``()``.
+    The layout is read, not guessed from the rank, because the trainer cuts every batch to its own
+    length. A probe of one-token sentences cannot show it; then rank 3 is taken as (B, L, D) and rank
+    4 as (B, H, L, L).
+    """
+    x = trim(x)
+    if x.shape[1] < 2:
+        conventional = {3: (1,), 4: (2, 3)}
+        return {k: conventional.get(len(s), ()) for k, s in probe_shapes(model, x, taps).items()}
+    full, shorter = probe_shapes(model, x, taps), probe_shapes(model, x[:, :-1], taps)
+    return {k: tuple(i for i in range(1, len(s)) if s[i] != shorter[k][i]) for k, s in full.items()}
+
+
 def stage_taps(model: nn.Module, x: torch.Tensor) -> list[str]:
     """For each spatial resolution among the top-level children's outputs, the last child producing it.
 
@@ -138,6 +157,12 @@ def resolve_taps(model: nn.Module, x: torch.Tensor, tap: str) -> list[str]:
     prefix, _, group = tap.rpartition(".")
     if prefix and group in AUTO_TAPS:
         return [f"{prefix}.{t}" for t in resolve_taps(find_module(model, prefix), x, group)]
+    if tap in ("stages", "middle_stage", "last_stage") and is_tokens(x):
+        raise KeyError(
+            f"the tap group {tap!r} names the resolution stages of an image network; a text model has none: "
+            "name its layers (text_transformer: 'layers.N' hidden states, 'layers.N.attn.probs' attention maps; "
+            "minilm: 'backbone.encoder.layer.N') or use 'embedding'"
+        )
     if tap == "stages":
         return stage_taps(model, x)
     if tap == "last_stage":

@@ -6,10 +6,12 @@ docstring gives the paper and the formula. Multiply a loss by a number to get a 
 
 - response (logits): CE, KD, DKD, DIST, LSKD, LogitMSE
 - feature (intermediate maps): FitNet, AT, NST, VID, FT, AB
+- attention (Transformer self-attention probabilities): AttentionKL
 - relation (between samples of a batch): SP, RKD, PKT, CC
 - contrastive: CRD
 """
 
+from distil.losses.attention import AttentionKL
 from distil.losses.base import Loss, Term
 from distil.losses.contrastive import CRD
 from distil.losses.feature import AB, AT, FT, NST, VID, FitNet
@@ -34,6 +36,7 @@ __all__ = [
     "RKD",
     "SP",
     "VID",
+    "AttentionKL",
     "FitNet",
     "LogitMSE",
     "Loss",

@@ -45,6 +45,10 @@ class FitNet(Loss):
     the teacher's hint layer: ``FitNet = mean over all elements of (r(v) − u)²`` — the paper's
     ``½‖u − r(v)‖²`` up to the constant ½ and the normalisation by the number of elements, so the
     weight does not depend on the layer's size.
+
+    On Transformer hidden states ``(B, L, D)``, with the engine's linear connector W_h, it is TinyBERT's
+    hidden-state loss, and on attention maps ``(B, H, L, L)`` its attention loss (Jiao et al. 2020,
+    "TinyBERT", Findings of EMNLP); the mean then includes padded positions (the loss sees no mask).
     """
 
     needs_same_shape = True
