@@ -125,6 +125,11 @@ def load_run(run_dir: Path, config=None):
         raise ConfigError(f"{run_dir}: the run has no teacher; the recovery fine-tune distils from it")
     cfg = config
     data = cfg.data.load(cfg.seed)
+    if data.text is not None:
+        raise ConfigError(
+            f"{run_dir}: a text run; `distil compress` takes image and signal runs for now (ONNX export of text models with a dynamic "
+            "sequence length is issue #15); remove the compress section"
+        )
     teacher = load_weights(cfg.teacher.build(data, cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
     student = load_weights(cfg.student.build(data, cfg.seed), run_dir / entries[base]["weights"]).eval()
     return config, summary, data, teacher, student, cfg.student.arch, base

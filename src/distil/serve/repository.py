@@ -123,6 +123,8 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
     if not students:
         raise ModelError(f"{run}/summary.json lists no student model")
     student = students[-1]
+    if "text" in data:
+        raise ModelError(f"{run}: a text run; `distil serve` takes image and signal runs for now (serving text — tokenizer in the server, BYTES inputs — is issue #15)")
     common = {"class_names": tuple(data["class_names"]), "mean": tuple(data["mean"]), "std": tuple(data["std"])}
     shape = tuple(data["input_shape"])
     served = [_run_model(run, name, "student", student, shape, runtime, common)]
