@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distil.config.files import apply_override, read_raw, resolve_paths, validate_config
+from distil.config.files import read_raw, resolve_paths, validate_config
 from distil.experiment import run_experiment
-from distil.hardware import machine
+from distil.hardware import machine, set_threads
 
 ARCHS = ("bilstm", "lstm", "textcnn", "boe")
 #: variant -> (overrides, rows it adds: name in the run → variant label)
@@ -78,6 +78,7 @@ def main() -> None:
     parser.add_argument("--archs", default=",".join(ARCHS))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-text"))
     args = parser.parse_args()
+    set_threads()  # as the CLI does: DISTIL_THREADS, else one per core
     root = args.out / args.dataset
     start = time.time()
 
@@ -101,18 +102,24 @@ def main() -> None:
     results["wall_seconds"] = round(time.time() - start, 1)
     results["command"] = shlex.join(["python", *sys.argv])
     (root / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    (root / "results.md").write_text(table(results, args.archs.split(","), args.seeds))
+    latency_file = root / "latency.json"
+    latency = json.loads(latency_file.read_text()) if latency_file.is_file() else None
+    (root / "results.md").write_text(table(results, args.archs.split(","), args.seeds, latency))
     print((root / "results.md").read_text())
 
 
-def table(results: dict[str, Any], archs: list[str], seeds: int) -> str:
+def table(results: dict[str, Any], archs: list[str], seeds: int, latency: dict[str, Any] | None = None) -> str:
+    """Mean ± std per student and variant, gap closed, and latencies: from latency.json (one quiet
+    process, see latency.py) when it exists, else the median of the runs' own rows."""
     teacher = results["teacher"]
-    t_acc, t_lat = 100 * teacher["accuracy"], teacher["latency_ms_b1"]
+    t_acc = 100 * teacher["accuracy"]
+    timed = latency["models"] if latency else None
+    t_lat = timed["teacher"]["latency_ms_b1"] if timed else teacher["latency_ms_b1"]
+    source = "latency.json (one process, alone)" if timed else "each run's own row (runs shared the machine)"
     lines = [
-        f"Teacher (MiniLM fine-tuned, seed 0): {t_acc:.2f} %, {teacher['params']:,} params, batch-1 latency {t_lat:.3f} ms "
-        f"({teacher.get('latency_ms_b1_text') or 0:.3f} ms with tokenization).",
+        f"Teacher (MiniLM fine-tuned end to end, seed 0): {t_acc:.2f} %, {teacher['params']:,} params, batch-1 latency {t_lat:.3f} ms. Latencies from {source}.",
         "",
-        "| student | params | variant | test acc (mean ± std, %d seeds) | gap closed | latency b=1 | teacher / student b=1 |" % seeds,
+        f"| student | params | variant | test acc (mean ± std, {seeds} seeds) | gap closed | latency b=1 | teacher / student b=1 |",
         "|---|---:|---|---:|---:|---:|---:|",
     ]
     for arch in archs:
@@ -123,7 +130,7 @@ def table(results: dict[str, Any], archs: list[str], seeds: int) -> str:
             mean = statistics.mean(accs)
             std = statistics.stdev(accs) if len(accs) > 1 else 0.0
             means[variant] = mean
-            lat = statistics.median(r["latency_ms_b1"] for r in rows)
+            lat = timed[arch]["latency_ms_b1"] if timed else statistics.median(r["latency_ms_b1"] for r in rows)
             gap = (mean - means["labels"]) / (t_acc - means["labels"]) if variant != "labels" else 0.0
             lines.append(f"| {arch} | {rows[0]['params']:,} | {variant} | {mean:.2f} ± {std:.2f} | {100 * gap:+.0f} % | {lat:.3f} ms | {t_lat / lat:.0f}× |")
     return "\n".join(lines) + "\n"
