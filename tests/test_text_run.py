@@ -35,7 +35,7 @@ def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label
     return path
 
 
-def config(tmp: Path, **changes) -> dict:
+def config(tmp: Path, file: str = "text.yaml", **changes) -> Path:
     raw = {
         "name": "text-tiny",
         "seed": 0,
@@ -51,7 +51,7 @@ def config(tmp: Path, **changes) -> dict:
             raw[section] = {**raw.get(section, {}), field: value}
         else:
             raw[key] = value
-    path = tmp / "text.yaml"
+    path = tmp / file
     path.write_text(yaml.safe_dump(raw))
     return path
 
@@ -96,6 +96,7 @@ def test_text_transfer_set_and_augmented_views(text_run):
     extra = write_csv(tmp / "extra.csv", [(t, "") for t, _ in sentences(80, 7)], header="text,unused")
     path = config(
         tmp,
+        "transfer.yaml",
         **{
             "teacher.weights": str(tmp / "out" / "teacher.safetensors"),
             "data.augment": {"mask": 0.1, "replace": 0.1, "ngram": 0.2},
@@ -175,3 +176,18 @@ def test_compress_and_serve_of_text_runs_say_they_are_not_supported_yet(text_run
     assert not (tmp / "out" / "compressed").exists()
     served = run_cli("serve", tmp / "out")
     assert served.exit_code == 2 and "a text run" in served.output, served.output
+
+
+def test_noisy_student_on_text_noises_with_augmentation_not_gaussian_noise(text_run):
+    tmp, _, _ = text_run
+    extra = write_csv(tmp / "extra3.csv", [(t, "") for t, _ in sentences(40, 9)], header="text,unused")
+    strategy = {"name": "noisy_student", "iterations": 1, "dropout": None, "transfer": {"name": "text_csv", "path": str(extra), "options": {"label_column": None}}}
+    common = {"teacher.weights": str(tmp / "out" / "teacher.safetensors"), "scratch": False}
+    refused = run_cli("run", config(tmp, "noisy.yaml", **common, strategy={**strategy, "input_noise": 0.1}), "--out", tmp / "noisy")
+    assert refused.exit_code == 2 and "text inputs are token ids" in refused.output, refused.output
+    assert not (tmp / "noisy").exists()
+    path = config(tmp, "noisy.yaml", **common, strategy={**strategy, "input_noise": 0.0}, **{"data.augment": {"mask": 0.15}})
+    result = run_cli("run", path, "--out", tmp / "noisy")
+    assert result.exit_code == 0, result.output
+    rows = {m["name"]: m for m in json.loads((tmp / "noisy" / "summary.json").read_text())["models"]}
+    assert "student_noisy_1" in rows and rows["student_noisy_1"]["teacher_outputs"]["kind"].startswith("exact")
