@@ -154,3 +154,14 @@ def test_point_names_do_not_overlap_when_points_crowd():
     plt.close(fig)
     assert len(boxes) == len(points)
     assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+
+
+def test_the_report_looks_into_the_strategy_student_when_there_is_one():
+    from distil.report.analysis import main_student
+
+    def rows(*names):
+        return [{"name": n, "role": "teacher" if n == "teacher" else "student", "method": "scratch" if n.endswith("scratch") else "kd"} for n in names]
+
+    assert main_student({"models": rows("teacher", "student_scratch", "student_kd", "student_unlabeled_kd"), "strategy": "unlabeled"}, "kd") == "student_unlabeled_kd"
+    assert main_student({"models": rows("teacher", "student_scratch", "student_kd", "student_dkd"), "strategy": "none"}, "kd") == "student_kd"
+    assert main_student({"models": rows("teacher", "student_scratch", "student_dkd")}, "kd") == "student_dkd"

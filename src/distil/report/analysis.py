@@ -122,12 +122,16 @@ class Predictions:
 
 
 def main_student(summary: dict[str, Any], method: str) -> str | None:
-    """The distilled student the report looks into: ``student_<method>``, else the last non-scratch student."""
+    """The distilled student the report looks into: the strategy's last student when the run used a
+    strategy (its baseline ``student_<method>`` comes first), else ``student_<method>``, else the last
+    non-scratch student."""
     own = [m for m in summary["models"] if "source" not in m]
     names = [m["name"] for m in own]
+    students = [m["name"] for m in own if m.get("role") == "student" and m.get("method") != "scratch"]
+    if summary.get("strategy", "none") not in (None, "none") and students:
+        return students[-1]
     if f"student_{method}" in names:
         return f"student_{method}"
-    students = [m["name"] for m in own if m.get("role") == "student" and m.get("method") != "scratch"]
     return students[-1] if students else None
 
 
