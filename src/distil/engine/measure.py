@@ -99,10 +99,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def speed(model: nn.Module, input_shape: TimingInput, *, latency_repeats: int = 50, throughput_repeats: int = 5, copy_model: bool = True) -> dict[str, float]:
-    """Latency p50/p95 (ms) at batch 1 and 256 and throughput at 256 (samples/s, from the median)."""
-    b1 = cpu_latency(model, input_shape, batch=1, repeats=latency_repeats, copy_model=copy_model)
-    b256 = cpu_latency(model, input_shape, batch=256, repeats=throughput_repeats, warmup=2, copy_model=copy_model)
+def speed(model: nn.Module, sample: TimingInput, *, latency_repeats: int = 50, throughput_repeats: int = 5, copy_model: bool = True) -> dict[str, float]:
+    """Latency p50/p95 (ms) at batch 1 and 256 and throughput at 256 (samples/s, from the median) on ``sample`` (see :func:`cpu_latency`)."""
+    b1 = cpu_latency(model, sample, batch=1, repeats=latency_repeats, copy_model=copy_model)
+    b256 = cpu_latency(model, sample, batch=256, repeats=throughput_repeats, warmup=2, copy_model=copy_model)
     return {
         "latency_ms_b1": statistics.median(b1) * 1e3,
         "latency_ms_b1_p95": percentile(b1, 0.95) * 1e3,
@@ -119,7 +119,7 @@ def count_nonzeros(model: nn.Module) -> int:
 
 def measure(
     model: nn.Module,
-    input_shape: TimingInput,
+    sample: TimingInput,
     *,
     runtime: str = "torch",
     test: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -146,6 +146,6 @@ def measure(
     row["nonzeros"] = count_nonzeros(counted)
     if size_bytes is not None:
         row["size_bytes"] = int(size_bytes)
-    timed = speed(run, input_shape, latency_repeats=latency_repeats, throughput_repeats=throughput_repeats, copy_model=False)
+    timed = speed(run, sample, latency_repeats=latency_repeats, throughput_repeats=throughput_repeats, copy_model=False)
     row.update({k: round(v, 4) if k.startswith("latency") else round(v, 1) for k, v in timed.items()})
     return row

