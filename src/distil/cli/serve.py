@@ -32,19 +32,18 @@ def serve(
     feedback: Annotated[Path | None, typer.Option(help="capture served inputs into this transfer-set folder (off by default)")] = None,
     feedback_max: Annotated[int, typer.Option(min=1, help="feedback cap: samples")] = 10_000,
     feedback_max_mb: Annotated[float, typer.Option(min=0.001, help="feedback cap: MB of inputs")] = 256.0,
+    max_text_bytes: Annotated[int, typer.Option(min=1, help="text models: UTF-8 bytes per text; beyond it 413")] = 10_000,
 ) -> None:
     """Serve a run's student (and teacher) over the Open Inference Protocol v2, with /predict and a page at /."""
     import uvicorn
 
-    from distil.serve import BatchSettings, FeedbackWriter, ServeSettings, create_app, load_models
+    from distil.serve import BatchSettings, ServeSettings, create_app, feedback_writer, load_models
 
     models = load_models(target, runtime.value, model_name)
-    writer = None
-    if feedback is not None:
-        main = models[0]
-        writer = FeedbackWriter(feedback, main.class_names, main.input_shape, main.mean, main.std, main.name, feedback_max, int(feedback_max_mb * 2**20))
-    settings = ServeSettings(BatchSettings(max_batch, max_delay_ms, queue_size), int(max_body_mb * 2**20), timeout_s)
+    writer = feedback_writer(models[0], feedback, feedback_max, int(feedback_max_mb * 2**20)) if feedback is not None else None
+    settings = ServeSettings(BatchSettings(max_batch, max_delay_ms, queue_size), int(max_body_mb * 2**20), timeout_s, max_text_bytes=max_text_bytes)
     for m in models:
-        err.print(f"{m.name}: {m.role}, {m.backend.name}, input {list(m.input_shape)}, {m.num_classes} classes, from {m.info.get('weights', m.info.get('source'))}", highlight=False)
+        takes = f"text ({m.input.description['tokenizer']} tokenizer)" if m.is_text else f"input {list(m.input_shape)}"
+        err.print(f"{m.name}: {m.role}, {m.backend.name}, {takes}, {m.num_classes} classes, from {m.info.get('weights', m.info.get('source'))}", highlight=False)
     err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
     uvicorn.run(create_app(models, settings, writer), host=host, port=port, log_level="warning")

@@ -18,7 +18,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import Response
 
-from distil.serve.feedback import FeedbackWriter
+from distil.serve.feedback import FeedbackWriter, TextFeedbackWriter
 from distil.serve.json_errors import add_error_handlers
 from distil.serve.metrics import ServerMetrics
 from distil.serve.middleware import LimitsAndMetrics
@@ -28,7 +28,7 @@ from distil.serve.repository import ServedModel
 from distil.serve.state import ServeSettings, ServeState
 
 
-def create_app(models: list[ServedModel], settings: ServeSettings | None = None, feedback: FeedbackWriter | None = None) -> FastAPI:
+def create_app(models: list[ServedModel], settings: ServeSettings | None = None, feedback: FeedbackWriter | TextFeedbackWriter | None = None) -> FastAPI:
     """The app serving ``models`` (the first is the main one: /predict's default, feedback's source)."""
     state = ServeState(models, settings or ServeSettings(), feedback)
     app = FastAPI(title="distil serve", lifespan=_lifespan(state), docs_url=None, redoc_url=None, openapi_url=None)

@@ -1,7 +1,10 @@
-"""Inference backends: something that maps a float32 batch ``(N, *input_shape)`` to logits ``(N, K)``.
+"""Inference backends: something that maps a batch to logits.
 
-A backend is any object with ``name``, ``platform``, ``input_name``, ``input_shape`` and
-``predict(x) -> logits``. Two ship: :class:`OnnxBackend` (onnxruntime, the default) and
+The batch is float32 ``(N, *input_shape)`` for tensor models, int64 token ids ``(N, L)`` (any ``L``)
+for text models; logits are ``(N, K)``, or ``(N, L, K)`` for taggers. What the batch holds and how a
+request becomes one is the model's input (:mod:`distil.serve.inputs`), not the backend's concern.
+
+A backend is any object with ``name``, ``platform``, ``input_name`` and ``predict(x) -> logits``. Two ship: :class:`OnnxBackend` (onnxruntime, the default) and
 :class:`TorchBackend` (the PyTorch module itself, the fallback when there is no ONNX file and none
 can be exported). ``predict`` is called from a worker thread, one batch at a time per model.
 """
@@ -21,15 +24,18 @@ class Backend(Protocol):
     name: str  # what it runs on, e.g. "onnxruntime"
     platform: str  # the OIP model-metadata platform string
     input_name: str
-    input_shape: tuple[int, ...]  # one sample's shape, without the batch axis
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits (float32, ``(N, K)``) of the float32 batch ``x`` of shape ``(N, *input_shape)``."""
+        """Logits (float32, ``(N, K)`` or ``(N, L, K)``) of the batch ``x``."""
         ...
 
 
 class OnnxBackend:
-    """An onnxruntime session on the CPU; the input's name and per-sample shape come from the graph."""
+    """An onnxruntime session on the CPU; the input's name, type and per-sample shape come from the graph.
+
+    ``input_shape`` has -1 for a dynamic axis (the length of token ids); ``input_type`` is
+    onnxruntime's, e.g. ``"tensor(float)"`` or ``"tensor(int64)"``.
+    """
 
     name = "onnxruntime"
     platform = "onnxruntime_onnx"
@@ -50,10 +56,8 @@ class OnnxBackend:
         if len(inputs) != 1:
             raise ModelError(f"{path}: the model has {len(inputs)} inputs; distil serves models with one input")
         self.input_name = inputs[0].name
-        dims = inputs[0].shape[1:]
-        if not all(isinstance(d, int) and d > 0 for d in dims):
-            raise ModelError(f"{path}: input {self.input_name!r} has shape {inputs[0].shape}; every axis but the batch must be fixed")
-        self.input_shape = tuple(int(d) for d in dims)
+        self.input_type = inputs[0].type
+        self.input_shape = tuple(int(d) if isinstance(d, int) and d > 0 else -1 for d in inputs[0].shape[1:])
         self.output_name = self.session.get_outputs()[0].name
         self.path = Path(path)
 
@@ -68,7 +72,7 @@ class TorchBackend:
     platform = "pytorch_torchscript"  # the closest OIP platform name; parameters say "torch eager"
     input_name = "input"
 
-    def __init__(self, model, input_shape: tuple[int, ...], threads: int = 0) -> None:
+    def __init__(self, model, input_shape: tuple[int, ...] = (), threads: int = 0) -> None:
         import torch
 
         self.model = model.eval().to("cpu")

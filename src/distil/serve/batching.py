@@ -2,7 +2,9 @@
 
 A worker task takes the first waiting request, then keeps taking more until the batch holds
 ``max_batch`` samples or ``max_delay_ms`` has passed since it started gathering; the forward pass
-runs in a thread so the event loop keeps accepting requests meanwhile. The queue holds at most
+runs in a thread so the event loop keeps accepting requests meanwhile. Token ids of requests of
+different lengths are padded to the longest of the batch (:func:`join`), and each request gets its
+own rows back, a tagger's cut to its own length (:func:`own_rows`). The queue holds at most
 ``queue_size`` requests: :meth:`Batcher.submit` raises :class:`QueueFull` beyond that (the app
 answers 503), so memory stays bounded however many clients push.
 """
@@ -14,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from distil.serve.inputs import pad_rows
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,7 @@ class Batcher:
             live = [(x, f) for x, f in batch if not f.done()]  # timed-out requests are dropped
             if not live:
                 continue
-            xs = np.concatenate([x for x, _ in live]) if len(live) > 1 else live[0][0]
+            xs = join([x for x, _ in live])
             if self.on_batch:
                 self.on_batch(len(xs))
             try:
@@ -90,7 +94,7 @@ class Batcher:
             start = 0
             for x, f in live:
                 if not f.done():
-                    f.set_result(logits[start : start + len(x)])
+                    f.set_result(own_rows(logits, start, x))
                 start += len(x)
 
     async def _gather(self) -> list[Item]:
@@ -120,3 +124,21 @@ class Batcher:
             items.append(item)
             size += len(item[0])
         return items
+
+
+def join(parts: list[np.ndarray]) -> np.ndarray:
+    """The requests' batches as one: token ids of different lengths are right-padded with 0 to the longest."""
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].dtype.kind in "iu" and parts[0].ndim == 2 and len({p.shape[1] for p in parts}) > 1:
+        return pad_rows(parts)
+    return np.concatenate(parts)
+
+
+def own_rows(logits: np.ndarray, start: int, x: np.ndarray) -> np.ndarray:
+    """The rows of ``logits`` that answer the request ``x`` (from row ``start``); a tagger's token rows cut
+    back to the request's own length (padding does not change the outputs at real tokens)."""
+    rows = logits[start : start + len(x)]
+    if rows.ndim == 3 and x.ndim == 2:
+        rows = rows[:, : x.shape[1]]
+    return rows

@@ -2,7 +2,8 @@
 
 Every model has one version, ``"1"``; the ``/versions/{version}`` forms of the routes are served too,
 so clients that always name a version work. Tensors are parsed and encoded (JSON or binary) by
-:mod:`distil.serve.protocol`.
+:mod:`distil.serve.protocol`; the model's input (:mod:`distil.serve.inputs`) turns the tensor into
+its batch — a text model's BYTES strings are tokenized there.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from distil.serve.protocol import HEADER_LENGTH, encode_response, parse_infer
-from distil.serve.state import ServeState, softmax
+from distil.serve.state import ServeState
 
 
 def add_oip_routes(app: FastAPI, state: ServeState) -> None:
@@ -47,10 +48,9 @@ def add_oip_routes(app: FastAPI, state: ServeState) -> None:
     async def infer(name: str, request: Request, version: str | None = None) -> Response:
         model = state.model(name, version)
         body = await request.body()
-        parsed = parse_infer(
-            body, request.headers.get(HEADER_LENGTH), model.backend.input_name, model.input_shape, state.settings.max_request_batch
-        )
-        logits = await state.logits(model, parsed.x)
-        content, headers = encode_response(model.name, parsed.id, parsed.outputs, {"logits": logits, "probabilities": softmax(logits)})
+        parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.inputs.name, model.inputs.datatype, model.output_names)
+        batch = await state.prepare(model.inputs.from_oip, model, parsed.values, parsed.shape, state.settings.limits)
+        logits = await state.logits(model, batch)
+        content, headers = encode_response(model.name, parsed.id, parsed.outputs, model.outputs(batch, logits))
         media = headers.pop("content-type")
         return Response(content, media_type=media, headers=headers)

@@ -1,7 +1,10 @@
-"""The routes for people: ``POST /predict`` (an image or a JSON array in, top classes out) and the page at ``/``.
+"""The routes for people: ``POST /predict`` (an image, a JSON array or text in, top classes out) and the page at ``/``.
 
 Unlike OIP infer, ``/predict`` takes inputs at their raw scale (pixels, as the user has them) and
-normalizes them as in training, and answers class names with probabilities and the latency.
+normalizes them as in training, and answers class names with probabilities and the latency. A text
+model takes ``{"text": ...}``, a form field ``text`` or a text/plain body (:mod:`distil.serve.texts`)
+and answers its top classes per text — a tagger: each word with its tag — with the model's latency
+and the tokenizer's.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 from distil.serve.images import array_to_raw, image_to_raw, normalize
+from distil.serve.inputs import Batch, TextInput
 from distil.serve.page import page_html
 from distil.serve.protocol import InferError
-from distil.serve.repository import ServedModel
-from distil.serve.state import ServeState, softmax
+from distil.serve.repository import ServedModel, softmax, word_tags
+from distil.serve.state import ServeState
+from distil.serve.texts import request_texts
 
 
 def add_predict_routes(app: FastAPI, state: ServeState) -> None:
@@ -29,16 +34,30 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
         top = min(k or state.settings.top_k, served.num_classes)
         if top < 1:
             raise InferError("k must be at least 1")
-        raw = await _raw_input(request, served, state.settings.max_request_batch)
+        answer: dict = {"model": served.name, "role": served.role}
+        if isinstance(served.input, TextInput):
+            texts = await request_texts(request)
+            start = time.perf_counter()
+            batch = await state.prepare(served.input.encode, served, texts, state.settings.limits)
+            answer["tokenize_ms"] = round((time.perf_counter() - start) * 1000, 3)
+        else:
+            batch = Batch(normalize(await _raw_input(request, served, state.settings.max_request_batch), served.mean, served.std))
         start = time.perf_counter()
-        logits = await state.logits(served, normalize(raw, served.mean, served.std))
-        latency_ms = (time.perf_counter() - start) * 1000
+        logits = await state.logits(served, batch)
+        answer["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
         probs = softmax(logits)
+        if served.tags_words:
+            assert batch.words is not None
+            answer["tags"] = [
+                [{"word": w, "tag": served.class_names[i], "index": i, "probability": p} for w, (i, p) in zip(words, row)]
+                for words, row in zip(batch.words, word_tags(batch, probs))
+            ]
+            return answer
         order = np.argsort(-probs, axis=1, kind="stable")[:, :top]
-        predictions = [
+        answer["predictions"] = [
             [{"class": served.class_names[i], "index": int(i), "probability": float(p[i])} for i in row] for row, p in zip(order, probs)
         ]
-        return {"model": served.name, "role": served.role, "latency_ms": round(latency_ms, 3), "predictions": predictions}
+        return answer
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:

@@ -9,6 +9,11 @@
   weights and exported to a temporary ONNX file (:func:`export_onnx`), whose outputs are checked
   against PyTorch's; if that is not possible the PyTorch module itself is served, and the model
   metadata says so. The teacher, when ``teacher.safetensors`` exists, is served too, as ``teacher``.
+* **text runs** (``summary.json``'s ``data`` has ``text``): the model's input is a
+  :class:`~distil.serve.inputs.TextInput` — BYTES strings, tokenized in the server with the run's
+  tokenizer (its tokenizer.json checked against the run's sha256; see :mod:`distil.serve.text_runs`).
+  The ONNX export is tried with token ids of two lengths; a graph that cannot take any length is not
+  used, and PyTorch serves.
 * **MODEL.onnx**: metadata from a JSON sidecar (``MODEL.json`` or ``MODEL.onnx.json``, the keys of
   ``summary.json``'s ``data``) when present, else the shape from the graph and classes ``"0".."K-1"``.
 """
@@ -26,15 +31,22 @@ import numpy as np
 
 from distil.errors import ModelError
 from distil.serve.backends import Backend, OnnxBackend, TorchBackend
+from distil.serve.inputs import Batch, Limits, TensorInput, TextInput
+from distil.serve.text_runs import text_input, vocabulary_args
 
 log = logging.getLogger("distil.serve")
 
 RUNTIMES = ("onnxruntime", "torch")
+OUTPUTS = ("logits", "probabilities")
 
 
 @dataclass
 class ServedModel:
-    """A model as the server sees it: a backend, class names, and the normalization of its inputs."""
+    """A model as the server sees it: a backend, class names, and its input (what requests hold and how
+    they become a batch: an FP32 tensor normalized with ``mean``/``std``, or text and its tokenizer).
+
+    Without ``input``, the input is an FP32 tensor of the backend's ``input_name`` and ``input_shape``.
+    """
 
     name: str
     backend: Backend
@@ -43,14 +55,51 @@ class ServedModel:
     std: tuple[float, ...] = ()
     role: str = "student"
     info: dict[str, Any] = field(default_factory=dict)  # arch, method, accuracy, source, ...
+    input: TensorInput | TextInput | None = None
+
+    def __post_init__(self) -> None:
+        if self.input is None:
+            self.input = TensorInput(self.backend.input_name, getattr(self.backend, "input_shape", ()), self.mean, self.std)
+
+    @property
+    def inputs(self) -> TensorInput | TextInput:
+        """The model's input (never None after construction)."""
+        assert self.input is not None
+        return self.input
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return self.backend.input_shape
+        """One sample's shape (``()`` for text: a string)."""
+        return self.inputs.shape
+
+    @property
+    def is_text(self) -> bool:
+        return isinstance(self.input, TextInput)
+
+    @property
+    def tags_words(self) -> bool:
+        """Whether the model is a tagger: logits ``(N, L, K)``, a class (tag) per word."""
+        return isinstance(self.input, TextInput) and self.input.tags_words
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The OIP outputs: logits and probabilities; taggers add ``tags``, one class name per word."""
+        return OUTPUTS + (("tags",) if self.tags_words else ())
+
+    def outputs(self, batch: Batch, logits: np.ndarray) -> dict[str, np.ndarray]:
+        """The OIP output tensors of ``logits`` (``batch``'s); a tagger's ``tags`` are ``(N, W)`` strings, padded with ""."""
+        tensors = {"logits": logits, "probabilities": softmax(logits)}
+        if self.tags_words:
+            tags = word_tags(batch, tensors["probabilities"])
+            table = np.full((len(tags), max(len(t) for t in tags)), "", dtype=object)
+            for i, row in enumerate(tags):
+                table[i, : len(row)] = [self.class_names[k] for k, _ in row]
+            tensors["tags"] = table
+        return tensors
 
     def metadata(self) -> dict[str, Any]:
         """The OIP model-metadata response, with distil's own facts under ``parameters``."""
@@ -58,20 +107,43 @@ class ServedModel:
             "name": self.name,
             "versions": ["1"],
             "platform": self.backend.platform,
-            "inputs": [{"name": self.backend.input_name, "datatype": "FP32", "shape": [-1, *self.input_shape]}],
-            "outputs": [
-                {"name": "logits", "datatype": "FP32", "shape": [-1, self.num_classes]},
-                {"name": "probabilities", "datatype": "FP32", "shape": [-1, self.num_classes]},
-            ],
+            "inputs": [self.inputs.metadata()],
+            "outputs": self._output_metadata(),
             "parameters": {
                 "runtime": self.backend.name,
                 "role": self.role,
                 "class_names": list(self.class_names),
                 "mean": list(self.mean),
                 "std": list(self.std),
+                **({"text": self.inputs.description} if isinstance(self.input, TextInput) else {}),
                 **self.info,
             },
         }
+
+
+    def _output_metadata(self) -> list[dict[str, Any]]:
+        per_sample = [-1, self.num_classes] if self.tags_words else [self.num_classes]  # taggers: a row per token
+        entries = [{"name": n, "datatype": "FP32", "shape": [-1, *per_sample]} for n in OUTPUTS]
+        if self.tags_words:
+            entries.append({"name": "tags", "datatype": "BYTES", "shape": [-1, -1]})
+        return entries
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis of ``logits`` (classes), as float32: what /v2 infer and /predict report."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def word_tags(batch: Batch, probabilities: np.ndarray) -> list[list[tuple[int, float]]]:
+    """Per text of a tagger's batch, per word: the class (tag) index and probability at the word's token."""
+    assert batch.positions is not None, "a tagger's batch carries the token position of each word"
+    out = []
+    for row, positions in zip(probabilities, batch.positions):
+        picked = row[positions] if positions else np.zeros((0, row.shape[-1]), np.float32)
+        out.append([(int(p.argmax()), float(p.max())) for p in picked])
+    return out
 
 
 def load_models(target: str | Path, runtime: str = "onnxruntime", name: str = "student") -> list[ServedModel]:
@@ -97,13 +169,20 @@ def _from_onnx_file(path: Path, name: str) -> ServedModel:
                 raise ModelError(f"{sidecar}: not readable as JSON ({err})") from None
             meta = meta.get("data", meta)
             break
-    classes = _probe(backend)
+    model_input: TensorInput | TextInput
+    if isinstance(meta.get("text"), dict):  # a text model: the sidecar names its tokenizer
+        model_input = text_input(meta["text"], str(path))
+        if not _takes_token_ids(backend):
+            raise ModelError(f"{path}: a text model (its sidecar names a tokenizer) must take int64 ids (N, L) of any L; the graph's input is {backend.input_type} {backend.input_shape}")
+    else:
+        if any(d < 0 for d in backend.input_shape):
+            raise ModelError(f"{path}: input {backend.input_name!r} has shape {backend.input_shape}; every axis but the batch must be fixed (or give a sidecar naming the tokenizer of a text model)")
+        model_input = TensorInput(backend.input_name, backend.input_shape, tuple(meta.get("mean", ())), tuple(meta.get("std", ())))
+    classes = _probe(backend, model_input)
     class_names = tuple(str(c) for c in meta.get("class_names", range(classes)))
     if len(class_names) != classes:
         raise ModelError(f"{path}: the model has {classes} outputs but its sidecar names {len(class_names)} classes")
-    return ServedModel(
-        name, backend, class_names, tuple(meta.get("mean", ())), tuple(meta.get("std", ())), "student", {"source": str(path)}
-    )
+    return ServedModel(name, backend, class_names, model_input.mean, model_input.std, "student", {"source": str(path)}, model_input)
 
 
 def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
@@ -123,10 +202,11 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
     if not students:
         raise ModelError(f"{run}/summary.json lists no student model")
     student = students[-1]
-    if "text" in data:
-        raise ModelError(f"{run}: a text run; `distil serve` takes image and signal runs for now (serving text — tokenizer in the server, BYTES inputs — is issue #15)")
-    common = {"class_names": tuple(data["class_names"]), "mean": tuple(data["mean"]), "std": tuple(data["std"])}
     shape = tuple(data["input_shape"])
+    text = data.get("text")
+    # one input for both models: the tokenizer is loaded once and student and teacher read the same ids
+    model_input = text_input(text, str(run)) if text is not None else TensorInput("input", shape, tuple(data["mean"]), tuple(data["std"]))
+    common = {"class_names": tuple(data["class_names"]), "mean": model_input.mean, "std": model_input.std, "input": model_input}
     served = [_run_model(run, name, "student", student, shape, runtime, common)]
     if "teacher" in rows and (run / rows["teacher"]["weights"]).is_file():
         if name == "teacher":
@@ -137,23 +217,28 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
 
 def _run_model(run: Path, name: str, role: str, row: dict[str, Any], shape: tuple[int, ...], runtime: str, common: dict) -> ServedModel:
     info = {k: row[k] for k in ("arch", "method", "accuracy", "params") if k in row} | {"source": str(run)}
+    model_input: TensorInput | TextInput = common["input"]
     backend: Backend | None = None
     if runtime == "onnxruntime":
         onnx_file = compressed_onnx(run, role)
         if onnx_file is not None:
-            backend, info["weights"] = OnnxBackend(onnx_file), str(onnx_file)
+            candidate = OnnxBackend(onnx_file)
+            if isinstance(model_input, TensorInput) or _takes_token_ids(candidate):
+                backend, info["weights"] = candidate, str(onnx_file)
+            else:
+                log.warning("%s takes %s %s, not token ids of any length; not used", onnx_file, candidate.input_type, candidate.input_shape)
     if backend is None:
         model = _rebuild(run, role, row, shape)
         info["weights"] = str(run / row["weights"])
         backend = TorchBackend(model, shape)
         if runtime == "onnxruntime":
-            exported = export_onnx(model, shape)
+            exported = export_onnx(model, model_input if isinstance(model_input, TextInput) else shape)
             if exported is not None:
                 backend = exported
                 info["exported"] = "torch.onnx.export at start-up, outputs checked against PyTorch"
             else:
                 info["fallback"] = "no ONNX file and the export failed or is unavailable: serving PyTorch eager"
-    if _probe(backend) != len(common["class_names"]):
+    if _probe(backend, model_input) != len(common["class_names"]):
         raise ModelError(f"{name}: the model's outputs do not match the run's {len(common['class_names'])} classes")
     return ServedModel(name, backend, role=role, info=info, **common)
 
@@ -167,7 +252,13 @@ def compressed_onnx(run: Path, role: str) -> Path | None:
     return (plain or files)[0]
 
 
+def _takes_token_ids(backend: OnnxBackend) -> bool:
+    """Whether an ONNX graph reads int64 ids ``(N, L)`` with ``L`` free: what a text model must."""
+    return backend.input_type == "tensor(int64)" and backend.input_shape == (-1,)
+
+
 def _rebuild(run: Path, role: str, row: dict[str, Any], shape: tuple[int, ...]):
+    """The run's ``role`` model built from ``config.yaml`` (a text model with the vocabulary of its weights) and loaded."""
     import yaml
 
     from distil.config import validate_config
@@ -177,29 +268,39 @@ def _rebuild(run: Path, role: str, row: dict[str, Any], shape: tuple[int, ...]):
     config = validate_config(yaml.safe_load((run / "config.yaml").read_text()), source=str(run / "config.yaml"))
     cfg = config.teacher if role == "teacher" else config.student
     data = json.loads((run / "summary.json").read_text())["data"]
-    model = build_model(cfg.arch, input_shape=shape, num_classes=data["num_classes"], **cfg.kwargs)
-    return load_weights(model, run / row["weights"], row.get("sha256"))
+    weights = run / row["weights"]
+    text_args = vocabulary_args(weights, data["text"]) if "text" in data else {}
+    model = build_model(cfg.arch, input_shape=shape, num_classes=data["num_classes"], **text_args, **cfg.kwargs)
+    return load_weights(model, weights, row.get("sha256"))
 
 
-def export_onnx(model, input_shape: tuple[int, ...]) -> OnnxBackend | None:
+def export_onnx(model, model_input: tuple[int, ...] | TextInput) -> OnnxBackend | None:
     """``model`` exported to a temporary ONNX file with a dynamic batch axis, or None when that fails.
 
-    Written by the compress package's exporter. The exported graph must reproduce
-    PyTorch's logits on a probe batch (atol 1e-4), else it is not used.
+    ``model_input``: the per-sample shape of a tensor model, or a text model's input (its probes are
+    token ids of two lengths: the graph must take any length). Written by the compress package's
+    exporter. The exported graph must reproduce PyTorch's logits on the probe batches (atol 1e-4),
+    else it is not used.
     """
     import torch
 
     from distil.compress.export import export_onnx as write_onnx
 
-    probe = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
+    if isinstance(model_input, TextInput):
+        limits = Limits()
+        probes = [model_input.encode(texts, limits).x for texts in (PROBE_TEXTS[:2], PROBE_TEXTS[2:])]
+        shape: tuple[int, ...] = (int(model_input.description.get("max_length", probes[0].shape[1])),)
+    else:
+        shape = tuple(model_input)
+        probes = [torch.randn(4, *shape, generator=torch.Generator().manual_seed(0)).numpy()]
     path = Path(tempfile.mkdtemp(prefix="distil-serve-")) / "model.onnx"
     try:
         with torch.inference_mode():
-            expected = model(probe).numpy()
+            expected = [model(torch.from_numpy(p)).numpy() for p in probes]
         # The TorchScript exporter: fast at start-up and needs no onnxscript; compress uses the dynamo one.
-        write_onnx(model, tuple(input_shape), path, exporter="torchscript")
+        write_onnx(model, shape, path, exporter="torchscript")
         backend = OnnxBackend(path)
-        if not np.allclose(backend.predict(probe.numpy()), expected, atol=1e-4):
+        if not all(np.allclose(backend.predict(p), e, atol=1e-4) for p, e in zip(probes, expected)):
             log.warning("ONNX export differs from PyTorch; serving PyTorch")
             return None
         return backend
@@ -208,9 +309,21 @@ def export_onnx(model, input_shape: tuple[int, ...]) -> OnnxBackend | None:
         return None
 
 
-def _probe(backend: Backend) -> int:
-    """Run one zero batch through ``backend`` (a broken model fails at start-up) and return K."""
-    out = backend.predict(np.zeros((1, *backend.input_shape), dtype=np.float32))
-    if out.ndim != 2:
-        raise ModelError(f"the model returns an output of shape {out.shape}; expected logits (N, K)")
-    return int(out.shape[1])
+#: Sentences whose ids check an exported text model: two batches of different lengths.
+PROBE_TEXTS = (
+    "a short probe",
+    "a probe sentence",
+    "a longer probe sentence, with more words in it than the others",
+    "and one more",
+)
+
+
+def _probe(backend: Backend, model_input: TensorInput | TextInput) -> int:
+    """Run the input's probe batch through ``backend`` (a broken model fails at start-up) and return K."""
+    batch = model_input.probe()
+    out = backend.predict(batch.x)
+    token_rows = isinstance(model_input, TextInput) and model_input.tags_words
+    if out.ndim != (3 if token_rows else 2) or len(out) != len(batch):
+        expected = "(N, L, K): a tagger's row per token" if token_rows else "logits (N, K)"
+        raise ModelError(f"the model returns an output of shape {out.shape}; expected {expected}")
+    return int(out.shape[-1])

@@ -9,12 +9,15 @@ module-global, so two servers in one process (tests) do not share queues or coun
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from distil.serve.batching import Batcher, BatchSettings
-from distil.serve.feedback import FeedbackWriter
+from distil.serve.feedback import FeedbackWriter, TextFeedbackWriter
+from distil.serve.inputs import DEFAULT_MAX_TEXT_BYTES, Batch, Limits
 from distil.serve.metrics import ServerMetrics
 from distil.serve.protocol import InferError
 from distil.serve.repository import ServedModel
@@ -27,12 +30,18 @@ class ServeSettings:
     timeout_s: float = 10.0  # from queueing to result; past it the client gets 504
     max_request_batch: int = 256  # samples in one request
     top_k: int = 5
+    max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # UTF-8 bytes per text; longer texts get 413
+
+    @property
+    def limits(self) -> Limits:
+        """What one request may hold, as the models' inputs check it."""
+        return Limits(self.max_request_batch, self.max_text_bytes)
 
 
 class ServeState:
     """One server's shared state; the first model is the main one (/predict's default, feedback's source)."""
 
-    def __init__(self, models: list[ServedModel], settings: ServeSettings, feedback: FeedbackWriter | None) -> None:
+    def __init__(self, models: list[ServedModel], settings: ServeSettings, feedback: FeedbackWriter | TextFeedbackWriter | None) -> None:
         self.models = models
         self.settings = settings
         self.feedback = feedback
@@ -66,23 +75,22 @@ class ServeState:
             raise InferError(f"model {name!r} has no version {version!r}; its only version is 1", 404)
         return self.by_name[name]
 
-    async def logits(self, model: ServedModel, x: np.ndarray) -> np.ndarray:
-        """``model``'s logits for the normalized batch ``x``, through its batcher, within the timeout.
+    async def prepare(self, encode: Callable[..., Batch], model: ServedModel, *args: Any) -> Batch:
+        """``encode(*args)``: a text model's in a worker thread (tokenizing a large request must not stall
+        the event loop), a tensor model's inline (a reshape)."""
+        return await asyncio.to_thread(encode, *args) if model.is_text else encode(*args)
 
-        Inputs the main model answers are captured as feedback (when on), with its predicted classes.
+    async def logits(self, model: ServedModel, batch: Batch) -> np.ndarray:
+        """``model``'s logits for ``batch`` (normalized tensors or token ids), through its batcher, within the timeout.
+
+        Inputs the main model answers are captured as feedback (when on), with its predictions.
         """
         try:
-            logits = await asyncio.wait_for(self.batchers[model.name].submit(x), self.settings.timeout_s)
+            logits = await asyncio.wait_for(self.batchers[model.name].submit(batch.x), self.settings.timeout_s)
         except TimeoutError:
             raise InferError(f"the request timed out after {self.settings.timeout_s} s in the queue and model", 504) from None
         if self.feedback is not None and model.name == self.main:
-            kept = await asyncio.to_thread(self.feedback.add, x, logits.argmax(axis=1))
+            kept = await asyncio.to_thread(self.feedback.capture, model, batch, logits)
             self.metrics.feedback.inc(kept)
         return logits
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise probabilities of ``logits`` (N, classes), as float32: what /v2 infer and /predict report."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)

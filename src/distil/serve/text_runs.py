@@ -1,0 +1,85 @@
+"""What serving a text run needs besides its weights: the run's tokenizer, and the vocabulary a model
+was built with.
+
+``summary.json``'s ``data.text`` (``TextInfo.describe()``) names the tokenizer (spec, folder, sha256
+of its tokenizer.json, ``max_length``). :func:`text_input` loads it — from the folder the run used,
+else from the spec (a run copied to another machine) — and refuses one whose tokenizer.json differs
+from the run's: the ids would not be the ones the model learnt. The server then tokenizes every
+request exactly as the training data were.
+
+A student with ``vocab: data`` was built from the training split's token counts; its weights file
+carries the id → row ``index`` buffer, so :func:`vocabulary_args` rebuilds equivalent counts from it
+(every id with a row counts), without loading the dataset.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distil.errors import ModelError
+from distil.serve.inputs import TextInput
+
+#: The row of the id -> row index buffer that ids without a row of their own share (UNK), and padding's.
+FIRST_KEPT_ROW = 2
+#: A count high enough that every id with a row is kept whatever the model's ``min_count``.
+KEPT = 1 << 30
+
+
+def text_input(text: dict[str, Any], where: str) -> TextInput:
+    """The BYTES input of a text run whose ``summary.json`` ``data.text`` is ``text`` (``where``: for messages)."""
+    from distil.data.text.tokenizer import TextTokenizer, load_tokenizer
+    from distil.errors import DataError
+
+    try:
+        spec, folder, sha256, max_length = text["tokenizer"], Path(text["tokenizer_dir"]), text["tokenizer_sha256"], int(text["max_length"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelError(f"{where}: data.text must name tokenizer, tokenizer_dir, tokenizer_sha256 and max_length ({err})") from None
+    try:
+        if (folder / "tokenizer.json").is_file():
+            tokenizer = TextTokenizer(spec, folder, max_length)
+        else:
+            tokenizer = load_tokenizer(spec, max_length)
+    except DataError as err:
+        raise ModelError(f"{where}: the run's tokenizer {spec!r} cannot be loaded ({err})") from None
+    if tokenizer.sha256 != sha256:
+        raise ModelError(
+            f"{where}: tokenizer {spec!r} ({tokenizer.folder / 'tokenizer.json'}) has sha256 {tokenizer.sha256[:12]}…, "
+            f"but the run was trained on ids of {sha256[:12]}…; serve it with the tokenizer it was trained with"
+        )
+
+    def encode(texts: list[str]) -> np.ndarray:
+        return tokenizer.encode(texts).ids.numpy()
+
+    description = {"tokenizer": spec, "tokenizer_sha256": sha256, "max_length": max_length, "vocab_size": tokenizer.vocab_size}
+    return TextInput(encode, description=description)
+
+
+def vocabulary_args(weights: Path, text: dict[str, Any]) -> dict[str, Any]:
+    """``vocab_size``, ``token_counts`` and ``tokenizer_dir`` to rebuild the model saved in ``weights``.
+
+    ``token_counts`` marks the ids that have a row in the weights' ``*index`` buffer (vocab "data"),
+    or is None when the weights have no such buffer (vocab "teacher", pretrained models).
+    """
+    from safetensors import safe_open
+
+    vocab_size = int(text.get("vocab_size", 0)) or None
+    counts = None
+    if vocab_size is not None and weights.suffix == ".safetensors":
+        with safe_open(str(weights), "np") as tensors:
+            for key in tensors.keys():  # noqa: SIM118  safe_open is not a mapping
+                if key.split(".")[-1] != "index":
+                    continue
+                index = tensors.get_tensor(key)
+                if index.shape == (vocab_size,) and index.dtype.kind in "iu":
+                    kept = np.where(index >= FIRST_KEPT_ROW, KEPT, 0)
+                    counts = kept if counts is None else np.maximum(counts, kept)
+    import torch
+
+    return {
+        "vocab_size": vocab_size,
+        "token_counts": None if counts is None else torch.from_numpy(counts.astype(np.int64)),
+        "tokenizer_dir": text.get("tokenizer_dir"),
+    }
