@@ -92,3 +92,92 @@ def digit_png(index: int = 0) -> tuple[bytes, np.ndarray]:
     buffer = io.BytesIO()
     Image.fromarray(pixels, "L").save(buffer, "PNG")
     return buffer.getvalue(), pixels.astype(np.float32) / 255
+
+
+# --- a tiny text run: sentences that differ by one polar word, the packaged MiniLM tokenizer ---------
+
+POSITIVE = ["wonderful", "brilliant", "delightful", "moving", "superb", "charming", "excellent", "beautiful"]
+NEGATIVE = ["dreadful", "boring", "awful", "tedious", "clumsy", "terrible", "dull", "lifeless"]
+THINGS = ["film", "story", "cast", "script", "ending", "music", "movie", "plot"]
+
+
+def polar_sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` sentences alternately positive and negative, each carrying one polar word."""
+    import random
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        word = rng.choice(POSITIVE if label == "pos" else NEGATIVE)
+        rows.append((f"the {rng.choice(THINGS)} was {word} and the {rng.choice(THINGS)} {rng.choice(['too', 'as well', 'overall'])}", label))
+    return rows
+
+
+def tiny_text_config(folder: Path) -> dict:
+    """A text run config on a CSV written into ``folder``: a TextCNN teacher, a bag-of-embeddings student."""
+    csv = folder / "train.csv"
+    csv.write_text("text,label\n" + "".join(f'"{t}",{y}\n' for t, y in polar_sentences(160, 0)))
+    return {
+        "name": "tiny-text-serve",
+        "seed": 0,
+        "data": {"name": "text_csv", "path": str(csv), "val_size": 0.2, "max_length": 24},
+        "teacher": {
+            "arch": "textcnn",
+            "kwargs": {"embed_dim": 16, "maps": 16, "dropout": 0.0, "min_count": 1},
+            "epochs": 8,
+            "batch_size": 16,
+            "optimizer": "adamw",
+            "lr": 1e-2,
+        },
+        "student": {
+            "arch": "boe",
+            "kwargs": {"embed_dim": 16, "min_count": 1},
+            "epochs": 15,
+            "batch_size": 16,
+            "optimizer": "adamw",
+            "lr": 2e-2,
+            "weight_decay": 0.0,
+        },
+        "scratch": False,
+        "device": "cpu",
+        "measure": {"latency_repeats": 1, "throughput_repeats": 1},
+    }
+
+
+@functools.cache
+def tiny_text_run() -> Path:
+    """A finished text run directory (teacher trained, student distilled), made once per test session.
+
+    Its tokens are cached under the run's temporary folder (``data-cache``), not in ~/.cache.
+    """
+    import pytest
+    from rich.console import Console
+
+    root = Path(tempfile.mkdtemp(prefix="distil-text-serve-test-"))
+    atexit.register(shutil.rmtree, root, True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTIL_DATA_CACHE", str(root / "data-cache"))
+        patch.setenv("DISTIL_CACHE", str(root / "teacher-cache"))
+        run_experiment(validate_config(tiny_text_config(root)), root / "run", console=Console(quiet=True))
+    return root / "run"
+
+
+def text_reference(run: Path):
+    """The run's dataset and its student and teacher rebuilt in PyTorch from the data (not from the server's code)."""
+    import pytest
+    import yaml
+
+    cfg = validate_config(yaml.safe_load((run / "config.yaml").read_text()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTIL_DATA_CACHE", str(run.parent / "data-cache"))
+        data = cfg.data.load(cfg.seed)
+    student = load_weights(cfg.student.build(data, 0), run / "student_kd.safetensors").eval()
+    teacher = load_weights(cfg.teacher.build(data, 0), run / "teacher.safetensors").eval()
+    return data, {"student": student, "teacher": teacher}
+
+
+def text_logits(data, model: torch.nn.Module, texts: list[str]) -> np.ndarray:
+    """``model``'s logits for ``texts``, tokenized with the dataset's own tokenizer."""
+    with torch.inference_mode():
+        return model(data.text.encode(texts)).numpy()
