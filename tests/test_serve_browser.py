@@ -83,3 +83,40 @@ def test_page_upload_and_drawing_show_student_and_teacher(browser, server, tmp_p
     drawn = results(browser)
     assert set(drawn) == {"student", "teacher"} and all(len(v) == 5 for v in drawn.values())
     assert browser.find_element(By.ID, "error").text == ""
+
+
+@pytest.fixture(scope="module")
+def text_server():
+    from serve_helpers import tiny_text_run
+
+    with ThreadedServer(create_app(load_models(tiny_text_run(), "torch"))) as s:
+        yield s
+
+
+def test_text_page_shows_student_and_teacher_side_by_side(browser, text_server):
+    """A text run's page: a text box instead of the canvas; both models' top classes and latencies."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    sentence = "the story was wonderful and the music superb"
+    expected = httpx.post(text_server.url + "/predict", json={"text": sentence}).json()["predictions"][0][0]["class"]
+    browser.get(text_server.url + "/")
+    assert not browser.find_element(By.ID, "canvas").is_displayed()
+    box = browser.find_element(By.ID, "text")
+    box.send_keys(sentence)
+    browser.find_element(By.ID, "send-text").click()
+    shown = results(browser)
+    assert set(shown) == {"student", "teacher"} and all(len(v) == 2 for v in shown.values())  # two classes: neg, pos
+    assert shown["student"][0] == expected == "pos"
+    latencies = [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".model-result .latency")]
+    assert all("model" in t and "tokenizer" in t and "ms" in t for t in latencies)
+
+    box.clear()
+    box.send_keys("")  # an empty sentence: the server's error is shown, the page keeps working
+    browser.find_element(By.ID, "send-text").click()
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(browser, 20).until(lambda d: "empty" in d.find_element(By.ID, "error").text)
+    box.send_keys("the plot was dull", Keys.CONTROL, Keys.ENTER)
+    WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").text == "")
+    assert results(browser)["student"][0] == "neg"

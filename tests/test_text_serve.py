@@ -93,7 +93,10 @@ def test_text_run_serves_student_and_teacher_with_bytes_metadata(models, run, ht
     meta = http.get("/v2/models/student").json()
     assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert meta["outputs"] == [{"name": n, "datatype": "FP32", "shape": [-1, 2]} for n in ("logits", "probabilities")]
-    assert meta["parameters"]["text"]["tokenizer_sha256"] == text["tokenizer_sha256"] and meta["parameters"]["class_names"] == ["neg", "pos"]
+    assert meta["parameters"]["text"]["tokenizer_sha256"] == text["tokenizer_sha256"] and meta["parameters"]["class_names"] == [
+        "neg",
+        "pos",
+    ]
     assert meta["parameters"]["runtime"] in ("onnxruntime", "torch")  # ONNX once the exporter takes token ids, PyTorch until then
     assert http.get("/v2/models/teacher/ready").json() == {"name": "teacher", "ready": True}
 
@@ -107,7 +110,9 @@ def test_oip_json_bytes_match_the_local_models(http, reference):
         logits = np.asarray(body["outputs"][0]["data"], dtype=np.float32).reshape(body["outputs"][0]["shape"])
         np.testing.assert_allclose(logits, text_logits(data, local[name], SENTENCES), atol=1e-4)
         assert body["id"] == "t1" and body["outputs"][1]["name"] == "probabilities"
-    nested = http.post(INFER, json={"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": [[SENTENCES[0]], [SENTENCES[1]]]}]})
+    nested = http.post(
+        INFER, json={"inputs": [{"name": "text", "shape": [2, 1], "datatype": "BYTES", "data": [[SENTENCES[0]], [SENTENCES[1]]]}]}
+    )
     assert nested.status_code == 200 and nested.json()["outputs"][0]["shape"] == [2, 2]
 
 
@@ -175,7 +180,7 @@ def test_predict_takes_json_form_and_plain_text(http, reference):
         http.post("/predict", json={"text": "the music was superb"}),
         http.post("/predict", data={"text": "the music was superb"}),
         http.post("/predict", files={"text": (None, "the music was superb")}),
-        http.post("/predict", content="the music was superb".encode(), headers={"content-type": "text/plain; charset=utf-8"}),
+        http.post("/predict", content=b"the music was superb", headers={"content-type": "text/plain; charset=utf-8"}),
     ]
     for r in answers:
         assert r.status_code == 200, r.text
@@ -184,7 +189,9 @@ def test_predict_takes_json_form_and_plain_text(http, reference):
         assert top[0]["class"] == "pos" == ["neg", "pos"][int(np.argmax(probs["student"]))]
         assert top[0]["probability"] == pytest.approx(float(probs["student"].max()), abs=1e-4)
         assert body["latency_ms"] > 0 and body["tokenize_ms"] > 0
-    teacher = http.post("/predict", json={"text": ["the music was superb", "the cast was awful"]}, params={"model": "teacher", "k": 1}).json()
+    teacher = http.post(
+        "/predict", json={"text": ["the music was superb", "the cast was awful"]}, params={"model": "teacher", "k": 1}
+    ).json()
     assert teacher["role"] == "teacher" and [p[0]["class"] for p in teacher["predictions"]] == ["pos", "neg"]
     assert teacher["predictions"][0][0]["probability"] == pytest.approx(float(probs["teacher"].max()), abs=1e-4)
 
@@ -210,8 +217,20 @@ BAD = {
     "over the text limit (predict)": ("POST", "/predict", {"json": {"text": over_limit()}}, 413, f"at most {MAX_TEXT}"),
     "over the limit in non-ASCII bytes": ("POST", "/predict", {"json": {"text": "é" * (MAX_TEXT // 2 + 1)}}, 413, "bytes of UTF-8"),
     "invalid UTF-8 in a binary BYTES tensor": ("POST", INFER, binary_request(INVALID_UTF8), 400, "not valid UTF-8"),
-    "lone surrogate in JSON": ("POST", INFER, {"content": b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["a\\ud800b"]}]}'}, 400, "invalid inference request"),
-    "lone surrogate (predict)": ("POST", "/predict", {"content": b'{"text": "a\\ud800b"}', "headers": {"content-type": "application/json"}}, 400, "lone surrogate"),
+    "lone surrogate in JSON": (
+        "POST",
+        INFER,
+        {"content": b'{"inputs":[{"name":"text","shape":[1],"datatype":"BYTES","data":["a\\ud800b"]}]}'},
+        400,
+        "invalid inference request",
+    ),
+    "lone surrogate (predict)": (
+        "POST",
+        "/predict",
+        {"content": b'{"text": "a\\ud800b"}', "headers": {"content-type": "application/json"}},
+        400,
+        "lone surrogate",
+    ),
     "float tensor to a text model": (
         "POST",
         INFER,
@@ -226,16 +245,52 @@ BAD = {
         400,
         "raw UTF-8 strings",
     ),
-    "numbers as BYTES data": ("POST", INFER, {"json": {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": [1, 2]}]}}, 400, "must be strings"),
-    "BYTES shape not [N]": ("POST", INFER, {"json": {"inputs": [{"name": "text", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}]}}, 400, "expected [N]"),
-    "fewer strings than the shape": ("POST", INFER, {"json": {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}}, 400, "needs 2"),
+    "numbers as BYTES data": (
+        "POST",
+        INFER,
+        {"json": {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": [1, 2]}]}},
+        400,
+        "must be strings",
+    ),
+    "BYTES shape not [N]": (
+        "POST",
+        INFER,
+        {"json": {"inputs": [{"name": "text", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}]}},
+        400,
+        "expected [N]",
+    ),
+    "fewer strings than the shape": (
+        "POST",
+        INFER,
+        {"json": {"inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["a"]}]}},
+        400,
+        "needs 2",
+    ),
     "binary payload shorter than declared": ("POST", INFER, cut(binary_request([b"hello"]), 2), 400, "shorter than the declared"),
-    "binary length prefix past the data": ("POST", INFER, binary_request([b"hi"], blob=(99).to_bytes(4, "little") + b"hi"), 400, "declares 99 bytes"),
+    "binary length prefix past the data": (
+        "POST",
+        INFER,
+        binary_request([b"hi"], blob=(99).to_bytes(4, "little") + b"hi"),
+        400,
+        "declares 99 bytes",
+    ),
     "more binary elements than the shape": ("POST", INFER, binary_request([b"one", b"two"], shape=[1]), 400, "holds 1 elements"),
     "predict without text": ("POST", "/predict", {"json": {"data": [1, 2]}}, 400, '"text"'),
     "predict form without text": ("POST", "/predict", {"data": {"file": "x"}}, 400, "no field 'text'"),
-    "predict image to a text model": ("POST", "/predict", {"content": b"\x89PNG....", "headers": {"content-type": "image/png"}}, 415, "text model"),
-    "predict invalid UTF-8 body": ("POST", "/predict", {"content": INVALID_UTF8[0], "headers": {"content-type": "text/plain"}}, 400, "not valid UTF-8"),
+    "predict image to a text model": (
+        "POST",
+        "/predict",
+        {"content": b"\x89PNG....", "headers": {"content-type": "image/png"}},
+        415,
+        "text model",
+    ),
+    "predict invalid UTF-8 body": (
+        "POST",
+        "/predict",
+        {"content": INVALID_UTF8[0], "headers": {"content-type": "text/plain"}},
+        400,
+        "not valid UTF-8",
+    ),
     "predict text list with a number": ("POST", "/predict", {"json": {"text": ["fine", 3]}}, 400, "list of strings"),
 }
 
@@ -259,8 +314,12 @@ def test_bytes_tensor_to_an_image_model_is_a_json_400():
             r = httpx.post(server.url + "/v2/models/student/infer", json=request)
             assert r.status_code == 400 and "the model takes FP32" in r.json()["error"], r.text
         blob = bytes_tensor([b"a sentence"])
-        header = json.dumps({"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}}]}).encode()
-        r = httpx.post(server.url + "/v2/models/student/infer", content=header + blob, headers={"Inference-Header-Content-Length": str(len(header))})
+        header = json.dumps(
+            {"inputs": [{"name": "input", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": len(blob)}}]}
+        ).encode()
+        r = httpx.post(
+            server.url + "/v2/models/student/infer", content=header + blob, headers={"Inference-Header-Content-Length": str(len(header))}
+        )
         assert r.status_code == 400 and "FP32" in r.json()["error"]
         assert httpx.get(server.url + "/v2/health/ready").json() == {"ready": True}
 
@@ -275,7 +334,9 @@ def test_feedback_is_a_text_transfer_set(tmp_path, models, run, reference):
     with ThreadedServer(create_app(models, ServeSettings(), writer)) as server:
         assert httpx.post(server.url + INFER, json=oip_text(served[:2])).status_code == 200
         assert httpx.post(server.url + "/predict", json={"text": served[2]}).status_code == 200
-        assert httpx.post(server.url + "/predict", json={"text": served[0]}, params={"model": "teacher"}).status_code == 200  # teacher: not captured
+        assert (
+            httpx.post(server.url + "/predict", json={"text": served[0]}, params={"model": "teacher"}).status_code == 200
+        )  # teacher: not captured
         assert httpx.post(server.url + "/predict", json={"text": served[3:] * 3}).status_code == 200  # 3 more: the cap keeps 2
     lines = [json.loads(line) for line in (folder / "served.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["text"] for r in lines] == served + [served[3]] and writer.written == 5

@@ -133,7 +133,9 @@ class TextInput:
             try:
                 texts.append(raw.decode("utf-8"))
             except UnicodeDecodeError as err:
-                raise InferError(f"input {self.name!r}: element {i} is not valid UTF-8 ({err.reason} at byte {err.start}); send the text as UTF-8") from None
+                raise InferError(
+                    f"input {self.name!r}: element {i} is not valid UTF-8 ({err.reason} at byte {err.start}); send the text as UTF-8"
+                ) from None
         return self.encode(texts, limits)
 
     def encode(self, texts: Sequence[str], limits: Limits) -> Batch:

@@ -1,4 +1,5 @@
-"""The web page at ``/``: upload or draw an image, see each served model's top classes and latency."""
+"""The web page at ``/``: upload or draw an image — or, for a text run, type a sentence — and see each
+served model's answer (top classes; a tagger's tag under each word) and latency, side by side."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def page_html(models: list[ServedModel]) -> str:
             "name": m.name,
             "role": m.role,
             "input_shape": list(m.input_shape),
+            "kind": m.inputs.kind,
+            "tags_words": m.tags_words,
             "runtime": m.backend.name,
             **{k: m.info[k] for k in ("arch", "accuracy") if k in m.info},
         }
