@@ -181,3 +181,80 @@ def text_logits(data, model: torch.nn.Module, texts: list[str]) -> np.ndarray:
     """``model``'s logits for ``texts``, tokenized with the dataset's own tokenizer."""
     with torch.inference_mode():
         return model(data.text.encode(texts)).numpy()
+
+
+# --- a tiny tagging run: a toy grammar tagged with Penn Treebank tags ---------------------------------
+
+LEXICON = {
+    "DT": ["the", "a", "every", "this"],
+    "JJ": ["big", "small", "quiet", "happy", "old"],
+    "NN": ["cat", "dog", "teacher", "student", "river", "city"],
+    "VBD": ["saw", "liked", "followed", "painted", "visited"],
+    "RB": ["quickly", "often", "quietly", "rarely"],
+}
+
+
+def tagged_sentences(n: int, seed: int) -> list[list[tuple[str, str]]]:
+    """``n`` sentences "DT (JJ) NN VBD DT NN (RB) ." as (word, tag) pairs."""
+    import random
+
+    rng = random.Random(seed)
+
+    def word(tag: str) -> tuple[str, str]:
+        return rng.choice(LEXICON[tag]), tag
+
+    sentences = []
+    for _ in range(n):
+        tags = ["DT"] + (["JJ"] if rng.random() < 0.5 else []) + ["NN", "VBD", "DT", "NN"] + (["RB"] if rng.random() < 0.5 else [])
+        sentences.append([word(t) for t in tags] + [(".", ".")])
+    return sentences
+
+
+@functools.cache
+def tiny_tagger_run() -> Path:
+    """A finished tagging run (CNN tagger teacher, one-direction LSTM tagger student), made once per test session."""
+    import pytest
+    from rich.console import Console
+
+    root = Path(tempfile.mkdtemp(prefix="distil-tagger-serve-test-"))
+    atexit.register(shutil.rmtree, root, True)
+    corpus = root / "tagged.txt"
+    corpus.write_text("".join(" ".join(f"{w}/{t}" for w, t in s) + "\n" for s in tagged_sentences(200, 0)))
+    config = {
+        "name": "tiny-tagger-serve",
+        "seed": 0,
+        "data": {"name": "tagged_text", "path": str(corpus), "val_size": 0.2, "max_length": 24},
+        "teacher": {
+            "arch": "cnn_tagger",
+            "kwargs": {"embed_dim": 16, "width": 32, "layers": 2, "dropout": 0.0},
+            "epochs": 6,
+            "batch_size": 16,
+            "optimizer": "adamw",
+            "lr": 1e-2,
+        },
+        "student": {
+            "arch": "lstm_tagger",
+            "kwargs": {"embed_dim": 16, "hidden_size": 16, "dropout": 0.0},
+            "epochs": 8,
+            "batch_size": 16,
+            "optimizer": "adamw",
+            "lr": 2e-2,
+        },
+        "scratch": False,
+        "device": "cpu",
+        "measure": {"latency_repeats": 1, "throughput_repeats": 1},
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTIL_DATA_CACHE", str(root / "data-cache"))
+        patch.setenv("DISTIL_CACHE", str(root / "teacher-cache"))
+        run_experiment(validate_config(config), root / "run", console=Console(quiet=True))
+    return root / "run"
+
+
+def local_word_tags(data, model: torch.nn.Module, text: str) -> tuple[list[str], list[str]]:
+    """The words of ``text`` and ``model``'s tag for each, as the tagging contract defines them
+    (``TextInfo.encode_words``: the logits at each word's last piece)."""
+    encoded = data.text.encode_words(text)
+    with torch.inference_mode():
+        logits = model(encoded.ids)[0]
+    return encoded.words, [data.class_names[int(logits[p].argmax())] for p in encoded.positions]

@@ -120,3 +120,30 @@ def test_text_page_shows_student_and_teacher_side_by_side(browser, text_server):
     box.send_keys("the plot was dull", Keys.CONTROL, Keys.ENTER)
     WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "error").text == "")
     assert results(browser)["student"][0] == "neg"
+
+
+def test_tagger_page_shows_each_word_with_its_tag(browser):
+    """A tagger's page: the sentence, each word with its tag under it, for student and teacher side by side."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from serve_helpers import tiny_tagger_run
+
+    sentence = "the old dog saw a cat quickly."
+    with ThreadedServer(create_app(load_models(tiny_tagger_run(), "torch"))) as server:
+        expected = {
+            name: [w["tag"] for w in httpx.post(server.url + "/predict", json={"text": sentence}, params={"model": name}).json()["tags"][0]]
+            for name in ("student", "teacher")
+        }
+        browser.get(server.url + "/")
+        assert "tags words" in browser.find_element(By.ID, "models-line").text
+        browser.find_element(By.ID, "text").send_keys(sentence)
+        browser.find_element(By.ID, "send-text").click()
+        WebDriverWait(browser, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".model-result .latency")) == 2)
+        for box in browser.find_elements(By.CSS_SELECTOR, ".model-result"):
+            tokens = box.find_elements(By.CSS_SELECTOR, ".tagged .token")
+            words = [t.find_element(By.CLASS_NAME, "word").text for t in tokens]
+            tags = [t.find_element(By.CLASS_NAME, "tag").text for t in tokens]
+            assert words == ["the", "old", "dog", "saw", "a", "cat", "quickly", "."]
+            assert tags == expected[box.get_attribute("data-model")]
+            below = tokens[0].find_element(By.CLASS_NAME, "tag").location["y"] > tokens[0].find_element(By.CLASS_NAME, "word").location["y"]
+            assert below  # the tag is under its word

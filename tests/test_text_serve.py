@@ -17,7 +17,16 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import ThreadedServer, polar_sentences, text_logits, text_reference, tiny_run, tiny_text_run
+from serve_helpers import (
+    ThreadedServer,
+    local_word_tags,
+    polar_sentences,
+    text_logits,
+    text_reference,
+    tiny_run,
+    tiny_tagger_run,
+    tiny_text_run,
+)
 
 from distil.data import load_dataset
 from distil.data.unlabeled import load_unlabeled
@@ -366,7 +375,7 @@ def test_a_changed_tokenizer_is_refused(tmp_path, run):
     summary = json.loads((copy / "summary.json").read_text())
     summary["data"]["text"]["tokenizer_sha256"] = "0" * 64
     (copy / "summary.json").write_text(json.dumps(summary))
-    with pytest.raises(ModelError, match="trained on ids of 000000000000"):
+    with pytest.raises(ModelError, match="changed since the data were tokenized .*expected 000000000000"):
         load_models(copy, "torch")
 
 
@@ -379,3 +388,88 @@ def test_batcher_pads_token_rows_and_gives_each_request_its_own_length():
     token_logits = np.arange(3 * 5 * 2, dtype=np.float32).reshape(3, 5, 2)  # a tagger's (N, L, K)
     assert own_rows(token_logits, 0, short).shape == (1, 3, 2) and own_rows(token_logits, 1, long).shape == (2, 5, 2)
     assert own_rows(token_logits[:, 0], 1, long).shape == (2, 2)  # a classifier's rows as they are
+
+
+# --- taggers: a tag per word ------------------------------------------------------------------------
+
+TAGGED = ["the old dog saw a cat quickly.", "every happy student visited this city", "a cat liked the river."]
+
+
+@pytest.fixture(scope="module")
+def tagger():
+    run = tiny_tagger_run()
+    data, local = text_reference(run)
+    with ThreadedServer(
+        create_app(load_models(run, "onnxruntime"), ServeSettings(batch=BatchSettings(max_batch=8, max_delay_ms=20)))
+    ) as server:
+        yield server, data, local
+
+
+def test_tagger_metadata_and_oip_tags_match_the_local_models(tagger):
+    server, data, local = tagger
+    meta = httpx.get(server.url + "/v2/models/student").json()
+    tags = len(data.class_names)
+    assert meta["outputs"] == [
+        {"name": "logits", "datatype": "FP32", "shape": [-1, -1, tags]},
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, -1, tags]},
+        {"name": "tags", "datatype": "BYTES", "shape": [-1, -1]},
+    ]
+    assert meta["parameters"]["text"]["task"] == "tag"
+    for name in ("student", "teacher"):
+        body = httpx.post(f"{server.url}/v2/models/{name}/infer", json=oip_text(TAGGED)).json()
+        out = {o["name"]: o for o in body["outputs"]}
+        width = out["tags"]["shape"][1]
+        rows = [out["tags"]["data"][i * width : (i + 1) * width] for i in range(len(TAGGED))]
+        for text, row in zip(TAGGED, rows):
+            words, expected = local_word_tags(data, local[name], text)
+            assert row[: len(words)] == expected and set(row[len(words) :]) <= {""}, (name, text)
+        assert out["logits"]["shape"][:2] == [3, max(len(data.text.encode_words(t).ids[0]) for t in TAGGED)]
+
+
+def test_tagger_through_tritonclient_binary(tagger):
+    import tritonclient.http as triton
+
+    server, data, local = tagger
+    client = triton.InferenceServerClient(server.url.removeprefix("http://"))
+    try:
+        tensor = triton.InferInput("text", [len(TAGGED)], "BYTES")
+        tensor.set_data_from_numpy(np.array([t.encode() for t in TAGGED], dtype=object), binary_data=True)
+        result = client.infer("student", [tensor], outputs=[triton.InferRequestedOutput(n, binary_data=True) for n in ("tags", "logits")])
+        tags = result.as_numpy("tags")
+        for text, row in zip(TAGGED, tags):
+            words, expected = local_word_tags(data, local["student"], text)
+            assert [t.decode() for t in row[: len(words)]] == expected
+        logits = result.as_numpy("logits")
+        assert logits.ndim == 3 and logits.shape[0] == 3 and logits.shape[2] == len(data.class_names)
+    finally:
+        client.close()
+
+
+def test_tagger_predict_gives_a_tag_per_word_and_batches_of_different_lengths(tagger):
+    server, data, local = tagger
+    with httpx.Client(base_url=server.url, timeout=20) as client, ThreadPoolExecutor(6) as pool:
+        texts = TAGGED + ["the dog saw a cat", "a big old happy small quiet dog often followed every teacher quietly."]
+        answers = list(pool.map(lambda t: client.post("/predict", json={"text": t}), texts))
+        teacher = client.post("/predict", data={"text": TAGGED[0]}, params={"model": "teacher"}).json()
+    for text, r in zip(texts, answers):
+        assert r.status_code == 200, r.text
+        words, expected = local_word_tags(data, local["student"], text)
+        shown = r.json()["tags"][0]
+        assert [w["word"] for w in shown] == words and [w["tag"] for w in shown] == expected
+        assert all(0 < w["probability"] <= 1 for w in shown) and "predictions" not in r.json()
+    assert [w["tag"] for w in teacher["tags"][0]] == local_word_tags(data, local["teacher"], TAGGED[0])[1]
+    assert teacher["latency_ms"] > 0 and teacher["tokenize_ms"] > 0
+
+
+def test_tagger_feedback_stores_words_and_tags(tmp_path, tagger):
+    _, data, local = tagger
+    models = load_models(tiny_tagger_run(), "torch")
+    writer = feedback_writer(models[0], tmp_path / "fb")
+    with ThreadedServer(create_app(models, ServeSettings(), writer)) as s:
+        assert httpx.post(s.url + "/predict", json={"text": TAGGED[:2]}).status_code == 200
+    lines = [json.loads(line) for line in (tmp_path / "fb" / "served.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in lines] == TAGGED[:2]
+    for record in lines:
+        assert (record["words"], record["tags"]) == local_word_tags(data, local["student"], record["text"])
+    transfer = load_unlabeled("text_jsonl", data, path=tmp_path / "fb" / "served.jsonl", label_column=None)
+    assert len(transfer) == 2

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from distil.errors import DataError
 from distil.serve.protocol import InferError
 
 #: Text longer than this many UTF-8 bytes is refused with 413 (``ServeSettings.max_text_bytes``).
@@ -156,8 +157,11 @@ class TextInput:
         if self._encode_words is None:
             return Batch(self._encode(texts), texts=texts)
         rows, words, positions = [], [], []
-        for text in texts:
-            ids, text_words, text_positions = self._encode_words(text)
+        for i, text in enumerate(texts):
+            try:
+                ids, text_words, text_positions = self._encode_words(text)
+            except DataError as err:  # e.g. only symbols the word splitter drops
+                raise InferError(f"text {i}: {err}") from None
             rows.append(ids.reshape(-1))
             words.append(list(text_words))
             positions.append(list(text_positions))

@@ -24,41 +24,70 @@ from distil.serve.inputs import TextInput
 
 #: The row of the id -> row index buffer that ids without a row of their own share (UNK), and padding's.
 FIRST_KEPT_ROW = 2
+#: ``TextInfo.task``: a label per text, or a tag per word.
+TASKS = ("classify", "tag")
 #: A count high enough that every id with a row is kept whatever the model's ``min_count``.
 KEPT = 1 << 30
 
 
 def text_input(text: dict[str, Any], where: str) -> TextInput:
-    """The BYTES input of a text run whose ``summary.json`` ``data.text`` is ``text`` (``where``: for messages)."""
-    from distil.data.text.tokenizer import TextTokenizer, load_tokenizer
+    """The BYTES input of a text run whose ``summary.json`` ``data.text`` is ``text`` (``where``: for messages).
+
+    The texts are encoded by a :class:`~distil.data.TextInfo` rebuilt from the description — the
+    code that tokenized the training data — so a tagger's words are split and placed as in training.
+    """
+    import torch
+
+    from distil.data.text.info import TextInfo
+    from distil.data.text.tokenizer import load_tokenizer
     from distil.errors import DataError
 
     try:
         spec, folder, sha256, max_length = text["tokenizer"], Path(text["tokenizer_dir"]), text["tokenizer_sha256"], int(text["max_length"])
+        task = str(text.get("task", "classify"))
     except (KeyError, TypeError, ValueError) as err:
         raise ModelError(f"{where}: data.text must name tokenizer, tokenizer_dir, tokenizer_sha256 and max_length ({err})") from None
+    if task not in TASKS:
+        raise ModelError(f"{where}: data.text.task is {task!r}; expected one of {', '.join(TASKS)}")
     try:
-        if (folder / "tokenizer.json").is_file():
-            tokenizer = TextTokenizer(spec, folder, max_length)
-        else:
-            tokenizer = load_tokenizer(spec, max_length)
-    except DataError as err:
-        raise ModelError(f"{where}: the run's tokenizer {spec!r} cannot be loaded ({err})") from None
-    if tokenizer.sha256 != sha256:
-        raise ModelError(
-            f"{where}: tokenizer {spec!r} ({tokenizer.folder / 'tokenizer.json'}) has sha256 {tokenizer.sha256[:12]}…, "
-            f"but the run was trained on ids of {sha256[:12]}…; serve it with the tokenizer it was trained with"
+        if not (folder / "tokenizer.json").is_file():  # the run was made elsewhere: find the tokenizer by its spec
+            folder = load_tokenizer(spec, max_length).folder
+        info = TextInfo(
+            tokenizer=spec,
+            tokenizer_dir=str(folder),
+            tokenizer_sha256=sha256,
+            vocab_size=int(text.get("vocab_size", 0)),
+            max_length=max_length,
+            special_ids=dict(text.get("special_ids", {})),
+            token_counts=torch.zeros(0, dtype=torch.int64),  # not needed to encode
+            truncated={},
+            task=task,
         )
+        tokenizer = info.loaded_tokenizer  # loaded now, and checked against the run's sha256
+    except DataError as err:
+        raise ModelError(
+            f"{where}: the run's tokenizer {spec!r} cannot be used ({err}); serve it with the tokenizer it was trained with"
+        ) from None
 
     def encode(texts: list[str]) -> np.ndarray:
-        return tokenizer.encode(texts).ids.numpy()
+        return info.encode(texts).numpy()
 
-    description = {"tokenizer": spec, "tokenizer_sha256": sha256, "max_length": max_length, "vocab_size": tokenizer.vocab_size}
-    return TextInput(encode, description=description)
+    def encode_words(text: str) -> tuple[np.ndarray, list[str], list[int]]:
+        encoded = info.encode_words(text)
+        return encoded.ids.numpy(), encoded.words, encoded.positions
+
+    description = {
+        "tokenizer": spec,
+        "tokenizer_sha256": sha256,
+        "max_length": max_length,
+        "vocab_size": tokenizer.vocab_size,
+        "task": task,
+    }
+    return TextInput(encode, encode_words=encode_words if task == "tag" else None, description=description)
 
 
 def vocabulary_args(weights: Path, text: dict[str, Any]) -> dict[str, Any]:
-    """``vocab_size``, ``token_counts`` and ``tokenizer_dir`` to rebuild the model saved in ``weights``.
+    """``vocab_size``, ``token_counts``, ``tokenizer_dir`` and ``task`` to rebuild the model saved in ``weights``.
 
     ``token_counts`` marks the ids that have a row in the weights' ``*index`` buffer (vocab "data"),
     or is None when the weights have no such buffer (vocab "teacher", pretrained models).
@@ -82,4 +111,5 @@ def vocabulary_args(weights: Path, text: dict[str, Any]) -> dict[str, Any]:
         "vocab_size": vocab_size,
         "token_counts": None if counts is None else torch.from_numpy(counts.astype(np.int64)),
         "tokenizer_dir": text.get("tokenizer_dir"),
+        "task": text.get("task", "classify"),
     }
