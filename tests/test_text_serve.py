@@ -473,3 +473,30 @@ def test_tagger_feedback_stores_words_and_tags(tmp_path, tagger):
         assert (record["words"], record["tags"]) == local_word_tags(data, local["student"], record["text"])
     transfer = load_unlabeled("text_jsonl", data, path=tmp_path / "fb" / "served.jsonl", label_column=None)
     assert len(transfer) == 2
+
+
+def test_exported_text_model_as_a_bare_onnx_file_and_from_compressed(tmp_path, run, models, reference):
+    """Once the exporter takes token ids (dynamic batch and length), a text model is served from ONNX:
+    as a bare MODEL.onnx whose sidecar names the tokenizer, and from the run's compressed/."""
+    from distil.serve.repository import export_onnx
+
+    data, local = reference
+    exported = export_onnx(local["student"], models[0].input)
+    if exported is None:
+        pytest.skip("the ONNX exporter does not take token models yet (issue #15, part 3): PyTorch serves text")
+    bare = tmp_path / "model.onnx"
+    shutil.copy(exported.path, bare)
+    (tmp_path / "model.json").write_text(json.dumps({"data": json.loads((run / "summary.json").read_text())["data"]}))
+    (served,) = load_models(bare, name="bare")
+    assert served.is_text and served.backend.name == "onnxruntime" and served.class_names == ("neg", "pos")
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "compressed").mkdir()
+    shutil.copy(exported.path, copy / "compressed" / "student.onnx")
+    student = load_models(copy)[0]
+    assert student.info["weights"] == str(copy / "compressed" / "student.onnx")
+    with ThreadedServer(create_app([served, student])) as server:
+        for name in ("bare", "student"):
+            r = httpx.post(f"{server.url}/v2/models/{name}/infer", json=oip_text(SENTENCES))
+            logits = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float32).reshape(3, 2)
+            np.testing.assert_allclose(logits, text_logits(data, local["student"], SENTENCES), atol=1e-4)
