@@ -39,6 +39,18 @@ class Chain:
     def compress(self):
         return self.config.compress
 
+    @property
+    def label(self) -> str:
+        """The current model for messages: its name and architecture (``student_kd (bilstm)``)."""
+        return f"{self.name} ({self.arch})" if self.arch else self.name
+
+    @property
+    def reads_tokens(self) -> bool:
+        """Whether the model reads token ids (text data)."""
+        from distil.data.tokens import is_tokens
+
+        return is_tokens(self.data.train.x)
+
     def held_out(self, n: int) -> torch.Tensor:
         """Inputs no step trained on: the validation split (the test split when there is none)."""
         split = self.data.val if len(self.data.val) else self.data.test
