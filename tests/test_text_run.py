@@ -165,15 +165,8 @@ def test_an_empty_sentence_names_its_row(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_compress_and_serve_of_text_runs_say_they_are_not_supported_yet(text_run, tmp_path):
-    tmp, _, _ = text_run
-    path = config(tmp_path, compress={"steps": ["onnx"]})
-    result = run_cli("run", path, "--out", tmp_path / "out")
-    assert result.exit_code == 2 and "text models cannot be compressed yet" in result.output, result.output
-    assert not (tmp_path / "out").exists()
-    compressed = run_cli("compress", tmp / "out")
-    assert compressed.exit_code == 2 and "a text run" in compressed.output, compressed.output
-    assert not (tmp / "out" / "compressed").exists()
+def test_serve_of_text_runs_says_it_is_not_supported_yet(text_run, tmp_path):
+    tmp, _, _ = text_run  # compress of text runs: tests/test_text_export.py
     served = run_cli("serve", tmp / "out")
     assert served.exit_code == 2 and "a text run" in served.output, served.output
 

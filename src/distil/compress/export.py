@@ -140,7 +140,7 @@ def export_onnx(
     try:
         with torch.no_grad():
             out_rank = model(x).dim()
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  the model's own error, reported with its name
         raise ExportError(f"onnx export of {name}: the model does not run on a {'token' if tokens else 'float'} batch {tuple(x.shape)}: {_first_line(err)}") from None
     axes = {0: "batch", 1: "length"} if tokens else {0: "batch"}
     out_axes = {0: "batch", 1: "length"} if tokens and out_rank == 3 else {0: "batch"}
@@ -198,7 +198,7 @@ def _check_dynamic(model: nn.Module, path: Path, example: torch.Tensor, max_leng
         expected = tuple(model(x).shape)
     try:
         got = tuple(session(path).run(None, {INPUT: x.numpy()})[0].shape)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  onnxruntime raises its own exception types
         raise ExportError(f"onnx export ({exporter}) of {type(model).__name__}: the file does not run at batch {len(x)} × length {length} "
                           f"(traced at {tuple(example.shape)}), the exporter fixed an axis{hint} — {_first_line(err)}") from None  # fmt: skip
     if got != expected:
@@ -239,7 +239,7 @@ class OnnxModel(nn.Module):
         x = x.detach().to("cpu", self.input_dtype).contiguous().numpy()
         try:
             return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001  onnxruntime raises its own exception types
             raise ExportError(f"onnxruntime cannot run {self.path.name} on an input of shape {tuple(x.shape)}: {_first_line(err)}") from None
 
     def __deepcopy__(self, memo: dict) -> OnnxModel:
@@ -399,6 +399,6 @@ def quantize_onnx_dynamic(source: str | Path, path: str | Path, *, per_channel: 
 
     try:
         atomic_write(path, write)
-    except Exception as err:
+    except Exception as err:  # noqa: BLE001  the quantizer raises many kinds
         raise ExportError(f"onnx-int8 (dynamic): onnxruntime quantization of {Path(source).name} failed: {_first_line(err)}") from None
     return path
