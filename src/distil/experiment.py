@@ -83,7 +83,8 @@ class Experiment:
         session.say(f"data: {data.name} train {described['sizes']['train']}{per_rank} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {session.device}")
         if "text" in described:
             text = described["text"]
-            session.say(f"text: tokenizer {text['tokenizer']} ({text['vocab_size']:,} tokens), median test sentence {text['median_test_length']} tokens; {text['tokens']}")
+            what = "tags per word" if text.get("task") == "tag" else "a label per text"
+            session.say(f"text ({what}): tokenizer {text['tokenizer']} ({text['vocab_size']:,} tokens), median test sentence {text['median_test_length']} tokens" + (f"; {text['tokens']}" if "tokens" in text else ""))
             if "truncation" in text:
                 session.say(f"text: {text['truncation']}")
         data = session.on_device(data)

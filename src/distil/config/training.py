@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, field_validator
 from torch import nn
 
 from distil.config.base import Section
 from distil.data import Dataset
+from distil.data.tokens import trim
 from distil.engine.trainer import TrainSettings
+from distil.errors import ModelError
 from distil.models import build_model
 
 
@@ -61,7 +64,7 @@ class ModelConfig(TrainConfig):
     @field_validator("kwargs")
     @classmethod
     def _data_decides_shapes(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
-        taken = sorted({"input_shape", "num_classes", "vocab_size", "token_counts", "tokenizer_dir"} & set(kwargs))
+        taken = sorted({"input_shape", "num_classes", "vocab_size", "token_counts", "tokenizer_dir", "task"} & set(kwargs))
         if taken:
             raise ValueError(f"{', '.join(taken)} come from the dataset; remove them from kwargs")
         return kwargs
@@ -70,8 +73,33 @@ class ModelConfig(TrainConfig):
         """This model for ``data``'s input shape and classes, with the initial weights ``seed`` gives
         (``kwargs`` add to or replace the config's, e.g. a strategy's dropout)."""
         text = getattr(data, "text", None)
-        data_args = text.model_args() if text is not None else {}  # vocabulary size, token counts, tokenizer folder
-        return build_model(self.arch, input_shape=data.input_shape, num_classes=data.num_classes, seed=seed, **data_args, **{**self.kwargs, **kwargs})
+        data_args = text.model_args() if text is not None else {}  # vocabulary size, token counts, tokenizer folder, task
+        model = build_model(self.arch, input_shape=data.input_shape, num_classes=data.num_classes, seed=seed, **data_args, **{**self.kwargs, **kwargs})
+        if text is not None:
+            _check_outputs(self.arch, model, data)
+        return model
+
+
+def _check_outputs(arch: str, model: nn.Module, data: Dataset) -> None:
+    """A text model must answer the data's task: logits per text (B, C) or per token (B, L, C)."""
+    assert data.text is not None
+    x = trim(data.train.x[:2].cpu())
+    was_training = model.training
+    try:
+        with torch.inference_mode():
+            out = model.eval()(x)
+    except Exception:  # noqa: BLE001  a model that cannot run is reported where it is trained, with its own error
+        return
+    finally:
+        model.train(was_training)
+    tagging = data.text.task == "tag"
+    if isinstance(out, torch.Tensor) and out.dim() != (3 if tagging else 2):
+        if tagging:
+            raise ModelError(
+                f"model {arch!r} returns {tuple(out.shape)} logits, one row per text, but {data.name!r} is tagged per word; "
+                "use a tagger: bilstm_tagger, lstm_tagger, cnn_tagger, transformer_tagger, or a Hugging Face folder (hf:PATH, minilm)"
+            )
+        raise ModelError(f"model {arch!r} returns {tuple(out.shape)} logits, but {data.name!r} has one label per text; expected (batch, classes)")
 
 
 class TeacherConfig(ModelConfig):

@@ -7,7 +7,8 @@
 A dataset is a registered loader (``(path, **options) -> RawData``) plus the common work done by
 :func:`load_dataset`: carving the validation (and, when missing, test) split and normalizing with
 statistics of the training part. Add your own with :func:`register_dataset`. Text sources return
-:class:`RawText` (sentences) instead; their splits are tokenized (:mod:`distil.data.text`).
+:class:`RawText` (sentences) instead; their splits are tokenized (:mod:`distil.data.text`). Tagging
+sources return :class:`RawTagged` (words and a tag per word): a tag per token (:mod:`distil.data.text.tagging`).
 
 Augmentation: :class:`BatchAugment` (crop and flip of images and signals), :class:`TextAugment`
 (masking, replacement and n-gram sampling of token ids); both follow :class:`Augment`.
@@ -15,7 +16,7 @@ Augmentation: :class:`BatchAugment` (crop and flip of images and signals), :clas
 
 from distil.data.augment import Augment, AugmentParams, AugmentViews, BatchAugment
 from distil.data.load import load_dataset
-from distil.data.raw import RawData, RawText
+from distil.data.raw import RawData, RawTagged, RawText
 from distil.data.registry import list_datasets, register_dataset
 from distil.data.split import Dataset, Split
 from distil.data.text import TextInfo
@@ -31,6 +32,7 @@ __all__ = [
     "BatchAugment",
     "Dataset",
     "RawData",
+    "RawTagged",
     "RawText",
     "Split",
     "TextAugment",

@@ -9,7 +9,9 @@ The loader is a registered one or one imported from ``"package.module:loader"`` 
 4. compute per-channel mean/std on the remaining training part only and normalize every split.
 
 A loader that returns :class:`~distil.data.RawText` (sentences) gets the same steps 1–3; step 4 is
-tokenization instead (:mod:`distil.data.text.build`): ``tokenizer`` and ``max_length`` apply to it.
+tokenization instead (:mod:`distil.data.text.build`): ``tokenizer`` and ``max_length`` apply to it. A
+loader that returns :class:`~distil.data.RawTagged` (words with a tag each) is tokenized into a tag per
+token (:mod:`distil.data.text.tagging`).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from distil.data.raw import RawData, RawText
+from distil.data.raw import RawData, RawTagged, RawText
 from distil.data.registry import check_options, lookup, qualified_name
 from distil.data.split import Dataset, Split
 from distil.data.text.build import check_raw_text, text_dataset
+from distil.data.text.tagging import check_raw_tagged, tagged_dataset
 from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, check_max_length
 from distil.errors import DataError
 
@@ -70,11 +73,15 @@ def load_dataset(
     where = None if path is None else Path(path).expanduser()
 
     raw = entry.loader(where, **options)
-    source = raw.source if isinstance(raw, RawData | RawText) and raw.source else (str(where) if where is not None else f"loader {qualified_name(entry.loader)}")
+    source = raw.source if isinstance(raw, RawData | RawText | RawTagged) and raw.source else (str(where) if where is not None else f"loader {qualified_name(entry.loader)}")
     if isinstance(raw, RawText):
         check_raw_text(name, raw)
         train_index, val_index, test_index = carve_splits(name, len(raw.train_texts), raw.test_texts is not None, val_size, seed)
         return text_dataset(name, raw, train_index, val_index, test_index, tokenizer=tokenizer, max_length=max_length, source=source)
+    if isinstance(raw, RawTagged):
+        check_raw_tagged(name, raw)
+        train_index, val_index, test_index = carve_splits(name, len(raw.train_words), raw.test_words is not None, val_size, seed)
+        return tagged_dataset(name, raw, train_index, val_index, test_index, tokenizer=tokenizer, max_length=max_length, source=source)
     if tokenizer is not None:
         raise DataError(f"dataset {name!r} is not text (its loader returned arrays), so it takes no tokenizer; remove data.tokenizer ({tokenizer!r})")
     _check_raw(name, raw)
@@ -201,7 +208,7 @@ def _check_raw(name: str, raw: Any) -> None:
     """A loader's output must be consistent; a user's loader gets told exactly what is not."""
     who = f"the loader of dataset {name!r}"
     if not isinstance(raw, RawData):
-        raise DataError(f"{who} must return distil.data.RawData (arrays) or distil.data.RawText (sentences), got {type(raw).__name__}")
+        raise DataError(f"{who} must return distil.data.RawData (arrays), distil.data.RawText (sentences) or distil.data.RawTagged (tagged words), got {type(raw).__name__}")
     shape = tuple(raw.input_shape)
     if not shape or not all(isinstance(d, int | np.integer) and d > 0 for d in shape):
         raise DataError(f"{who} returned input_shape={raw.input_shape!r}; expected a tuple of positive ints, e.g. (1, 28, 28)")

@@ -67,3 +67,22 @@ class RawText:
     def labelled(self) -> bool:
         """Whether the source has labels (it can then be a dataset, not only a transfer set)."""
         return self.train_y is not None
+
+
+@dataclass(frozen=True, eq=False)
+class RawTagged:
+    """The sentences of one sequence-labelling source: words and a tag per word, before tokenization.
+
+    ``train_words``/``test_words``: each sentence as its words (strings); ``train_tags``/``test_tags``:
+    for each sentence an int array of tag indices into ``class_names``, one per word. ``test_words``
+    and ``test_tags`` are ``None`` when the source has no test split (one is then carved).
+    :func:`~distil.data.load_dataset` tokenizes the words (each may become several pieces) and puts
+    each word's tag on its last piece (:mod:`distil.data.text.tagging`).
+    """
+
+    train_words: Sequence[Sequence[str]]
+    train_tags: Sequence[np.ndarray]
+    test_words: Sequence[Sequence[str]] | None
+    test_tags: Sequence[np.ndarray] | None
+    class_names: tuple[str, ...]
+    source: str = ""

@@ -21,7 +21,8 @@ from distil.errors import DataError
 class Split:
     """Inputs ``x`` (float32, normalized, shape ``(N, *input_shape)``) and labels ``y`` (int64 ``(N,)``).
 
-    ``y`` is ``None`` for unlabeled data.
+    ``y`` is ``None`` for unlabeled data. Tagging data have a label per token: ``y`` int64 ``(N, L)``
+    like the token ids ``x``, :data:`~distil.data.tokens.IGNORE` where a token carries no tag.
     """
 
     x: torch.Tensor
@@ -30,8 +31,11 @@ class Split:
     def __post_init__(self) -> None:
         if self.x.dim() < 1:
             raise DataError(f"Split.x must have a sample dimension, got a tensor of shape {tuple(self.x.shape)}")
-        if self.y is not None and (self.y.dim() != 1 or len(self.y) != len(self.x)):
-            raise DataError(f"Split.y must have shape ({len(self.x)},) like x {tuple(self.x.shape)}, got {tuple(self.y.shape)}")
+        if self.y is None:
+            return
+        per_token = self.y.dim() == 2 and self.x.dim() == 2 and self.y.shape == self.x.shape  # tagging: a label per token
+        if not per_token and (self.y.dim() != 1 or len(self.y) != len(self.x)):
+            raise DataError(f"Split.y must have shape ({len(self.x)},) like x {tuple(self.x.shape)} (or x's shape, a tag per token), got {tuple(self.y.shape)}")
 
     def __len__(self) -> int:
         return self.x.shape[0]

@@ -19,6 +19,10 @@ import torch
 #: The padding id of every token tensor in distil.
 PAD_ID = 0
 
+#: The label of a token that carries no tag in a tagging split (padding, [CLS]/[SEP], every piece of
+#: a word but its last): cross-entropy's default ``ignore_index``.
+IGNORE = -100
+
 #: Batches per bucket when batches are grouped by length: large enough that sorting by length leaves
 #: little padding, small enough that batches of different lengths still mix within an epoch.
 BUCKET_BATCHES = 50
@@ -76,12 +80,26 @@ def bucketed_batches(permutation: torch.Tensor, row_lengths: torch.Tensor, batch
     return [batches[i] for i in shuffled]
 
 
-def concat(parts: list[torch.Tensor]) -> torch.Tensor:
+def concat(parts: list[torch.Tensor], pad: int = PAD_ID) -> torch.Tensor:
     """Rows of several splits in one tensor; token tensors are right-padded to the widest first.
 
-    Two tokenized splits may have different widths (each is as wide as its longest sentence).
+    Two tokenized splits may have different widths (each is as wide as its longest sentence). ``pad``:
+    what fills the new columns (per-token labels are padded with :data:`IGNORE`).
     """
     if not parts or not all(is_tokens(p) for p in parts):
         return torch.cat(parts)
     width = max(p.shape[1] for p in parts)
-    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=PAD_ID) for p in parts])
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=pad) for p in parts])
+
+
+def token_positions(x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+    """bool ``(B, L)``: the positions a per-token term reads — the tagged ones (``target != IGNORE``)
+    when per-token labels are given, else every real token (``x != PAD_ID``, e.g. an unlabeled transfer set)."""
+    if target is not None and target.dim() == 2:
+        return target[:, : x.shape[1]] != IGNORE
+    return x != PAD_ID
+
+
+def pad_to(parts: list[torch.Tensor], width: int) -> list[torch.Tensor]:
+    """Per-token outputs ``(b, l_i, ...)`` of batches cut to different lengths, padded with zeros to ``width`` tokens."""
+    return [torch.nn.functional.pad(p, (0, 0) * (p.dim() - 2) + (0, width - p.shape[1])) for p in parts]

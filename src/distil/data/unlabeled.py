@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from distil.data.load import as_float, normalize
-from distil.data.raw import RawText
+from distil.data.raw import RawTagged, RawText
 from distil.data.registry import check_options, lookup, required_path
 from distil.data.split import Dataset, Split
 from distil.data.text.cache import cached_encode
+from distil.data.text.info import split_words
 from distil.data.tokens import is_tokens, lengths, trim
 from distil.errors import DataError
 
@@ -46,7 +47,7 @@ def load_unlabeled(name: str, like: Dataset, *, path: str | Path | None = None, 
         entry = lookup(name)
         check_options(name, entry.loader, options)
         raw = entry.loader(where, **options)
-        if isinstance(raw, RawText):
+        if isinstance(raw, RawText | RawTagged):
             raise DataError(f"unlabeled set {name!r} is text, but the labelled data {like.name!r} (and so the teacher) take inputs of shape {tuple(like.input_shape)}")
         x = raw.train_x if raw.test_x is None else np.concatenate([raw.train_x, raw.test_x])
     if max_samples is not None:
@@ -85,16 +86,25 @@ def _unlabeled_text(name: str, like: Dataset, where: Path | None, max_samples: i
     entry = lookup(name)
     check_options(name, entry.loader, options)
     raw = entry.loader(where, **options)
-    if not isinstance(raw, RawText):
+    if isinstance(raw, RawTagged):  # tagged sentences, tags dropped: their words as they are
+        words = [list(s) for s in [*raw.train_words, *(raw.test_words or ())]][:max_samples]
+        texts = [" ".join(w) for w in words]
+    elif isinstance(raw, RawText):
+        texts = list(raw.train_texts) + list(raw.test_texts or ())
+        texts = texts[:max_samples] if max_samples is not None else texts
+        words = None
+    else:
         raise DataError(f"unlabeled set {name!r} holds arrays (its loader returned {type(raw).__name__}), but the labelled data {like.name!r} are text; use {TEXT_SOURCES}")
-    texts = list(raw.train_texts) + list(raw.test_texts or ())
-    if max_samples is not None:
-        texts = texts[:max_samples]
     empty = next((i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()), None)
     if not texts or empty is not None:
         raise DataError(f"unlabeled set {name!r}: " + (f"text {empty} is {texts[empty]!r}; expected a non-empty string" if texts else "it holds no texts"))
-    encoded, _, _ = cached_encode(like.text.loaded_tokenizer, texts)
-    split = Split(trim(encoded.ids).contiguous())
+    if like.text.task == "tag":
+        # Split into words first and tokenize those, as the tagging data (and a served sentence) are.
+        sentences = words if words is not None else [split_words(t) or [t.strip()] for t in texts]
+        ids = like.text.loaded_tokenizer.encode_words(sentences).ids
+    else:
+        ids = cached_encode(like.text.loaded_tokenizer, texts)[0].ids
+    split = Split(trim(ids).contiguous())
     leaked = overlap(split.x, like.test.x.cpu())
     if leaked:
         raise DataError(f"unlabeled set {name!r}: {leaked} of its {len(split)} sentences are also in the test split of {like.name!r}; remove them from the transfer set")

@@ -45,7 +45,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from distil.data import Dataset, Split
-from distil.engine.evaluate import accuracy, predict_logits
+from distil.engine.evaluate import accuracy, hits, predict_logits
 from distil.errors import ConfigError
 
 
@@ -227,8 +227,8 @@ class Distributed:
         if len(x) == 0:
             raise ValueError("accuracy of an empty split")
         part = slice(self.rank * len(x) // self.world_size, (self.rank + 1) * len(x) // self.world_size)
-        correct = (predict_logits(model, x[part]).argmax(1) == y[part]).sum() if part.stop > part.start else torch.zeros((), dtype=torch.int64, device=x.device)
-        counts = torch.stack([correct.to(torch.int64), torch.tensor(part.stop - part.start, device=x.device)])
+        correct, counted = hits(predict_logits(model, x[part]), y[part]) if part.stop > part.start else (0, 0)
+        counts = torch.tensor([correct, counted], dtype=torch.int64, device=x.device)
         torch_dist.all_reduce(counts)
         return counts[0].item() / counts[1].item()
 

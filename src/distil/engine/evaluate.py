@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from distil.data.tokens import length_order, trim
+from distil.data.tokens import IGNORE, length_order, pad_to, trim
 
 # Measured on a 2-core CPU (a 288k-parameter CNN on 28×28 inputs): batches of 256 in channels_last
 # run about 2.5× faster than batches of 1024 in NCHW, which spill out of the caches.
@@ -22,7 +22,8 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = INFERENC
 
     Under ``inference_mode`` (no autograd bookkeeping at all): the result is for reading, not for a
     loss to save for backward. Token inputs are visited in length order, each batch cut to its longest
-    sentence (:mod:`distil.data.tokens`); the logits come back in the rows' order.
+    sentence (:mod:`distil.data.tokens`); the logits come back in the rows' order. A tagger's per-token
+    logits ``(N, L, C)`` are padded with zeros to ``x``'s width ``L``, aligned with per-token labels.
     """
     was_training = model.training
     use_channels_last(model, x)
@@ -31,14 +32,24 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = INFERENC
     rows = x if order is None else x[order]
     try:
         with torch.inference_mode():
-            logits = torch.cat([model(trim(rows[i : i + batch_size])) for i in range(0, len(rows), batch_size)])
+            parts = [model(trim(rows[i : i + batch_size])) for i in range(0, len(rows), batch_size)]
+            logits = torch.cat(pad_to(parts, x.shape[1]) if parts[0].dim() == 3 else parts)
     finally:
         model.train(was_training)
     return logits if order is None else logits[order.argsort()]
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = INFERENCE_BATCH) -> float:
-    """Top-1 accuracy in [0, 1]."""
+    """Top-1 accuracy in [0, 1]; with a tag per token (``y`` ``(N, L)``), token accuracy over the tagged tokens."""
     if len(x) == 0:
         raise ValueError("accuracy of an empty split")
-    return (predict_logits(model, x, batch_size).argmax(1) == y).float().mean().item()
+    correct, counted = hits(predict_logits(model, x, batch_size), y)
+    return correct / counted
+
+
+def hits(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(correct, counted) top-1 predictions of ``logits`` against ``y``: samples, or tagged tokens
+    (``y != IGNORE``) of per-token logits."""
+    keep = y != IGNORE
+    correct = (logits.argmax(-1) == y) & keep
+    return int(correct.sum()), int(keep.sum())

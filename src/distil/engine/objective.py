@@ -97,8 +97,16 @@ class Objective(nn.Module):
         *,
         index: torch.Tensor | None = None,
         progress: float = 0.0,
+        positions: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """The weighted value of every active term, by name; their sum is the loss to minimise."""
+        """The weighted value of every active term, by name; their sum is the loss to minimise.
+
+        Per-token logits (a tagger's ``(B, L, C)``, with a tag per token or none) are compared token by
+        token: the positions ``positions`` marks (bool ``(B, L)``; :func:`~distil.data.tokens.token_positions`:
+        the tagged tokens, or every real token of unlabeled text) become the rows of ``(P, C)`` logits,
+        so every logit loss (CE, KD, DKD, ...) reads a token as it reads a sample; a label term keeps
+        the rows that have a tag. The rows are the same for the student and the teacher.
+        """
         values = {}
         # Loss maths in fp32 even under a bf16 autocast (engine/precision.py): inputs upcast, autocast off.
         with full_precision(next(iter(student.values())).device):
@@ -110,9 +118,30 @@ class Objective(nn.Module):
                 if name in self.connectors:
                     s = self.connectors[name](s)
                 t = _fp32(teacher[term.teacher]) if term.loss.uses_teacher and teacher is not None else None
+                y = target
+                if term.student == LOGITS and s.dim() == 3 and positions is not None:
+                    s, t, y = per_token_rows(s, t, target, positions, labelled=term.loss.uses_target)
                 extra = {"index": index} if term.loss.uses_index else {}
-                values[name] = weight * term.loss(s, t, target=target, **extra)
+                values[name] = weight * term.loss(s, t, target=y, **extra)
         return values
+
+
+def per_token_rows(
+    student: torch.Tensor, teacher: torch.Tensor | None, target: torch.Tensor | None, positions: torch.Tensor, *, labelled: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Per-token logits ``(B, L, C)`` (and per-token labels ``(B, L)``) as rows ``(P, C)`` / ``(P,)`` at ``positions``.
+
+    ``labelled``: a label term, which reads only the rows that carry a tag (label ≥ 0).
+    """
+    if target is not None and target.dim() != 2:
+        raise ValueError(
+            f"the model returns per-token logits {tuple(student.shape)} but the labels are one per text {tuple(target.shape)}; "
+            "a tagger needs tagging data (task: tag), a sentence classifier returns (batch, classes)"
+        )
+    keep = positions[:, : student.shape[1]]
+    if labelled and target is not None:
+        keep = keep & (target >= 0)
+    return student[keep], None if teacher is None else teacher[keep], None if target is None else target[keep]
 
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:

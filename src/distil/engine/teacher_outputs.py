@@ -79,11 +79,12 @@ def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: Augment |
     mode = settings.mode
     if mode == "online":
         return TeacherOutputsPlan("online", "cache.mode is online")
-    if is_tokens(x) and taps != {LOGITS}:
+    if is_tokens(x):
         shapes = probe_shapes(teacher, x[:1], taps)
         per_token = sorted(t for t, s in shapes.items() if len(s) > 2)
         if per_token:
-            return TeacherOutputsPlan("online", f"the teacher features {per_token} are per token: their length differs from batch to batch, so they are computed with each batch")
+            what = "logits" if per_token == [LOGITS] else "features"
+            return TeacherOutputsPlan("online", f"the teacher {what} {per_token} are per token: their length differs from batch to batch, so they are computed with each batch")
     if mode == "exact" or (mode == "auto" and not augmented):
         if augmented:
             return TeacherOutputsPlan("online", "cache.mode is exact, but training inputs are augmented (use views)")

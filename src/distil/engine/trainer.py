@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from distil.data import Augment, Split
-from distil.data.tokens import bucketed_batches, is_tokens, lengths, trim
+from distil.data.tokens import bucketed_batches, is_tokens, lengths, token_positions, trim
 from distil.engine.distributed import SINGLE_PROCESS, Sync
 from distil.engine.evaluate import use_channels_last
 from distil.engine.objective import Objective
@@ -229,13 +229,16 @@ def fit_epochs(
                     x = augment(x, order)
                 x = trim(x)
                 target = train.y[index] if train.y is not None else None
+                if target is not None and target.dim() == 2:
+                    target = target[:, : x.shape[1]]  # a tag per token: cut like the ids
+                positions = token_positions(x, target) if is_tokens(x) else None
                 with autocast(settings.precision, device):
                     student_out = student.forward(x)
                     teacher_out = None
                     if uses_teacher and teacher is not None:
                         teacher_out = teacher(index, x) if view is None else teacher(index, x, view)
                     progress = (epoch - 1 + step / steps_per_epoch) / settings.epochs
-                    values = objective(student_out, teacher_out, target, index=index, progress=progress)
+                    values = objective(student_out, teacher_out, target, index=index, progress=progress, positions=positions)
                 loss = torch.stack(list(values.values())).sum()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

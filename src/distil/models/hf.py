@@ -5,12 +5,13 @@ The folder (see :mod:`distil.pretrained`) is read offline (``local_files_only=Tr
 :class:`HFClassifier` takes distil's token ids ``(B, L)`` (right-padded with 0) and returns logits;
 the attention mask is ``x != 0`` and the token types are zeros. Two layouts:
 
-* the folder holds a ``*ForSequenceClassification`` model (``config.architectures``) with
-  ``num_labels == num_classes``: it is used as it is (``backbone`` is that model; ``pooling`` and
+* the folder holds a ``*ForSequenceClassification`` model (``*ForTokenClassification`` on tagging
+  data) (``config.architectures``) with ``num_labels == num_classes``: it is used as it is (``backbone`` is that model; ``pooling`` and
   ``dropout`` are not used);
 * otherwise (an encoder such as MiniLM): ``backbone`` is ``AutoModel`` (BERT's unused pooler layer
   removed), then ``pooling`` — ``"mean"`` over the real tokens (sentence-transformers' pooling, the
-  one all-MiniLM-L6-v2 was trained with) or ``"cls"`` (the first token) — ``features`` (an
+  one all-MiniLM-L6-v2 was trained with), ``"cls"`` (the first token) or ``"tokens"`` (no pooling: a
+  tag per token, the default on tagging data) — ``features`` (an
   ``nn.Identity`` on the pooled vector), ``dropout`` and a new linear head ``fc``, initialised
   N(0, initializer_range²) from the build seed (before the encoder loads, so only the seed decides it).
 
@@ -52,7 +53,7 @@ from distil.models.registry import register_model
 from distil.models.text_embedding import PAD_ID, text_vocab_size
 from distil.pretrained import PretrainedError, pretrained_folder
 
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "tokens")
 INSTALL = "pip install 'distil[text]'"
 WHAT = "a Hugging Face model folder (config.json and its weights, e.g. model.safetensors)"
 
@@ -88,7 +89,9 @@ class HFClassifier(nn.Module):
         if self.sequence_classification:
             return out.logits
         h = out.last_hidden_state
-        if self.pooling == "cls":
+        if self.pooling == "tokens":
+            pooled = h
+        elif self.pooling == "cls":
             pooled = h[:, 0]
         else:
             weights = keep.unsqueeze(-1).to(h.dtype)
@@ -114,11 +117,21 @@ def hf_classifier(
     vocab_size: int | None = None,
     tokenizer_dir: str | None = None,
     train_layers: int | None = None,
-    pooling: str = "mean",
+    pooling: str | None = None,
     dropout: float = 0.1,
+    task: str | None = None,
 ) -> HFClassifier:
-    """The classifier the pretrained folder ``spec`` (``"minilm"``, ``"hf:PATH"``) makes for ``num_classes``."""
+    """The classifier the pretrained folder ``spec`` (``"minilm"``, ``"hf:PATH"``) makes for ``num_classes``.
+
+    ``pooling`` defaults to ``"tokens"`` (a tag per token) on tagging data (``task="tag"``), else ``"mean"``.
+    """
     vocab_size = text_vocab_size(spec, vocab_size)
+    tagging = task == "tag"
+    pooling = ("tokens" if tagging else "mean") if pooling is None else pooling
+    if tagging != (pooling == "tokens"):
+        raise ModelError(
+            f"model {spec!r}: pooling {pooling!r} " + ("makes one output per text, but the data are tagged per word; use pooling: tokens" if tagging else "tags every token, but the data have one label per text")
+        )
     if train_layers is not None and (isinstance(train_layers, bool) or not isinstance(train_layers, int) or train_layers < 0):
         raise ModelError(f"model {spec!r}: train_layers must be null (train everything) or an integer ≥ 0, got {train_layers!r}")
     if pooling not in POOLINGS:
@@ -137,13 +150,15 @@ def hf_classifier(
             f"model {spec!r}: the data's sentences are {input_shape[-1]} tokens long, more than its {positions} positions; lower max_length"
         )
     architectures = getattr(config, "architectures", None) or []
-    sequence_classification = any(a.endswith("ForSequenceClassification") for a in architectures) and config.num_labels == num_classes
+    suffix = "ForTokenClassification" if tagging else "ForSequenceClassification"
+    sequence_classification = any(a.endswith(suffix) for a in architectures) and config.num_labels == num_classes
     fc = None
     if not sequence_classification:
         fc = nn.Linear(config.hidden_size, num_classes)
         nn.init.normal_(fc.weight, 0.0, getattr(config, "initializer_range", 0.02))
         nn.init.zeros_(fc.bias)
-    auto = transformers.AutoModelForSequenceClassification if sequence_classification else transformers.AutoModel
+    head_class = transformers.AutoModelForTokenClassification if tagging else transformers.AutoModelForSequenceClassification
+    auto = head_class if sequence_classification else transformers.AutoModel
     backbone = _read(
         spec, folder, "weights", lambda: _quietly(transformers, lambda: auto.from_pretrained(folder, local_files_only=True))
     ).float()
@@ -167,8 +182,9 @@ def pretrained_factory(spec: str) -> Callable[..., HFClassifier]:
         vocab_size: int | None = None,
         tokenizer_dir: str | None = None,
         train_layers: int | None = None,
-        pooling: str = "mean",
+        pooling: str | None = None,
         dropout: float = 0.1,
+        task: str | None = None,
     ) -> HFClassifier:
         return hf_classifier(
             spec,
@@ -179,6 +195,7 @@ def pretrained_factory(spec: str) -> Callable[..., HFClassifier]:
             train_layers=train_layers,
             pooling=pooling,
             dropout=dropout,
+            task=task,
         )
 
     factory.__qualname__ = f"pretrained_factory({spec!r})"

@@ -8,7 +8,7 @@ every mistake into a :class:`~distil.errors.ModelError` that says what was asked
 and what exists.
 
 Text models take more from the data than a shape: :data:`TEXT_DATA_ARGS` (the tokenizer's vocabulary
-size, the training split's token counts and the tokenizer's folder). Those are optional: a factory
+size, the training split's token counts, the tokenizer's folder and the task: ``"classify"`` or ``"tag"``). Those are optional: a factory
 gets each one only when its signature names it, so image factories (and user factories written for
 images) never see them, and a factory that names ``vocab_size`` is a text model. A pretrained folder
 (``"minilm"``, ``"hf:PATH"``; see :mod:`distil.pretrained`) builds a Hugging Face teacher
@@ -39,7 +39,7 @@ DATA_ARGS = ("input_shape", "num_classes")
 #: ``vocab_size`` (int: ids are < vocab_size), ``token_counts`` (int64 tensor (vocab_size,): how often
 #: each id occurs in the training split, or None) and ``tokenizer_dir`` (str: the tokenizer's folder,
 #: or None). The data gives None for all three when it is not text.
-TEXT_DATA_ARGS = ("vocab_size", "token_counts", "tokenizer_dir")
+TEXT_DATA_ARGS = ("vocab_size", "token_counts", "tokenizer_dir", "task")
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ def build_model(
     vocab_size: int | None = None,
     token_counts: torch.Tensor | None = None,
     tokenizer_dir: str | None = None,
+    task: str | None = None,
     **kwargs: Any,
 ) -> nn.Module:
     """Build model ``name`` for inputs of ``input_shape`` (C×H×W, C×L, or L for token ids) and ``num_classes`` logits.
@@ -97,7 +98,7 @@ def build_model(
     factory is imported and called with ``kwargs`` (and ``input_shape``/``num_classes`` if its
     signature takes them), or a pretrained folder (``"minilm"``, ``"hf:PATH"``), which builds a
     Hugging Face classifier (:func:`distil.models.hf.hf_classifier`). ``vocab_size``,
-    ``token_counts`` and ``tokenizer_dir`` describe text data (:data:`TEXT_DATA_ARGS`); each reaches
+    ``token_counts``, ``tokenizer_dir`` and ``task`` (``"classify"`` or ``"tag"``) describe text data (:data:`TEXT_DATA_ARGS`); each reaches
     only a factory whose signature names it. With ``seed``, torch's global RNG is seeded first, so
     the same seed gives the same initial weights (a run's scratch and distilled students start
     equal). Any problem with the name, the arguments or what the factory returns raises
@@ -109,7 +110,7 @@ def build_model(
         raise ModelError(f"a model name must be a string, got {name!r}")
     shape = _input_shape(name, input_shape)
     classes = _num_classes(name, num_classes)
-    text = {"vocab_size": vocab_size, "token_counts": token_counts, "tokenizer_dir": tokenizer_dir}
+    text = {"vocab_size": vocab_size, "token_counts": token_counts, "tokenizer_dir": tokenizer_dir, "task": task}
     return call_factory(name, _factory(name), input_shape=shape, num_classes=classes, kwargs=kwargs, text=text)
 
 

@@ -161,13 +161,14 @@ class BagOfEmbeddings(nn.Module):
         return self.fc(self.dropout(self.hidden(self.features(mean))))
 
 
-def _embedding(name: str, args: dict[str, Any]) -> TokenEmbedding:
+def student_embedding(name: str, args: dict[str, Any]) -> TokenEmbedding:
+    """The token embedding of a student factory's arguments (its locals()), with this module's init σ."""
     keys = ("vocab_size", "token_counts", "tokenizer_dir", "embed_dim", "vocab", "min_count", "embedding_init", "freeze_embedding")
     return make_embedding(name, **{k: args[k] for k in keys}, init_std=INIT_STD)
 
 
 def _lstm(name: str, args: dict[str, Any], bidirectional: bool) -> RNNClassifier:
-    embedding = _embedding(name, args)
+    embedding = student_embedding(name, args)
     hidden_size = positive_int(name, "hidden_size", args["hidden_size"])
     layers = positive_int(name, "layers", args["layers"])
     mlp_hidden = 0 if args["mlp_hidden"] == 0 else positive_int(name, "mlp_hidden", args["mlp_hidden"])
@@ -239,7 +240,7 @@ def textcnn(
     dropout: float = 0.5,
 ) -> TextCNN:
     """Kim's convolutional sentence classifier over token ids."""
-    embedding = _embedding("textcnn", locals())
+    embedding = student_embedding("textcnn", locals())
     return TextCNN(
         embedding,
         num_classes,
@@ -266,6 +267,6 @@ def boe(
     dropout: float = 0.0,
 ) -> BagOfEmbeddings:
     """Mean of the token embeddings, an optional hidden ReLU layer (``hidden`` units; 0 = none), logits."""
-    embedding = _embedding("boe", locals())
+    embedding = student_embedding("boe", locals())
     width = 0 if hidden == 0 else positive_int("boe", "hidden", hidden)
     return BagOfEmbeddings(embedding, num_classes, width, probability("boe", "dropout", dropout))

@@ -6,6 +6,7 @@ Vaswani et al., 2017 (arXiv:1706.03762) with the pre-norm residual blocks of Xio
     embedding (+ project to width if embed_dim ≠ width) + positions → dropout
     layers.0 .. layers.{depth-1}:  h = h + Drop(Attn(LN(h)));  h = h + Drop(MLP(LN(h)))
     norm (final LayerNorm) → pooling (masked mean over real tokens, or a learned CLS vector) → features → fc
+    (pooling "tokens": no pooling, ``fc`` on every token: a tagger, ``(B, L, num_classes)``; ``transformer_tagger``)
 
 Defaults (width 256, depth 2, heads 4, MLP 4×) are between BERT-Tiny and BERT-Mini of Turc et al.,
 2019 (arXiv:1908.08962): 3.1M parameters with vocab "data" on a 3,600-sentence MR split (1.5M of them embeddings).
@@ -36,7 +37,7 @@ from distil.models.registry import register_model
 from distil.models.text_embedding import PAD_ID, TokenEmbedding, make_embedding
 
 INIT_STD = 0.02  # BERT's initializer_range, for linear layers, positions and random embedding rows
-POOLINGS = ("mean", "cls")
+POOLINGS = ("mean", "cls", "tokens")
 
 
 class SelfAttention(nn.Module):
@@ -130,7 +131,9 @@ class TextTransformer(nn.Module):
         for layer in self.layers:
             h = layer(h, keep)
         h = self.norm(h)
-        if self.cls is not None:
+        if self.pooling == "tokens":
+            pooled = h
+        elif self.cls is not None:
             pooled = h[:, 0]
         else:
             weights = keep.unsqueeze(-1).to(h.dtype)
@@ -158,9 +161,12 @@ def text_transformer(
     dropout: float = 0.1,
     pooling: str = "mean",
     max_length: int | None = None,
+    task: str | None = None,
 ) -> TextTransformer:
     """Pre-norm Transformer encoder over token ids (``embed_dim`` defaults to ``width``; ``max_length`` to ``input_shape[-1]``)."""
     name = "text_transformer"
+    if task == "tag" and pooling != "tokens":
+        raise ModelError(f"model {name!r}: the data are tagged per word; use transformer_tagger (or pooling: tokens)")
     width = positive_int(name, "width", width)
     heads = positive_int(name, "heads", heads)
     if width % heads:
@@ -190,3 +196,31 @@ def text_transformer(
         pooling,
         positive_int(name, "max_length", input_shape[-1] if max_length is None else max_length),
     )
+
+
+@register_model("transformer_tagger", "small pre-norm Transformer encoder (width 256, depth 2, 4 heads), a tag per token; token ids")
+def transformer_tagger(
+    *,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    vocab_size: int | None = None,
+    token_counts: torch.Tensor | None = None,
+    tokenizer_dir: str | None = None,
+    task: str | None = None,
+    embed_dim: int | None = None,
+    vocab: str = "data",
+    min_count: int = 1,
+    embedding_init: str = "random",
+    freeze_embedding: bool = False,
+    width: int = 256,
+    depth: int = 2,
+    heads: int = 4,
+    mlp_ratio: int = 4,
+    dropout: float = 0.1,
+    max_length: int | None = None,
+) -> TextTransformer:
+    """:func:`text_transformer` with ``pooling: tokens``: logits for every token ``(B, L, num_classes)``."""
+    if task is not None and task != "tag":
+        raise ModelError(f"model 'transformer_tagger' tags every token, but the data have one label per text (task {task!r}); use text_transformer")
+    args = {k: v for k, v in locals().items() if k != "task"}
+    return text_transformer(**args, pooling="tokens")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distil.data.tokens import IGNORE
 from distil.session import METRICS, read_config
 
 ECE_BINS = 15
@@ -71,6 +72,25 @@ def agreement(teacher_pred: np.ndarray, student_pred: np.ndarray, labels: np.nda
 def confusion_matrix(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """counts[true, predicted]."""
     return np.bincount(np.asarray(labels) * num_classes + np.asarray(pred), minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def per_class_scores(pred: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
+    """Per class: ``precision`` = TP / predicted, ``recall`` = TP / true, ``f1`` = 2PR / (P + R) (0 where
+    a denominator is 0), and ``support`` (true count). Arrays of length ``num_classes``."""
+    cm = confusion_matrix(pred, labels, num_classes).astype(np.float64)
+    tp = np.diag(cm)
+    predicted, support = cm.sum(0), cm.sum(1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    both = precision + recall
+    f1 = np.divide(2 * precision * recall, both, out=np.zeros_like(tp), where=both > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def most_frequent(labels: np.ndarray, num_classes: int, k: int) -> list[int]:
+    """The ``k`` classes most frequent in ``labels``, most frequent first (ties by class index)."""
+    counts = np.bincount(np.asarray(labels), minlength=num_classes)
+    return [int(c) for c in np.argsort(-counts, kind="stable")[:k] if counts[c] > 0]
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -137,7 +157,10 @@ def main_student(summary: dict[str, Any], method: str) -> str | None:
 
 def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Predictions], tuple[str, ...], list[str] | None]:
     """Teacher, scratch student and main distilled student rebuilt from config + weights, run on the
-    test split; for text data also the test sentences (decoded from their token ids), else None."""
+    test split; for text data also the test sentences (decoded from their token ids), else None.
+
+    Tagging data: a prediction per tagged word (every tagged token of the test split, in order), and
+    no sentences."""
     from distil.engine.evaluate import predict_logits
     from distil.weights import load_weights
 
@@ -153,9 +176,12 @@ def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Prediction
         if name not in entries or model_cfg is None or entries[name]["arch"] != model_cfg.arch:
             continue
         model = load_weights(model_cfg.build(data, cfg.seed), run_dir / entries[name]["weights"], entries[name].get("sha256"))
-        probs = torch.softmax(predict_logits(model, data.test.x).float(), 1).numpy()
-        out.append(Predictions(name, probs, data.test.y.numpy()))
-    texts = data.text.decode(data.test.x) if data.text is not None else None
+        logits, labels = predict_logits(model, data.test.x).float(), data.test.y
+        if labels.dim() == 2:  # a tag per token: the tagged tokens are the samples
+            keep = labels != IGNORE
+            logits, labels = logits[keep], labels[keep]
+        out.append(Predictions(name, torch.softmax(logits, -1).numpy(), labels.numpy()))
+    texts = data.text.decode(data.test.x) if data.text is not None and data.test.y.dim() == 1 else None
     return out, data.class_names, texts
 
 

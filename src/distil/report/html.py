@@ -18,7 +18,17 @@ from pathlib import Path
 import numpy as np
 
 from distil.errors import ConfigError
-from distil.report.analysis import ECE_BINS, Predictions, agreement, disagreements, expected_calibration_error, predictions, read_metrics
+from distil.report.analysis import (
+    ECE_BINS,
+    Predictions,
+    agreement,
+    disagreements,
+    expected_calibration_error,
+    most_frequent,
+    per_class_scores,
+    predictions,
+    read_metrics,
+)
 from distil.report.plots import confusion_plot, curves_plot, pareto_plot, reliability_plot
 from distil.report.table import LEFT, columns, rows
 from distil.session import CONFIG, SUMMARY, read_summary
@@ -56,7 +66,11 @@ def _section(title: str, draw, *args) -> str:
     return f"<h2>{html.escape(title)}</h2>\n{body}"
 
 
-def _prediction_sections(preds: list[Predictions], class_names: tuple[str, ...]) -> str:
+#: Classes shown in the confusion matrices and the per-class table when there are more (the most frequent).
+SHOWN_CLASSES = 15
+
+
+def _prediction_sections(preds: list[Predictions], class_names: tuple[str, ...], unit: str = "class") -> str:
     if not preds:
         return "<h2>Predictions</h2><p>no teacher or student weights to rebuild.</p>"
     cal_rows = [
@@ -83,8 +97,30 @@ def _prediction_sections(preds: list[Predictions], class_names: tuple[str, ...])
         header = ["student", "agrees with teacher", "teacher wrong on", "agrees where teacher wrong", "right where teacher wrong"]
         parts.append(_section("Teacher–student agreement (top-1, test split)", lambda: _table(header, agree_rows, {"student"})))
     shown = [p for p in preds if p.name != "student_scratch"] or preds
-    parts.append(_section("Confusion matrices (test split)", confusion_plot, shown, class_names))
+    k = len(class_names)
+    if k > SHOWN_CLASSES + 5:
+        top = most_frequent(preds[0].labels, k, SHOWN_CLASSES)
+        title = f"Confusion matrices of the {len(top)} most frequent {unit}s of {k} (test split)"
+        parts.append(_section(title, confusion_plot, shown, class_names, top))
+    else:
+        parts.append(_section("Confusion matrices (test split)", confusion_plot, shown, class_names))
+    parts.append(_section(f"Per-{unit} precision, recall and F1 (test split)", lambda: _per_class_table(preds, class_names, unit)))
     return "\n".join(parts)
+
+
+def _per_class_table(preds: list[Predictions], class_names: tuple[str, ...], unit: str) -> str:
+    """F1 of every model per class (the most frequent first; at most :data:`SHOWN_CLASSES` + macro F1 over all)."""
+    k = len(class_names)
+    scores = [per_class_scores(p.pred, p.labels, k) for p in preds]
+    order = most_frequent(preds[0].labels, k, k)
+    header = [unit, "support", *(f"{p.name} P / R / F1" for p in preds)]
+    body = [
+        [class_names[c], f"{scores[0]['support'][c]:,}", *(f"{s['precision'][c]:.3f} / {s['recall'][c]:.3f} / {s['f1'][c]:.3f}" for s in scores)]
+        for c in order[:SHOWN_CLASSES]
+    ]
+    present = scores[0]["support"] > 0
+    body.append([f"macro F1 ({int(present.sum())} {unit}s in the test split)", "", *(f"{s['f1'][present].mean():.3f}" for s in scores)])
+    return _table(header, body, {unit})
 
 
 def _sentence_section(preds: list[Predictions], class_names: tuple[str, ...], texts: list[str]) -> str:
@@ -128,7 +164,8 @@ def render_report(run_dir: str | Path) -> str:
     if (run_dir / CONFIG).is_file():
         try:
             preds, class_names, texts = predictions(run_dir, summary)
-            parts.append(_prediction_sections(preds, class_names))
+            tagging = summary.get("data", {}).get("text", {}).get("task") == "tag"
+            parts.append(_prediction_sections(preds, class_names, "tag" if tagging else "class"))
             if texts is not None:
                 parts.append(_sentence_section(preds, class_names, texts))
         except Exception as err:  # noqa: BLE001 — the table and curves are still worth a page

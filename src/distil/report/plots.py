@@ -107,11 +107,14 @@ def pareto_plot(summary: dict[str, Any]) -> str:
     return _png(fig)
 
 
-def confusion_plot(preds: list[Predictions], class_names: tuple[str, ...]) -> str:
-    k = len(class_names)
+def confusion_plot(preds: list[Predictions], class_names: tuple[str, ...], classes: list[int] | None = None) -> str:
+    """counts[true, predicted] per model; ``classes``: only these rows and columns (e.g. the most frequent tags)."""
+    keep = list(range(len(class_names))) if classes is None else classes
+    class_names = tuple(class_names[c] for c in keep)
+    k = len(keep)
     fig, axes = plt.subplots(1, len(preds), figsize=(5.2 * len(preds), 4.6), squeeze=False)
     for ax, p in zip(axes[0], preds):
-        cm = confusion_matrix(p.pred, p.labels, k)
+        cm = confusion_matrix(p.pred, p.labels, p.probs.shape[1])[np.ix_(keep, keep)]
         ax.imshow(cm, cmap="Blues")
         if k <= 20:
             for i in range(k):

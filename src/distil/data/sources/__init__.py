@@ -2,5 +2,6 @@
 
 from distil.data.sources import digits, fashion_mnist, image_folder, mnist1d, npz, transfer
 from distil.data.text import sources as text
+from distil.data.text import tagging_sources as tagging
 
-__all__ = ["digits", "fashion_mnist", "image_folder", "mnist1d", "npz", "text", "transfer"]
+__all__ = ["digits", "fashion_mnist", "image_folder", "mnist1d", "npz", "tagging", "text", "transfer"]

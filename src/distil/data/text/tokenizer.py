@@ -53,6 +53,22 @@ class Encoded:
     truncated: torch.Tensor
 
 
+@dataclass(frozen=True, eq=False)
+class EncodedWords:
+    """Pre-tokenized sentences as ids ``(N, L)``, the word each token belongs to (``word_of``, -1 for
+    special tokens and padding) and which rows were cut at ``max_length``."""
+
+    ids: torch.Tensor
+    word_of: torch.Tensor
+    truncated: torch.Tensor
+
+    def last_pieces(self) -> torch.Tensor:
+        """bool ``(N, L)``: the last token of each word — where a tagger's output tags the word (a
+        one-direction model has then read the whole word)."""
+        following = torch.nn.functional.pad(self.word_of[:, 1:], (0, 1), value=-1)
+        return (self.word_of >= 0) & (following != self.word_of)
+
+
 class TextTokenizer:
     """A ``tokenizer.json`` with padding off and truncation at ``max_length``; see the module doc.
 
@@ -112,6 +128,28 @@ class TextTokenizer:
                 f"distil reserves id {PAD_ID} for padding: use a tokenizer whose padding token has id 0"
             )
         return Encoded(torch.from_numpy(ids), torch.from_numpy(cut))
+
+    def encode_words(self, sentences: Sequence[Sequence[str]]) -> EncodedWords:
+        """Sentences given as words (pre-tokenized) as ids ``(N, L)``, like :meth:`encode`, and for each
+        token the index of its word in the sentence (``word_of``, int64 ``(N, L)``; -1 for special
+        tokens and padding). A word may become several pieces; words past ``max_length`` are cut."""
+        rows: list[list[int]] = []
+        words: list[list[int]] = []
+        cut = np.zeros(len(sentences), dtype=bool)
+        batch = [list(s) for s in sentences]
+        for start in range(0, len(batch), ENCODE_CHUNK):
+            chunk = batch[start : start + ENCODE_CHUNK]
+            for i, encoding in enumerate(self._tokenizer.encode_batch(chunk, is_pretokenized=True), start=start):
+                rows.append(encoding.ids)
+                words.append([-1 if w is None else w for w in encoding.word_ids])
+                cut[i] = bool(encoding.overflowing)
+        width = max(1, max((len(r) for r in rows), default=0))
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        word_of = np.full((len(rows), width), -1, dtype=np.int64)
+        for i, (row, word) in enumerate(zip(rows, words)):
+            ids[i, : len(row)] = row
+            word_of[i, : len(word)] = word
+        return EncodedWords(torch.from_numpy(ids), torch.from_numpy(word_of), torch.from_numpy(cut))
 
     def __repr__(self) -> str:
         return f"TextTokenizer({self.spec!r}, max_length={self.max_length}, vocab_size={self.vocab_size})"
