@@ -285,3 +285,98 @@ def test_compress_stops_with_exit_2_naming_the_step_and_the_model(text_run):
     assert result.exit_code == 2, result.output
     assert "compress step 'int8' on student_kd (bilstm)" in result.output and "reads token ids" in result.output
     assert "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------------------------------------ taggers (B, L, C)
+
+TAGGERS = {
+    "bilstm_tagger": {"embed_dim": 16, "hidden_size": 8, "layers": 1},
+    "lstm_tagger": {"embed_dim": 16, "hidden_size": 12, "delay": 2},
+    "cnn_tagger": {"embed_dim": 16, "width": 16, "layers": 2},
+    "transformer_tagger": {"width": 16, "heads": 2, "depth": 1},
+}
+WORDS = {"DT": ["the", "a", "this"], "NN": ["cat", "dog", "book", "river", "teacher"], "VBD": ["saw", "read", "crossed", "liked"],
+         "JJ": ["old", "quiet", "unbelievably"], "RB": ["slowly", "quickly", "often"], "IN": ["near", "over", "with"]}  # fmt: skip
+
+
+def tagged_sentences(n: int, seed: int) -> list[str]:
+    """``word/TAG`` lines of 4 to ~25 words: DT (JJ)* NN VBD (RB)? (IN DT NN)*."""
+    rng = random.Random(seed)
+
+    def pick(tag: str) -> str:
+        return f"{rng.choice(WORDS[tag])}/{tag}"
+
+    lines = []
+    for _ in range(n):
+        words = [pick("DT")] + [pick("JJ") for _ in range(rng.randint(0, 3))] + [pick("NN"), pick("VBD")]
+        words += [pick("RB")] * rng.randint(0, 1)
+        for _ in range(rng.randint(0, 5)):
+            words += [pick("IN"), pick("DT"), pick("NN")]
+        lines.append(" ".join(words))
+    return lines
+
+
+@pytest.fixture(scope="module")
+def tagged(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tagged")
+    (tmp / "train.txt").write_text("\n".join(tagged_sentences(160, 0)) + "\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTIL_DATA_CACHE", str(tmp / "data-cache"))
+        return load_dataset("tagged_text", path=tmp / "train.txt", val_size=0.2, max_length=MAX_LENGTH, seed=0)
+
+
+def tagger(arch: str, data) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model(arch, input_shape=data.input_shape, num_classes=len(data.class_names), vocab_size=data.text.vocab_size,
+                       token_counts=data.text.token_counts, seed=0, task="tag", **TAGGERS[arch]).eval()  # fmt: skip
+
+
+@pytest.mark.parametrize("arch", list(TAGGERS))
+def test_taggers_export_with_a_length_axis_on_both_ends(arch, tagged, tmp_path):
+    model = tagger(arch, tagged)
+    path = export_onnx(model, tagged.input_shape, tmp_path / "m.onnx", exporter="auto", example=tagged.train.x[:8])
+    assert input_dims(path) == ["batch", "length"]
+    out = onnx.load(str(path)).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in out] == ["batch", "length", len(tagged.class_names)]
+    checked = check_parity(f"onnx ({arch})", parity(model, OnnxModel(path), tagged.test.x), atol=1e-4, min_agreement=1.0)
+    assert [c["case"] for c in checked.cases] == ["short", "median", "long", "mixed"]
+    assert checked.cases[-1]["sentences"] > 3
+
+
+def test_tagger_dynamic_int8_keeps_token_accuracy(tagged, tmp_path):
+    model = tagger("bilstm_tagger", tagged)
+    train(model, tagged, epochs=8, batch_size=16, lr=0.02, optimizer="adamw", weight_decay=0.0)
+    model.eval()
+    fp32 = export_onnx(model, tagged.input_shape, tmp_path / "m.onnx", exporter="auto", example=tagged.train.x[:8])
+    int8 = quantize_onnx_dynamic(fp32, tmp_path / "m.int8.onnx")
+    reference = accuracy(model, tagged.test.x, tagged.test.y)  # token accuracy over the tagged tokens
+    assert reference >= 0.8
+    assert abs(accuracy(OnnxModel(int8), tagged.test.x, tagged.test.y) - reference) <= 0.03
+    torch_int8 = quantize.dynamic_int8(model)
+    assert abs(accuracy(torch_int8, tagged.test.x, tagged.test.y) - reference) <= 0.03
+
+
+def test_run_of_a_tagger_with_a_compress_section(tmp_path, monkeypatch):
+    monkeypatch.setenv("DISTIL_DATA_CACHE", str(tmp_path / "data-cache"))
+    (tmp_path / "train.txt").write_text("\n".join(tagged_sentences(160, 1)) + "\n", encoding="utf-8")
+    raw = {
+        "name": "tagger-export",
+        "seed": 0,
+        "data": {"name": "tagged_text", "path": str(tmp_path / "train.txt"), "val_size": 0.2, "max_length": MAX_LENGTH},
+        "teacher": {"arch": "cnn_tagger", "kwargs": TAGGERS["cnn_tagger"], "epochs": 6, "batch_size": 16, "optimizer": "adamw", "lr": 0.02, "weight_decay": 0.0},
+        "student": {"arch": "bilstm_tagger", "kwargs": {**TAGGERS["bilstm_tagger"], "hidden_size": 64},
+                    "epochs": 6, "batch_size": 16, "optimizer": "adamw", "lr": 0.02, "weight_decay": 0.0},  # fmt: skip
+        "scratch": False,
+        "measure": {"latency_repeats": 3, "throughput_repeats": 1},
+        "compress": {"steps": ["onnx", "onnx-int8", "int8", "prune"], "int8": {"mode": "dynamic"},
+                     "prune": {"method": "magnitude", "sparsity": 0.5, "epochs": 1, "batch_size": 16}},  # fmt: skip
+    }
+    (tmp_path / "tag.yaml").write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["run", str(tmp_path / "tag.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    rows = {m["name"]: m for m in json.loads((tmp_path / "out" / "summary.json").read_text())["models"]}
+    assert list(rows) == ["teacher", "student_kd", "student_kd.onnx", "student_kd.onnx-int8", "student_kd.int8", "student_kd.pruned"]
+    student = rows["student_kd"]["accuracy"]  # token accuracy
+    assert rows["student_kd.onnx"]["accuracy"] == student and rows["student_kd.onnx"]["parity"]["max_abs_diff"] < 1e-3
+    assert abs(rows["student_kd.onnx-int8"]["accuracy"] - student) <= 0.03
+    assert rows["student_kd.onnx-int8"]["size_bytes"] < rows["student_kd.onnx"]["size_bytes"]
