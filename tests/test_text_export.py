@@ -259,8 +259,9 @@ def test_run_with_a_compress_section_exports_and_quantizes_a_text_student(text_r
     assert int8_row["onnx_int8"]["mode"] == "dynamic" and int8_row["size_bytes"] < onnx_row["size_bytes"]
     assert abs(int8_row["accuracy"] - rows["student_kd"]["accuracy"]) <= 0.05
     assert rows["student_kd.int8"]["runtime"] == "torch-int8"
-    for row in rows.values():  # batch-1 latency on the typical (median-length) test sentence
-        assert row["latency_ms_b1"] > 0
+    for row in rows.values():  # batch-1 latency on the typical (median-length) test sentence, and with the tokenizer
+        assert row["latency_ms_b1"] > 0 and row["tokenize_ms_b1"] > 0
+        assert row["latency_ms_b1_text"] == pytest.approx(row["latency_ms_b1"] + row["tokenize_ms_b1"], abs=2e-4)
     assert input_dims(out / "compressed" / "student_kd.onnx") == ["batch", "length"]
     assert "compress: onnx of student_kd (bilstm)" in output
 
@@ -365,11 +366,11 @@ def test_run_of_a_tagger_with_a_compress_section(tmp_path, monkeypatch):
         "data": {"name": "tagged_text", "path": str(tmp_path / "train.txt"), "val_size": 0.2, "max_length": MAX_LENGTH},
         "teacher": {"arch": "cnn_tagger", "kwargs": TAGGERS["cnn_tagger"], "epochs": 6, "batch_size": 16, "optimizer": "adamw", "lr": 0.02, "weight_decay": 0.0},
         "student": {"arch": "bilstm_tagger", "kwargs": {**TAGGERS["bilstm_tagger"], "hidden_size": 64},
-                    "epochs": 6, "batch_size": 16, "optimizer": "adamw", "lr": 0.02, "weight_decay": 0.0},  # fmt: skip
+                    "epochs": 6, "batch_size": 16, "optimizer": "adamw", "lr": 0.02, "weight_decay": 0.0},
         "scratch": False,
         "measure": {"latency_repeats": 3, "throughput_repeats": 1},
         "compress": {"steps": ["onnx", "onnx-int8", "int8", "prune"], "int8": {"mode": "dynamic"},
-                     "prune": {"method": "magnitude", "sparsity": 0.5, "epochs": 1, "batch_size": 16}},  # fmt: skip
+                     "prune": {"method": "magnitude", "sparsity": 0.5, "epochs": 1, "batch_size": 16}},
     }
     (tmp_path / "tag.yaml").write_text(yaml.safe_dump(raw))
     result = runner.invoke(app, ["run", str(tmp_path / "tag.yaml"), "--out", str(tmp_path / "out")])

@@ -33,7 +33,7 @@ def _remeasure(chain: Chain, entry: dict[str, Any], model: nn.Module, path: Path
 
     cfg = chain.config
     kw = dict(latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)
-    entry.update(measure(model, timing_input(chain.data), runtime="torch", size_bytes=path.stat().st_size, **kw))
+    entry.update(chain.with_tokenizer(measure(model, timing_input(chain.data), runtime="torch", size_bytes=path.stat().st_size, **kw)))
     extra = []
     if chain.compress.compiled:
         compiled = {**entry, "name": f"{entry['name']}.compiled", "method": entry["method"], "source": entry["name"]}
