@@ -165,16 +165,7 @@ def test_an_empty_sentence_names_its_row(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_compress_and_serve_of_text_runs_say_they_are_not_supported_yet(text_run, tmp_path):
-    tmp, _, _ = text_run
-    path = config(tmp_path, compress={"steps": ["onnx"]})
-    result = run_cli("run", path, "--out", tmp_path / "out")
-    assert result.exit_code == 2 and "text models cannot be compressed yet" in result.output, result.output
-    assert not (tmp_path / "out").exists()
-    compressed = run_cli("compress", tmp / "out")
-    assert compressed.exit_code == 2 and "a text run" in compressed.output, compressed.output
-    assert not (tmp / "out" / "compressed").exists()
-    # `distil serve` on a text run serves it (issue #15 part 4): tests/test_text_serve.py
+# compress and export of text runs: tests/test_text_export.py; serving them: tests/test_text_serve.py
 
 
 def test_noisy_student_on_text_noises_with_augmentation_not_gaussian_noise(text_run):

@@ -22,7 +22,6 @@ from distil.data import Dataset
 from distil.engine import distributed
 from distil.engine.objective import task_objective
 from distil.engine.taps import LOGITS
-from distil.errors import ConfigError
 from distil.hardware import machine
 from distil.session import RunSession, read_summary
 from distil.session.checkpoints import check_resume
@@ -62,8 +61,6 @@ class Experiment:
         data = cfg.data.load(cfg.seed)
         augment = cfg.data.augment.build(data)  # before any work: a field for the other kind of data is an error
         described = data.describe()
-        if data.text is not None and cfg.compress is not None and "kd" in steps:
-            raise ConfigError("compress: text models cannot be compressed yet (ONNX export with a dynamic sequence length is issue #15); remove the compress section")
         if session.dist is not None:
             data = self._shard(data, steps)
         # Build every model before training any, so a bad arch or weights file fails at once.

@@ -34,10 +34,34 @@ class Chain:
     onnx: Path | None = None  # the ONNX file of the current model, once exported
     arch: str = ""
     _teacher_outputs: Any = field(default=None, repr=False)
+    _tokenize_ms: float | None = field(default=None, repr=False)
 
     @property
     def compress(self):
         return self.config.compress
+
+    @property
+    def label(self) -> str:
+        """The current model for messages: its name and architecture (``student_kd (bilstm)``)."""
+        return f"{self.name} ({self.arch})" if self.arch else self.name
+
+    def with_tokenizer(self, measured: dict[str, Any]) -> dict[str, Any]:
+        """Text: ``measured`` plus the tokenizer's latency on the same typical sentence (measured once per chain)."""
+        text = getattr(self.data, "text", None)
+        if text is None or "latency_ms_b1" not in measured:
+            return measured
+        if self._tokenize_ms is None:
+            from distil.engine.measure import tokenize_latency_ms
+
+            self._tokenize_ms = tokenize_latency_ms(text)
+        return {**measured, "tokenize_ms_b1": round(self._tokenize_ms, 4), "latency_ms_b1_text": round(measured["latency_ms_b1"] + self._tokenize_ms, 4)}
+
+    @property
+    def reads_tokens(self) -> bool:
+        """Whether the model reads token ids (text data)."""
+        from distil.data.tokens import is_tokens
+
+        return is_tokens(self.data.train.x)
 
     def held_out(self, n: int) -> torch.Tensor:
         """Inputs no step trained on: the validation split (the test split when there is none)."""
@@ -69,7 +93,7 @@ def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, pa
     cfg = chain.config
     measured = measure(model, timing_input(chain.data), runtime=runtime, test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size,
                        counted=counted, latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)  # fmt: skip
-    result = ModelResult(name, "student", method, chain.arch, cfg.seed, f"{COMPRESSED}/{path.name}", file_sha256(path), measured,
+    result = ModelResult(name, "student", method, chain.arch, cfg.seed, f"{COMPRESSED}/{path.name}", file_sha256(path), chain.with_tokenizer(measured),
                          train_seconds=train_seconds, source=chain.name, details=details)  # fmt: skip
     return result.as_dict()
 

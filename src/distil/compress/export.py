@@ -2,12 +2,18 @@
 
 - :func:`export_onnx`: one self-contained ``.onnx`` file (``external_data=False``) with a dynamic batch
   dimension; the ``torch.export``-based exporter by default (``exporter="torchscript"`` for the legacy
-  one, about 10× faster to export small models).
+  one, about 10× faster to export small models). Text models (token ids in, :func:`reads_tokens`) get
+  an int64 input with two dynamic axes, ``batch`` and ``length``, and are run at a second length
+  before the file is kept (an exporter that fixed the length fails there, with the model's name).
+- :func:`text_parity`: the ONNX model against PyTorch on real sentences of several lengths (the
+  shortest, median and longest held-out sentence alone, and one batch that mixes lengths, padded).
 - :func:`parity`: the ONNX model and the PyTorch model on the same held-out inputs: max absolute
   difference of the logits and the fraction of equal argmaxes. :func:`check_parity` raises
   :class:`ParityError` past a tolerance.
 - :func:`quantize_onnx`: ONNX Runtime static int8 (``quantize_static``) in QDQ or QOperator form,
-  calibrated on training inputs through a :class:`CalibrationDataReader`.
+  calibrated on training inputs through a :class:`CalibrationDataReader`; :func:`quantize_onnx_dynamic`:
+  ``quantize_dynamic`` (int8 weights of MatMul/Gemm/LSTM/…; activations quantized per call), the
+  form for text models, whose integer input cannot be calibrated.
 
 Every file is written under a temporary name and renamed into place only once it has passed its
 check, so a file in ``compressed/`` is always one that ran and matched.
@@ -22,17 +28,19 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from distil.data.tokens import PAD_ID, is_tokens, length_order, lengths, trim, typical_row
 from distil.errors import DistilError
 from distil.weights import atomic_write
 
 # The names `distil serve` advertises over the Open Inference Protocol: one name for every exported file.
 INPUT, OUTPUT = "input", "logits"
-EXPORTERS = ("dynamo", "torchscript")
+EXPORTERS = ("dynamo", "torchscript", "auto")
 FORMATS = ("qdq", "qoperator")
 
 
@@ -47,7 +55,7 @@ class ParityError(DistilError):
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """The exporter prints progress and warns about torchvision ops; distil reports its own result."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript")]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "")]  # "": onnxruntime.quantization logs to the root logger
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -60,33 +68,142 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path, *, exporter: str = "dynamo", opset: int = 18) -> Path:
-    """Write ``model`` (eval mode, CPU, a copy) as one ONNX file with input ``x`` of shape (batch, *input_shape)."""
+def reads_tokens(model: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether ``model`` reads token ids: one sample is ``(max_length,)`` and the model holds an ``nn.Embedding``.
+
+    What :func:`export_onnx` assumes when it is given no ``example``: every text model of distil (the
+    students' ``TokenEmbedding``, Hugging Face encoders) has an embedding table, no image or signal
+    model has one, and their samples have two or more axes.
+    """
+    return len(input_shape) == 1 and any(isinstance(m, nn.Embedding) for m in model.modules())
+
+
+def example_input(model: nn.Module, input_shape: tuple[int, ...], example: torch.Tensor | None = None) -> torch.Tensor:
+    """What the exporter traces with: ``example`` (real inputs) or a made-up batch of the right kind.
+
+    Token batches are cut to their longest row and made at least 2 × 2, with one shorter row, so that
+    neither dynamic axis is 1 (an exporter fixes axes it sees as 1) and the padding path is traced.
+    """
+    if example is None:
+        if not reads_tokens(model, input_shape):
+            return torch.randn(2, *input_shape)
+        width = max(2, min(8, input_shape[0]))
+        example = torch.arange(1, 2 * width + 1, dtype=torch.int64).view(2, width)
+    example = example.detach().cpu()
+    if not is_tokens(example):
+        return example if len(example) >= 2 else example.expand(2, *example.shape[1:]).clone()
+    example = trim(example)
+    if len(example) < 2:
+        example = example.expand(2, -1).clone()
+    if example.shape[1] < 2:
+        example = torch.nn.functional.pad(example, (0, 1), value=PAD_ID)
+    if bool((example != PAD_ID).all()):  # a row with padding, so that the traced graph masks it
+        example = example.clone()
+        example[-1, -1] = PAD_ID
+    return example.contiguous()
+
+
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | Path,
+    *,
+    exporter: str = "dynamo",
+    opset: int = 18,
+    example: torch.Tensor | None = None,
+) -> Path:
+    """Write ``model`` (eval mode, CPU, a copy) as one ONNX file: input ``input``, output ``logits``.
+
+    Numeric models: a float32 input ``(batch, *input_shape)``. Text models — token ids, found from
+    ``example`` (an integer ``(B, L)`` batch, best a few real sentences) or, without one, by
+    :func:`reads_tokens` — an int64 input ``(batch, length)`` with both axes dynamic (``length`` at most
+    ``input_shape[0]``, the data's ``max_length``) and outputs ``(batch, C)`` or, per token,
+    ``(batch, length, C)``. A text export is run once more at another length and batch before it is
+    kept, so an exporter that fixed an axis is an :class:`ExportError` naming the model.
+
+    ``exporter="auto"``: ``torchscript`` for token models, ``dynamo`` otherwise. In torch 2.13 the
+    ``dynamo`` exporter keeps ``length`` dynamic for textcnn, boe and text_transformer, but
+    ``torch.export`` fixes the sequence length of ``nn.LSTM`` and the exporter then silently makes the
+    input's length static: for bilstm that is an :class:`ExportError` here (the file's input has a
+    fixed length), for lstm it may pass. ``torchscript`` keeps both axes dynamic for all of them.
+    """
     import copy
 
     if exporter not in EXPORTERS:
         raise ExportError(f"onnx exporter {exporter!r} is not one of {', '.join(EXPORTERS)}")
     path = Path(path)
     model = copy.deepcopy(model).cpu().eval().to(memory_format=torch.contiguous_format)
-    example = (torch.randn(2, *input_shape),)
+    name = type(model).__name__
+    x = example_input(model, tuple(input_shape), example)
+    tokens = is_tokens(x)
+    exporter = resolve_exporter(exporter, tokens)
+    try:
+        with torch.no_grad():
+            out_rank = model(x).dim()
+    except Exception as err:  # noqa: BLE001  the model's own error, reported with its name
+        raise ExportError(f"onnx export of {name}: the model does not run on a {'token' if tokens else 'float'} batch {tuple(x.shape)}: {_first_line(err)}") from None
+    axes = {0: "batch", 1: "length"} if tokens else {0: "batch"}
+    out_axes = {0: "batch", 1: "length"} if tokens and out_rank == 3 else {0: "batch"}
 
     def write(tmp: Path) -> None:
         with _quiet():
             if exporter == "dynamo":
-                torch.onnx.export(model, example, str(tmp), dynamo=True, external_data=False, opset_version=opset, verbose=False,
-                                  input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
+                dims = {0: torch.export.Dim("batch")}
+                if tokens:
+                    dims[1] = torch.export.Dim("length", max=max(int(input_shape[0]), x.shape[1]))
+                torch.onnx.export(model, (x,), str(tmp), dynamo=True, external_data=False, opset_version=opset, verbose=False,
+                                  input_names=[INPUT], output_names=[OUTPUT], dynamic_shapes=(dims,))  # fmt: skip
             else:
-                torch.onnx.export(model, example, str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT], output_names=[OUTPUT],
-                                  dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})  # fmt: skip
+                torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT], output_names=[OUTPUT],
+                                  dynamic_axes={INPUT: axes, OUTPUT: out_axes})  # fmt: skip
+            if tokens:
+                _check_dynamic(model, tmp, x, int(input_shape[0]), exporter)
 
     try:
         atomic_write(path, write)
     except DistilError:
         raise
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ExportError(f"onnx export ({exporter}) of {type(model).__name__} failed: {first}") from None
+        raise ExportError(f"onnx export ({exporter}) of {name} failed: {_first_line(err)}") from None
     return path
+
+
+def resolve_exporter(exporter: str, tokens: bool) -> str:
+    """``auto`` → ``torchscript`` for token inputs (both axes stay dynamic for every text model), ``dynamo`` otherwise."""
+    if exporter != "auto":
+        return exporter
+    return "torchscript" if tokens else "dynamo"
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_dynamic(model: nn.Module, path: Path, example: torch.Tensor, max_length: int, exporter: str) -> None:
+    """Run the exported token model at a batch and a length it was not traced with; an axis fixed at export fails here."""
+    import onnx
+
+    hint = "; use exporter torchscript (or auto), which keeps both axes dynamic" if exporter == "dynamo" else ""
+    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    fixed = [f"{axis} = {d.dim_value}" for axis, d in zip(("batch", "length"), dims) if d.HasField("dim_value")]
+    if fixed:
+        raise ExportError(f"onnx export ({exporter}) of {type(model).__name__}: the exporter fixed {', '.join(fixed)} of the input "
+                          f"(torch.export specialised it while tracing){hint}")  # fmt: skip
+    length = example.shape[1] + 3 if example.shape[1] + 3 <= max_length else max(1, example.shape[1] - 1)
+    rows = [example[i % len(example)] for i in range(len(example) + 1)]
+    x = torch.stack([torch.nn.functional.pad(r, (0, max(0, length - len(r))), value=PAD_ID)[:length] for r in rows])
+    x[:, 0] = torch.where(x[:, 0] == PAD_ID, example[0, 0], x[:, 0])  # no empty row
+    with torch.no_grad():
+        expected = tuple(model(x).shape)
+    try:
+        got = tuple(session(path).run(None, {INPUT: x.numpy()})[0].shape)
+    except Exception as err:  # noqa: BLE001  onnxruntime raises its own exception types
+        raise ExportError(f"onnx export ({exporter}) of {type(model).__name__}: the file does not run at batch {len(x)} × length {length} "
+                          f"(traced at {tuple(example.shape)}), the exporter fixed an axis{hint} — {_first_line(err)}") from None  # fmt: skip
+    if got != expected:
+        raise ExportError(f"onnx export ({exporter}) of {type(model).__name__}: at batch {len(x)} × length {length} the file returns {got}, PyTorch {expected}; "
+                          "the exporter fixed an axis")  # fmt: skip
 
 
 def session(path: str | Path, threads: int | None = None):
@@ -96,7 +213,7 @@ def session(path: str | Path, threads: int | None = None):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # errors are raised (ExportError), not also logged
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
@@ -114,11 +231,16 @@ class OnnxModel(nn.Module):
         super().__init__()
         self.path = Path(path)
         self.session = session(path, threads)
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_dtype = torch.int64 if first.type == "tensor(int64)" else torch.float32  # token ids, or numeric inputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
+        x = x.detach().to("cpu", self.input_dtype).contiguous().numpy()
+        try:
+            return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
+        except Exception as err:  # noqa: BLE001  onnxruntime raises its own exception types
+            raise ExportError(f"onnxruntime cannot run {self.path.name} on an input of shape {tuple(x.shape)}: {_first_line(err)}") from None
 
     def __deepcopy__(self, memo: dict) -> OnnxModel:
         return self  # a session is immutable for inference and cannot be copied
@@ -126,35 +248,97 @@ class OnnxModel(nn.Module):
 
 @dataclass(frozen=True)
 class Parity:
+    """How far ``candidate``'s outputs are from ``reference``'s; ``cases``: per text case (see :func:`text_cases`)."""
+
     max_abs_diff: float
     argmax_agreement: float
     samples: int
+    cases: tuple[dict[str, Any], ...] = ()
 
-    def as_dict(self) -> dict[str, float | int]:
-        return {"max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement, "samples": self.samples}
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement, "samples": self.samples}
+        if self.cases:
+            out["cases"] = list(self.cases)
+        return out
+
+    @property
+    def worst(self) -> dict[str, Any] | None:
+        """The text case with the largest difference, if any."""
+        return max(self.cases, key=lambda c: c["max_abs_diff"], default=None)
+
+
+def _agreement(ref: torch.Tensor, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Equal argmaxes over the last axis; per-token outputs ``(B, L, C)`` of token inputs count real tokens only."""
+    same = ref.argmax(-1) == out.argmax(-1)
+    if same.dim() == 2 and is_tokens(x):
+        width = min(same.shape[1], x.shape[1])
+        same = same[:, :width][x[:, :width] != PAD_ID]
+    return same.flatten().float()
+
+
+def _compare(ref: torch.Tensor, out: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
+    if ref.shape != out.shape:
+        raise ParityError(f"outputs of shape {tuple(out.shape)} where PyTorch gives {tuple(ref.shape)} (input {tuple(x.shape)})")
+    same = _agreement(ref, out, x)
+    return float((ref - out).abs().max().item()) if ref.numel() else 0.0, float(same.mean().item()) if len(same) else 1.0
+
+
+def text_cases(x: torch.Tensor, mixed: int = 16) -> dict[str, torch.Tensor]:
+    """Real sentences of several lengths from the token ids ``x``: name → batch (cut to its longest row).
+
+    ``short``, ``median`` and ``long``: the shortest, the median-length and the longest sentence, each
+    alone (batch 1, no padding — how a server sees one request); ``mixed``: up to ``mixed`` sentences
+    spread over the lengths, in their split order, right-padded to the longest (a batch with padding).
+    """
+    if not is_tokens(x) or len(x) == 0:
+        return {}
+    order = length_order(x)
+    cases = {"short": order[:1], "median": torch.tensor([typical_row(x)]), "long": order[-1:]}
+    spread = order[torch.linspace(0, len(x) - 1, min(mixed, len(x))).round().long()].unique()
+    if len(spread) > 1:
+        cases["mixed"] = spread  # unique() sorts the indices: the split's order, lengths mixed
+    return {name: trim(x[index]) for name, index in cases.items()}
 
 
 def parity(reference: nn.Module, candidate: nn.Module, x: torch.Tensor, batch_size: int = 256) -> Parity:
-    """Logits of ``candidate`` vs ``reference`` on ``x`` (both in eval mode, no grad, CPU)."""
+    """Logits of ``candidate`` vs ``reference`` on ``x`` (both in eval mode, no grad, CPU).
+
+    All of ``x`` goes through both models in length-sorted batches; token inputs also go through
+    :func:`text_cases` (one sentence at a time at three lengths, and a padded batch of mixed lengths),
+    each reported in ``cases`` and counted in the overall numbers.
+    """
     from distil.engine.evaluate import predict_logits
 
     x = x.cpu()
-    ref = predict_logits(reference.cpu(), x, batch_size).float()
+    reference = reference.cpu()
+    ref = predict_logits(reference, x, batch_size).float()
     out = predict_logits(candidate, x, batch_size).float()
-    return Parity(
-        max_abs_diff=float((ref - out).abs().max().item()),
-        argmax_agreement=float((ref.argmax(1) == out.argmax(1)).float().mean().item()),
-        samples=len(x),
-    )
+    diff, _ = _compare(ref, out, x)
+    agree = [_agreement(ref, out, x)]
+    cases = []
+    for name, batch in text_cases(x).items():
+        with torch.inference_mode():
+            r, o = reference.eval()(batch).float(), candidate.eval()(batch).float()
+        case_diff, case_agree = _compare(r, o, batch)
+        agree.append(_agreement(r, o, batch))
+        diff = max(diff, case_diff)
+        cases.append({"case": name, "sentences": len(batch), "tokens": sorted({int(n) for n in lengths(batch)}), "max_abs_diff": case_diff, "argmax_agreement": case_agree})
+    return Parity(max_abs_diff=diff, argmax_agreement=float(torch.cat(agree).mean().item()), samples=len(x), cases=tuple(cases))
 
 
 def check_parity(step: str, result: Parity, *, atol: float | None = None, min_agreement: float = 0.0) -> Parity:
     """Raise :class:`ParityError`, naming ``step``, if ``result`` is past either tolerance."""
+    worst = result.worst
+    where = f" (largest on the {worst['case']} sentence{'s' if worst['sentences'] > 1 else ''}, {_tokens(worst['tokens'])}: {worst['max_abs_diff']:.3g})" if worst else ""
     if atol is not None and not result.max_abs_diff <= atol:
-        raise ParityError(f"{step}: parity check failed: max |onnxruntime − torch| = {result.max_abs_diff:.3g} > tolerance {atol:g} on {result.samples} held-out inputs")
+        raise ParityError(f"{step}: parity check failed: max |onnxruntime − torch| = {result.max_abs_diff:.3g} > tolerance {atol:g} on {result.samples} held-out inputs{where}")
     if not result.argmax_agreement >= min_agreement:
-        raise ParityError(f"{step}: parity check failed: argmax agreement {result.argmax_agreement:.2%} < {min_agreement:.2%} on {result.samples} held-out inputs")
+        raise ParityError(f"{step}: parity check failed: argmax agreement {result.argmax_agreement:.2%} < {min_agreement:.2%} on {result.samples} held-out inputs{where}")
     return result
+
+
+def _tokens(counts: list[int]) -> str:
+    return f"{counts[0]} tokens" if len(counts) == 1 else f"{counts[0]}–{counts[-1]} tokens"
 
 
 def quantize_onnx(source: str | Path, path: str | Path, calibration: torch.Tensor, *, fmt: str = "qdq", per_channel: bool = True, batch_size: int = 64) -> Path:
@@ -190,4 +374,31 @@ def quantize_onnx(source: str | Path, path: str | Path, calibration: torch.Tenso
         atomic_write(path, write)
     except Exception as err:
         raise ExportError(f"onnx-int8: onnxruntime quantization of {Path(source).name} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    return path
+
+
+#: The ops whose weights ONNX Runtime's dynamic quantization makes int8 (activations are quantized per
+#: call): the matrix products of Linear layers and attention, the LSTM cells, and the embedding tables
+#: (``Gather`` of an int8 table, then dequantized rows: most of a small text model's bytes).
+DYNAMIC_OPS = ("MatMul", "Gemm", "LSTM", "Gather")
+
+
+def quantize_onnx_dynamic(source: str | Path, path: str | Path, *, per_channel: bool = False, ops: tuple[str, ...] = DYNAMIC_OPS) -> Path:
+    """ONNX Runtime dynamic int8 of ``source`` into ``path``: int8 weights for ``ops``, no calibration.
+
+    The form for text models: their input is integer ids (nothing to calibrate), and their weights
+    are embedding tables, matrix products and LSTM cells.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        with _quiet():
+            quantize_dynamic(str(source), str(tmp), op_types_to_quantize=list(ops), per_channel=per_channel, weight_type=QuantType.QInt8)
+
+    try:
+        atomic_write(path, write)
+    except Exception as err:  # noqa: BLE001  the quantizer raises many kinds
+        raise ExportError(f"onnx-int8 (dynamic): onnxruntime quantization of {Path(source).name} failed: {_first_line(err)}") from None
     return path

@@ -33,7 +33,7 @@ def _remeasure(chain: Chain, entry: dict[str, Any], model: nn.Module, path: Path
 
     cfg = chain.config
     kw = dict(latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)
-    entry.update(measure(model, timing_input(chain.data), runtime="torch", size_bytes=path.stat().st_size, **kw))
+    entry.update(chain.with_tokenizer(measure(model, timing_input(chain.data), runtime="torch", size_bytes=path.stat().st_size, **kw)))
     extra = []
     if chain.compress.compiled:
         compiled = {**entry, "name": f"{entry['name']}.compiled", "method": entry["method"], "source": entry["name"]}
@@ -76,15 +76,15 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
                            "machine": {**machine(), "onnxruntime": onnxruntime.__version__}}  # fmt: skip
     run.write_summary(summary)
     for name in config.compress.steps:
-        console.print(f"compress: {name} ({chain.name})", highlight=False)
+        console.print(f"compress: {name} of {chain.label}", highlight=False)
         t0 = time.perf_counter()
         try:
             made = STEPS[name](chain)
         except DistilError as err:
-            summary["compress"]["steps"].append({"step": name, "from": chain.name, "status": "failed", "error": str(err)})
+            summary["compress"]["steps"].append({"step": name, "from": chain.name, "arch": chain.arch, "status": "failed", "error": str(err)})
             run.write_summary(summary)
             if config.compress.on_error == "stop":
-                raise type(err)(f"compress step {name!r} on {chain.name}: {err}") from None
+                raise type(err)(f"compress step {name!r} on {chain.label}: {err}") from None
             console.print(f"[yellow]compress: step {name!r} skipped: {err}[/]", highlight=False)
             continue
         rows.extend(made)
@@ -100,6 +100,8 @@ def run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ())
     from distil.config import CompressConfig
     from distil.session import read_config
 
+    if overrides and read_config(run_dir).compress is None:  # config.yaml says `compress: null`: overrides need a section to set
+        overrides = ["compress={}", *overrides]
     config = read_config(run_dir, overrides)
     return config if config.compress is not None else config.model_copy(update={"compress": CompressConfig()})
 
@@ -125,11 +127,6 @@ def load_run(run_dir: Path, config=None):
         raise ConfigError(f"{run_dir}: the run has no teacher; the recovery fine-tune distils from it")
     cfg = config
     data = cfg.data.load(cfg.seed)
-    if data.text is not None:
-        raise ConfigError(
-            f"{run_dir}: a text run; `distil compress` takes image and signal runs for now (ONNX export of text models with a dynamic "
-            "sequence length is issue #15); remove the compress section"
-        )
     teacher = load_weights(cfg.teacher.build(data, cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
     student = load_weights(cfg.student.build(data, cfg.seed), run_dir / entries[base]["weights"]).eval()
     return config, summary, data, teacher, student, cfg.student.arch, base

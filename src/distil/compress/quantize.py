@@ -7,8 +7,9 @@ it here means one file changes when it goes. Its deprecation warnings are contai
 - :func:`static_int8`: post-training static quantization (Jacob et al., 2018, arXiv:1712.05877):
   conv/linear weights int8 per channel, activations uint8 with ranges observed on calibration data;
   conv → BN → ReLU are fused first. Backend ``x86`` (fbgemm kernels).
-- :func:`dynamic_int8`: Linear weights int8, activations quantized on the fly per batch; no
-  calibration, the right choice for Linear-heavy models (MLPs, transformer blocks).
+- :func:`dynamic_int8`: Linear and LSTM weights int8, activations quantized on the fly per batch; no
+  calibration, the right choice for Linear-heavy models (MLPs, transformer blocks) and for text
+  models, whose token-id inputs static quantization cannot observe (it refuses them).
 - :func:`prepare_qat` / :func:`convert`: quantization-aware training; the prepared model trains with
   fake quantization (any objective, the KD loss included), then converts to int8.
 """
@@ -54,6 +55,13 @@ def _backend(backend: str) -> str:
 def _prepare(model: nn.Module, example: torch.Tensor, backend: str, qat: bool) -> nn.Module:
     from torch.ao.quantization import get_default_qat_qconfig_mapping, get_default_qconfig_mapping
     from torch.ao.quantization.quantize_fx import prepare_fx, prepare_qat_fx
+
+    from distil.data.tokens import is_tokens
+
+    if is_tokens(example):
+        mode = "qat" if qat else "static"
+        raise QuantizeError(f"int8 ({mode}): {type(model).__name__} reads token ids, and torch.ao {mode} quantization observes float inputs; "
+                            "use mode dynamic (int8 Linear and LSTM weights) or the onnx-int8 step")  # fmt: skip
 
     model = copy.deepcopy(model).cpu()
     model = model.train() if qat else model.eval()
@@ -102,26 +110,37 @@ def convert(prepared: nn.Module, *, strict: bool = True) -> nn.Module:
     return quantized
 
 
+#: The layers dynamic int8 quantizes: weights int8, activations quantized per call.
+DYNAMIC_LAYERS = (nn.Linear, nn.LSTM)
+
+
 def dynamic_int8(model: nn.Module) -> nn.Module:
-    """Dynamic int8 of the Linear layers (a copy); convolutions stay fp32."""
+    """Dynamic int8 of the Linear and LSTM layers (a copy); convolutions and embeddings stay fp32."""
     from torch.ao.quantization import quantize_dynamic
 
-    if not any(isinstance(m, nn.Linear) for m in model.modules()):
-        raise QuantizeError(f"int8 (dynamic): {type(model).__name__} has no Linear layer; dynamic quantization only takes Linear layers, use mode static")
+    if not any(isinstance(m, DYNAMIC_LAYERS) for m in model.modules()):
+        raise QuantizeError(f"int8 (dynamic): {type(model).__name__} has no Linear or LSTM layer; dynamic quantization only takes those, use mode static")
     with _quiet():
-        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), {nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(copy.deepcopy(model).cpu().eval(), set(DYNAMIC_LAYERS), dtype=torch.qint8)
 
 
 def int8_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state of a quantized model as plain tensors (int8 values, scales, zero points) for safetensors.
 
     Quantized tensors become ``name.int8`` + ``name.scale`` + ``name.zero_point`` (per channel or per
-    tensor); packed parameters are unpacked; dtypes and other non-tensors are dropped.
+    tensor); packed parameters (Linear, and the cells of a dynamic int8 LSTM) are unpacked; dtypes and
+    other non-tensors are dropped.
     """
     out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, tuple[int, ...]]] = set()  # a packed LSTM cell holds its biases twice
 
     def add(name: str, value: object) -> None:
         if isinstance(value, torch.Tensor):
+            if not value.is_quantized:
+                key = (value.data_ptr(), tuple(value.shape))
+                if value.numel() and key in seen:
+                    return
+                seen.add(key)
             if value.is_quantized:
                 out[f"{name}.int8"] = value.int_repr()
                 if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
@@ -135,6 +154,8 @@ def int8_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
         elif isinstance(value, (tuple, list)):
             for i, v in enumerate(value):
                 add(f"{name}.{i}", v)
+        elif isinstance(value, torch.ScriptObject) and hasattr(value, "__getstate__"):  # packed LSTM cells and their linear params
+            add(name, value.__getstate__())
 
     for key, value in model.state_dict().items():
         add(key, value)

@@ -15,6 +15,7 @@ from typing import Any
 from torch import nn
 
 from distil.compress.chain import Chain, Step, recovery_objective, row
+from distil.compress.export import DYNAMIC_OPS
 from distil.config import COMPRESS_STEPS
 
 
@@ -93,15 +94,19 @@ def int8_step(chain: Chain) -> list[dict[str, Any]]:
 
 
 def _export(chain: Chain) -> tuple[Path, dict[str, Any]]:
-    """The current model as ONNX, checked in onnxruntime; cached for a following ``onnx-int8``."""
+    """The current model as ONNX, checked in onnxruntime; cached for a following ``onnx-int8``.
+
+    Traced on a few training inputs (real sentences for text: dynamic batch and length), checked on
+    held-out ones (text: also one sentence at a time at several lengths and a padded mixed batch).
+    """
     from distil.compress.export import OnnxModel, check_parity, export_onnx, parity
 
     o = chain.compress.onnx
     final = chain.out / f"{chain.name}.onnx"
     staged = chain.out / f".{chain.name}.staged.onnx"
     try:
-        export_onnx(chain.model, chain.data.input_shape, staged, exporter=o.exporter, opset=o.opset)
-        checked = check_parity(f"onnx ({chain.name})", parity(chain.model, OnnxModel(staged), chain.held_out(o.samples)), atol=o.tolerance)
+        export_onnx(chain.model, chain.data.input_shape, staged, exporter=o.exporter, opset=o.opset, example=chain.data.train.x[:8])
+        checked = check_parity(f"onnx ({chain.label})", parity(chain.model, OnnxModel(staged), chain.held_out(o.samples)), atol=o.tolerance)
         staged.replace(final)
     finally:
         staged.unlink(missing_ok=True)
@@ -114,25 +119,46 @@ def onnx_step(chain: Chain) -> list[dict[str, Any]]:
     from distil.compress.export import OnnxModel
 
     path, checked = _export(chain)
-    extra = {"onnx": {"exporter": chain.compress.onnx.exporter, "opset": chain.compress.onnx.opset}, "parity": checked}
+    from distil.compress.export import resolve_exporter
+
+    extra = {"onnx": {"exporter": resolve_exporter(chain.compress.onnx.exporter, chain.reads_tokens), "opset": chain.compress.onnx.opset}, "parity": checked}
     return [row(chain, f"{chain.name}.onnx", "onnx", "onnxruntime", OnnxModel(path), path, counted=chain.model, **extra)]
 
 
+def onnx_int8_mode(chain: Chain) -> str:
+    """``static`` or ``dynamic``: ``auto`` is dynamic for token inputs (nothing to calibrate), static otherwise."""
+    from distil.compress.export import ExportError
+
+    mode = chain.compress.onnx_int8.mode
+    tokens = chain.reads_tokens
+    if mode == "auto":
+        return "dynamic" if tokens else "static"
+    if mode == "static" and tokens:
+        raise ExportError(f"onnx-int8 (static) of {chain.label}: static quantization calibrates float inputs, and this model reads token ids; use compress.onnx_int8.mode: dynamic")
+    return mode
+
+
 def onnx_int8_step(chain: Chain) -> list[dict[str, Any]]:
-    """ONNX Runtime static int8 (QDQ or QOperator) of the current model's ONNX file, checked against fp32."""
-    from distil.compress.export import OnnxModel, check_parity, parity, quantize_onnx
+    """ONNX Runtime int8 of the current model's ONNX file, checked against fp32: static (QDQ or QOperator,
+    calibrated on training inputs) or dynamic (int8 weights, activations per call; the form for text)."""
+    from distil.compress.export import OnnxModel, check_parity, parity, quantize_onnx, quantize_onnx_dynamic
 
     q = chain.compress.onnx_int8
+    mode = onnx_int8_mode(chain)
     source = chain.onnx if chain.onnx is not None and chain.onnx.is_file() else _export(chain)[0]
     final = chain.out / f"{chain.name}.int8.onnx"
     staged = chain.out / f".{chain.name}.int8.staged.onnx"
     try:
-        quantize_onnx(source, staged, chain.calibration(q.calibration), fmt=q.format, per_channel=q.per_channel)
-        checked = check_parity(f"onnx-int8 ({chain.name})", parity(chain.model, OnnxModel(staged), chain.held_out(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
+        if mode == "dynamic":
+            quantize_onnx_dynamic(source, staged, per_channel=q.per_channel)
+        else:
+            quantize_onnx(source, staged, chain.calibration(q.calibration), fmt=q.format, per_channel=q.per_channel)
+        checked = check_parity(f"onnx-int8 ({mode}, {chain.label})", parity(chain.model, OnnxModel(staged), chain.held_out(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
         staged.replace(final)
     finally:
         staged.unlink(missing_ok=True)
-    extra = {"onnx_int8": {"format": q.format, "per_channel": q.per_channel}, "parity": checked.as_dict()}
+    form = {"ops": list(DYNAMIC_OPS)} if mode == "dynamic" else {"format": q.format}
+    extra = {"onnx_int8": {"mode": mode, **form, "per_channel": q.per_channel}, "parity": checked.as_dict()}
     return [row(chain, f"{chain.name}.onnx-int8", "onnx-int8", "onnxruntime", OnnxModel(final), final, counted=chain.model, **extra)]
 
 

@@ -37,14 +37,19 @@ class Int8Config(Section):
 
 
 class OnnxConfig(Section):
-    exporter: Literal["dynamo", "torchscript"] = Field("dynamo", description="torch.onnx exporter: dynamo (torch.export) or the legacy torchscript")
+    exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+        "auto", description="torch.onnx exporter: dynamo (torch.export), the legacy torchscript, or auto: torchscript for text models (dynamic length), dynamo otherwise"
+    )
     opset: int = Field(18, ge=13)
     tolerance: float = Field(1e-3, gt=0, description="largest max |onnxruntime − torch| of the logits accepted")
     samples: int = Field(1000, ge=1, description="held-out inputs (validation split) of the parity check")
 
 
 class OnnxInt8Config(Section):
-    format: Literal["qdq", "qoperator"] = Field("qdq", description="ONNX Runtime quantized graph form")
+    mode: Literal["auto", "static", "dynamic"] = Field(
+        "auto", description="static: calibrated quantize_static; dynamic: quantize_dynamic (int8 weights of MatMul/Gemm/LSTM/embeddings); auto: dynamic for text, static otherwise"
+    )
+    format: Literal["qdq", "qoperator"] = Field("qdq", description="ONNX Runtime quantized graph form (static)")
     per_channel: bool = True
     calibration: int = Field(1024, ge=1, description="training inputs used to calibrate activation ranges")
     min_agreement: float = Field(0.9, ge=0, le=1, description="least argmax agreement with the fp32 model on held-out inputs")
