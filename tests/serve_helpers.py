@@ -253,7 +253,7 @@ def tiny_tagger_run() -> Path:
 
 def local_word_tags(data, model: torch.nn.Module, text: str) -> tuple[list[str], list[str]]:
     """The words of ``text`` and ``model``'s tag for each, as the tagging contract defines them
-    (``TextInfo.encode_words``: the logits at each word's last piece)."""
+    (``TextInfo.encode_words``: the logits at each word's first piece)."""
     encoded = data.text.encode_words(text)
     with torch.inference_mode():
         logits = model(encoded.ids)[0]

@@ -1,4 +1,4 @@
-"""Sequence labelling: tagged files, a tag per token at each word's last piece, taggers, per-token
+"""Sequence labelling: tagged files, a tag per token at each word's first piece, taggers, per-token
 objectives and token accuracy, and a real `distil run` on a small tagged file."""
 
 from __future__ import annotations
@@ -80,13 +80,13 @@ def test_each_word_is_tagged_once_at_its_last_piece(data):
     assert bool((y[x == PAD_ID] == IGNORE).all())  # padding carries no tag
     specials = (x == data.text.special_ids["cls"]) | (x == data.text.special_ids["sep"])
     assert bool((y[specials] == IGNORE).all())
-    # "unbelievably" is several pieces: only the last one is tagged RB
+    # "unbelievably" is several pieces: only the first one is tagged RB
     row = x[2].tolist()
     pieces = data.text.loaded_tokenizer.encode_words([["unbelievably"]]).ids[0, 1:-1].tolist()
     assert len(pieces) > 1
     start = next(i for i in range(len(row)) if row[i : i + len(pieces)] == pieces)
     rb = data.class_names.index("RB")
-    assert y[2, start : start + len(pieces)].tolist() == [IGNORE] * (len(pieces) - 1) + [rb]
+    assert y[2, start : start + len(pieces)].tolist() == [rb] + [IGNORE] * (len(pieces) - 1)
 
 
 def test_words_cut_by_max_length_are_counted(tmp_path):
@@ -97,12 +97,12 @@ def test_words_cut_by_max_length_are_counted(tmp_path):
     assert int((short.test.y != IGNORE).sum()) + short.text.untagged_words["test"] == words
 
 
-def test_a_served_sentence_is_split_into_words_and_tagged_at_last_pieces(data):
+def test_a_served_sentence_is_split_into_words_and_tagged_at_first_pieces(data):
     assert split_words("It's Mr. Smith's co-op, isn't it?") == ["It", "'s", "Mr.", "Smith", "'s", "co-op", ",", "is", "n't", "it", "?"]
     encoded = data.text.encode_words("She read the unbelievably long book.")
     assert encoded.words == ["She", "read", "the", "unbelievably", "long", "book", "."]
     assert len(encoded.positions) == 7 and encoded.positions == sorted(encoded.positions)
-    assert encoded.positions[4] - encoded.positions[3] == 1 and encoded.positions[3] - encoded.positions[2] > 1  # "unbelievably" is several pieces
+    assert encoded.positions[3] - encoded.positions[2] == 1 and encoded.positions[4] - encoded.positions[3] > 1  # "unbelievably" is several pieces
 
 
 # --- taggers ---------------------------------------------------------------------------------------------

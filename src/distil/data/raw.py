@@ -77,7 +77,7 @@ class RawTagged:
     for each sentence an int array of tag indices into ``class_names``, one per word. ``test_words``
     and ``test_tags`` are ``None`` when the source has no test split (one is then carved).
     :func:`~distil.data.load_dataset` tokenizes the words (each may become several pieces) and puts
-    each word's tag on its last piece (:mod:`distil.data.text.tagging`).
+    each word's tag on its first piece (:mod:`distil.data.text.tagging`).
     """
 
     train_words: Sequence[Sequence[str]]

@@ -5,7 +5,7 @@ one row per token; padding never changes the outputs at real tokens, so the engi
 its longest sentence. Layout: ``embedding`` (:class:`~distil.models.text_embedding.TokenEmbedding`,
 kwargs as for the sentence students) → ``layers.i`` (per-token states ``(B, L, H)``, tap-able) →
 ``features`` (an ``nn.Identity`` on the last per-token states, a tap) → ``dropout`` → ``fc`` per token.
-On tagging data a word's tag is read at its last piece (:mod:`distil.data.text.tagging`).
+On tagging data a word's tag is read at its first piece (:mod:`distil.data.text.tagging`).
 
 * ``bilstm_tagger`` — the classic neural POS tagger (Huang, Xu & Yu 2015, "Bidirectional LSTM-CRF
   Models for Sequence Tagging", arXiv:1508.01991, without the CRF; Plank, Søgaard & Goldberg 2016,
@@ -15,7 +15,8 @@ On tagging data a word's tag is read at its last piece (:mod:`distil.data.text.t
   token arrives). ``delay=d`` lets it read ``d`` tokens ahead before it tags a token: the output at
   token t comes from the state at token t + d (the sentence is followed by ``d`` padding tokens, whose
   embedding is zero), so a tag is emitted ``d`` tokens late — still one pass, one direction, but the
-  next word is often what decides a part of speech ("that" as IN, DT or WDT).
+  next word is often what decides a part of speech ("that" as IN, DT or WDT), and a word's tag is
+  read at its first piece, before its ending ("-ing", "-ly") has arrived.
 * ``cnn_tagger`` — ``layers`` 1-D convolutions of width ``kernel`` ("same" padding, masked so padding
   reads as zeros), ReLU and a residual connection: each token sees ``layers·(kernel−1)/2`` tokens
   on each side (Collobert et al. 2011, "Natural Language Processing (Almost) from Scratch", JMLR).

@@ -100,14 +100,13 @@ class TextInfo:
 
     def encode_words(self, text: str) -> WordEncoding:
         """One raw sentence for a tagger: split into words (:func:`split_words`), tokenized as those
-        words, and the token position whose output tags each word (its last piece). Words cut by
+        words, and the token position whose output tags each word (its first piece). Words cut by
         ``max_length`` are left out of ``words`` and ``positions``."""
         words = split_words(text)
         if not words:
             raise DataError("the text holds no word to tag")
         encoded = self.loaded_tokenizer.encode_words([words])
-        last = encoded.last_pieces()[0]
-        positions = last.nonzero().flatten().tolist()
+        positions = encoded.first_pieces()[0].nonzero().flatten().tolist()
         kept = [words[int(encoded.word_of[0, p])] for p in positions]
         return WordEncoding(encoded.ids, kept, positions)
 

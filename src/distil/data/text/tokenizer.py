@@ -62,11 +62,10 @@ class EncodedWords:
     word_of: torch.Tensor
     truncated: torch.Tensor
 
-    def last_pieces(self) -> torch.Tensor:
-        """bool ``(N, L)``: the last token of each word — where a tagger's output tags the word (a
-        one-direction model has then read the whole word)."""
-        following = torch.nn.functional.pad(self.word_of[:, 1:], (0, 1), value=-1)
-        return (self.word_of >= 0) & (following != self.word_of)
+    def first_pieces(self) -> torch.Tensor:
+        """bool ``(N, L)``: the first token of each word — where a tagger's output tags the word."""
+        previous = torch.nn.functional.pad(self.word_of[:, :-1], (1, 0), value=-1)
+        return (self.word_of >= 0) & (previous != self.word_of)
 
 
 class TextTokenizer:
