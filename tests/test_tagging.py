@@ -72,7 +72,7 @@ def test_a_token_without_a_tag_names_its_line(tmp_path):
         read_tagged(bad)
 
 
-def test_each_word_is_tagged_once_at_its_last_piece(data):
+def test_each_word_is_tagged_once_at_its_first_piece(data):
     x, y = data.test.x, data.test.y
     assert data.text.task == "tag" and y.shape == x.shape
     words = sum(len(s.split()) for s in SENTENCES[:4])
@@ -99,6 +99,7 @@ def test_words_cut_by_max_length_are_counted(tmp_path):
 
 def test_a_served_sentence_is_split_into_words_and_tagged_at_first_pieces(data):
     assert split_words("It's Mr. Smith's co-op, isn't it?") == ["It", "'s", "Mr.", "Smith", "'s", "co-op", ",", "is", "n't", "it", "?"]
+    assert split_words("I met Tom. He left.") == ["I", "met", "Tom", ".", "He", "left", "."]  # only known abbreviations keep their period
     encoded = data.text.encode_words("She read the unbelievably long book.")
     assert encoded.words == ["She", "read", "the", "unbelievably", "long", "book", "."]
     assert len(encoded.positions) == 7 and encoded.positions == sorted(encoded.positions)
@@ -244,3 +245,58 @@ def test_distil_run_on_tagged_text_then_report(tmp_path):
     assert models["teacher"]["accuracy"] > 0.8  # a toy language it learns by heart
     report = (out / "report.html").read_text()
     assert "Per-tag precision, recall and F1" in report
+
+
+def test_a_feature_term_on_per_token_states_compares_real_tokens_only(data):
+    from distil.engine.objective import TermSpec, build_objective
+    from distil.engine.taps import Taps
+
+    student, teacher = tagger("lstm_tagger", data), tagger("bilstm_tagger", data)
+    x, y = data.test.x[:3], data.test.y[:3]
+    objective = build_objective([TermSpec("FitNet", 1.0, student="features")], student, teacher, x, n_data=3, seed=0)
+    assert objective.token_terms == {"fitnet@features"}
+    with Taps(student, {"features"}) as s_taps, Taps(teacher, {"features"}) as t_taps, torch.no_grad():
+        s, t = s_taps.forward(x)["features"], t_taps.forward(x)["features"]
+        keep = token_positions(x, y)
+        value = objective({"features": s}, {"features": t}, y, positions=keep)["fitnet@features"]
+        connector = objective.connectors["fitnet@features"]
+        expected = F.mse_loss(connector(s)[keep], t[keep])
+    torch.testing.assert_close(value, expected)
+    padded = torch.cat([s, torch.full_like(s[:, :1], 100.0)], 1)  # a padding column of huge states changes nothing
+    teacher_padded = torch.cat([t, torch.zeros_like(t[:, :1])], 1)
+    keep_padded = F.pad(keep, (0, 1), value=False)
+    with torch.no_grad():
+        again = objective({"features": padded}, {"features": teacher_padded}, y, positions=keep_padded)["fitnet@features"]
+    torch.testing.assert_close(again, value)
+
+
+def test_what_does_not_work_on_tagging_data_is_refused_by_name(data):
+    from distil.config.data import AugmentConfig
+    from distil.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.augment.ngram: 0.25 keeps a random span .* use mask and replace"):
+        AugmentConfig(ngram=0.25).build(data)
+    assert AugmentConfig(mask=0.1, replace=0.1).build(data).enabled
+
+
+def test_a_strategy_that_does_not_handle_tags_is_refused_before_training(tmp_path):
+    train = write_tagged(tmp_path)
+    config = tmp_path / "mutual.yaml"
+    small = {"embed_dim": 8, "hidden_size": 8, "vocab": "teacher"}
+    model = {"kwargs": small, "epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 0.01, "weight_decay": 0.0}
+    config.write_text(
+        json.dumps(
+            {
+                "name": "mutual-tags",
+                "data": {"name": "tagged_text", "path": str(train), "options": {"test_path": "test.tsv"}, "val_size": 6, "max_length": 32},
+                "teacher": {"arch": "bilstm_tagger", **model},
+                "student": {"arch": "lstm_tagger", **model},
+                "distill": {"method": "kd"},
+                "strategy": {"name": "mutual"},
+            }
+        )
+    )
+    result = run_cli("run", str(config), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "strategy: 'mutual' does not work on tagging data ('tagged_text': a tag per token) yet; use none or one of born_again, noisy_student, takd, unlabeled" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -52,6 +52,11 @@ class AugmentConfig(Section):
                 raise ConfigError(f"data.augment.{name} is for text data: build the augmentation with the data (build(data))")
             kind = "text" if text is not None else "image (non-text)"
             raise ConfigError(f"data.augment.{name} does not apply to {kind} data {data.name!r} ({name}: {value!r}); remove it")
+        if text is not None and text.task == "tag" and self.ngram > 0:
+            raise ConfigError(
+                f"data.augment.ngram: {self.ngram} keeps a random span of each sentence, which moves its tokens away from "
+                f"their tags in {data.name!r} (a tag per token); use mask and replace, which keep every token in place"
+            )
         if text is not None:
             return TextAugment.for_text(text, mask=self.mask, replace=self.replace, ngram=self.ngram, max_ngram=self.max_ngram)
         return BatchAugment(crop_padding=self.crop_padding, hflip=self.hflip)

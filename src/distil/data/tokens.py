@@ -20,7 +20,7 @@ import torch
 PAD_ID = 0
 
 #: The label of a token that carries no tag in a tagging split (padding, [CLS]/[SEP], every piece of
-#: a word but its last): cross-entropy's default ``ignore_index``.
+#: a word but its first): cross-entropy's default ``ignore_index``.
 IGNORE = -100
 
 #: Batches per bucket when batches are grouped by length: large enough that sorting by length leaves
@@ -80,16 +80,15 @@ def bucketed_batches(permutation: torch.Tensor, row_lengths: torch.Tensor, batch
     return [batches[i] for i in shuffled]
 
 
-def concat(parts: list[torch.Tensor], pad: int = PAD_ID) -> torch.Tensor:
+def concat(parts: list[torch.Tensor]) -> torch.Tensor:
     """Rows of several splits in one tensor; token tensors are right-padded to the widest first.
 
-    Two tokenized splits may have different widths (each is as wide as its longest sentence). ``pad``:
-    what fills the new columns (per-token labels are padded with :data:`IGNORE`).
+    Two tokenized splits may have different widths (each is as wide as its longest sentence).
     """
     if not parts or not all(is_tokens(p) for p in parts):
         return torch.cat(parts)
     width = max(p.shape[1] for p in parts)
-    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=pad) for p in parts])
+    return torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[1]), value=PAD_ID) for p in parts])
 
 
 def token_positions(x: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:

@@ -44,6 +44,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     if len(x) == 0:
         raise ValueError("accuracy of an empty split")
     correct, counted = hits(predict_logits(model, x, batch_size), y)
+    if not counted:
+        raise ValueError("accuracy of a split with no tagged token")
     return correct / counted
 
 

@@ -64,6 +64,9 @@ class Objective(nn.Module):
         # Registered so that losses with parameters (VID, CRD heads) and connectors train and move with it.
         self.losses = nn.ModuleList(t.loss for t in self.terms)
         self.connectors = Connectors(connectors or {})
+        #: names of the terms whose two features are per token, (B, L, ...) on both sides: compared at
+        #: ``positions`` only, as per-token logits are (set by :func:`connect` from the probed length axes)
+        self.token_terms: set[str] = set()
 
     @property
     def temperature(self) -> float:
@@ -121,6 +124,9 @@ class Objective(nn.Module):
                 y = target
                 if term.student == LOGITS and s.dim() == 3 and positions is not None:
                     s, t, y = per_token_rows(s, t, target, positions, labelled=term.loss.uses_target)
+                elif name in self.token_terms and positions is not None and t is not None:
+                    keep = positions[:, : s.shape[1]]  # hidden states of real (tagged) tokens, never padding
+                    s, t = s[keep], t[keep]
                 extra = {"index": index} if term.loss.uses_index else {}
                 values[name] = weight * term.loss(s, t, target=y, **extra)
         return values
@@ -172,9 +178,17 @@ def connect(
     """The objective of ``terms``, with a connector for every term whose loss needs equal shapes and lacks them.
 
     ``axes`` (text: the student's and the teacher's length axes per tap, see
-    :func:`~distil.engine.taps.length_axes`) chooses connectors that work at every batch length.
+    :func:`~distil.engine.taps.length_axes`) chooses connectors that work at every batch length, and
+    marks the terms whose features are per token on both sides (``(B, L, ...)``): they compare the
+    tokens at ``positions`` only, so padding never counts.
     """
     objective = Objective(terms)
+    if axes is not None:
+        objective.token_terms = {
+            name
+            for name, term in zip(objective.names, terms)
+            if term.student != LOGITS and term.loss.uses_teacher and axes[0].get(term.student) == (1,) and axes[1].get(term.teacher) == (1,)
+        }
     for name, term in zip(objective.names, terms):
         if term.loss.needs_same_shape and term.loss.uses_teacher:
             s, t = student_shapes[term.student], teacher_shapes[term.teacher]
@@ -239,7 +253,7 @@ def build_objective(
     t_shapes = probe_shapes(teacher, probe_x, wanted) if teacher is not None else {}
     built = [_term(i, item, s, t, copies, s_shapes, t_shapes, n_data) for i, item, s, t, copies in expanded]
     axes = None
-    if is_tokens(probe_x) and teacher is not None and any(t.loss.needs_same_shape and t.loss.uses_teacher for t in built):
+    if is_tokens(probe_x) and teacher is not None and any(t.loss.uses_teacher and t.student != LOGITS for t in built):
         # Text: which axis of each feature is the length, which changes from batch to batch.
         axes = (length_axes(student, probe_x, s_taps), length_axes(teacher, probe_x, wanted))
     return connect(built, s_shapes, t_shapes, axes)

@@ -13,7 +13,7 @@ from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
 
 
-@register_strategy("takd", "Mirzadeh 2020 teacher-assistant chain: teacher → assistants (largest first) → student, each step distilled", benchmark="MNIST-1D", distributed=True)
+@register_strategy("takd", "Mirzadeh 2020 teacher-assistant chain: teacher → assistants (largest first) → student, each step distilled", benchmark="MNIST-1D", distributed=True, per_token=True)
 def prepare(ctx: Context) -> Runner:
     cfg, configs = ctx.config, ctx.options.assistants
     assistants = [ctx.build(a) for a in configs]

@@ -10,7 +10,7 @@ from distil.data import Augment, Dataset
 from distil.errors import ConfigError
 from distil.session import RunSession
 from distil.strategies.context import Context
-from distil.strategies.registry import Runner, get_strategy
+from distil.strategies.registry import Runner, get_strategy, strategies
 
 
 @dataclass
@@ -30,6 +30,12 @@ def prepare_strategy(session: RunSession, data: Dataset, teacher: nn.Module | No
     if cfg.strategy.name == "none":
         return None
     strategy = get_strategy(cfg.strategy.name)
+    if data.text is not None and data.text.task == "tag" and not strategy.per_token:
+        works = sorted(name for name, s in strategies().items() if s.per_token)
+        raise ConfigError(
+            f"strategy: {cfg.strategy.name!r} does not work on tagging data ({data.name!r}: a tag per token) yet; "
+            f"use none or one of {', '.join(works)}"
+        )
     if session.dist is not None and not strategy.distributed:
         raise ConfigError(f"strategy: {cfg.strategy.name!r} is not supported with torchrun yet; run it in one process (python -m distil run ...)")
     context = Context(session, data, teacher, cfg.data.augment.build(data))

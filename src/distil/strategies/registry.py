@@ -42,6 +42,8 @@ class Strategy:
     benchmark: ClassVar[str] = ""
     #: runs under torchrun (each process on its shard of the training data); checked at start
     distributed: ClassVar[bool] = False
+    #: works on tagging data (a tag per token, per-token logits); checked at start
+    per_token: ClassVar[bool] = False
 
     def prepare(self, ctx: Context) -> Runner:
         """Build and check everything before any training; return the function that trains."""
@@ -51,9 +53,9 @@ class Strategy:
 class _PrepareFunction(Strategy):
     """A strategy given as a ``prepare`` function (the built-ins)."""
 
-    def __init__(self, prepare: Prepare, options: type[StrategyOptions], description: str, benchmark: str, distributed: bool) -> None:
+    def __init__(self, prepare: Prepare, options: type[StrategyOptions], description: str, benchmark: str, distributed: bool, per_token: bool) -> None:
         self._prepare = prepare
-        self.Options, self.description, self.benchmark, self.distributed = options, description, benchmark, distributed  # type: ignore[misc]
+        self.Options, self.description, self.benchmark, self.distributed, self.per_token = options, description, benchmark, distributed, per_token  # type: ignore[misc]
 
     def prepare(self, ctx: Context) -> Runner:
         return self._prepare(ctx)
@@ -68,12 +70,19 @@ P = TypeVar("P", bound=Callable)
 
 
 def register_strategy(
-    name: str, description: str = "", *, options: type[StrategyOptions] | None = None, benchmark: str = "", distributed: bool = False
+    name: str,
+    description: str = "",
+    *,
+    options: type[StrategyOptions] | None = None,
+    benchmark: str = "",
+    distributed: bool = False,
+    per_token: bool = False,
 ) -> Callable[[P], P]:
     """Decorator: make a ``prepare`` function (or a :class:`Strategy` subclass) the strategy ``name``.
 
     ``options`` validate its ``strategy:`` section (default: a subclass's ``Options``; for a function,
     the options already registered under ``name``, as the built-ins' are in :mod:`distil.config.strategy`).
+    ``distributed``: it runs under torchrun; ``per_token``: it works on tagging data (per-token logits).
     """
 
     def add(target: P) -> P:
@@ -82,7 +91,7 @@ def register_strategy(
             chosen = options or target.Options
         elif callable(target):
             chosen = options or strategy_options(name)
-            strategy = _PrepareFunction(target, chosen, description, benchmark, distributed)
+            strategy = _PrepareFunction(target, chosen, description, benchmark, distributed, per_token)
         else:
             raise ConfigError(f"register_strategy({name!r}) must decorate a prepare function or a Strategy subclass, got {target!r}")
         register_options(name, chosen)

