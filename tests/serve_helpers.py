@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import uvicorn
 from PIL import Image
+from text_helpers import tagged_sentences
 
 from distil.config import validate_config
 from distil.experiment import run_experiment
@@ -185,31 +186,6 @@ def text_logits(data, model: torch.nn.Module, texts: list[str]) -> np.ndarray:
 
 # --- a tiny tagging run: a toy grammar tagged with Penn Treebank tags ---------------------------------
 
-LEXICON = {
-    "DT": ["the", "a", "every", "this"],
-    "JJ": ["big", "small", "quiet", "happy", "old"],
-    "NN": ["cat", "dog", "teacher", "student", "river", "city"],
-    "VBD": ["saw", "liked", "followed", "painted", "visited"],
-    "RB": ["quickly", "often", "quietly", "rarely"],
-}
-
-
-def tagged_sentences(n: int, seed: int) -> list[list[tuple[str, str]]]:
-    """``n`` sentences "DT (JJ) NN VBD DT NN (RB) ." as (word, tag) pairs."""
-    import random
-
-    rng = random.Random(seed)
-
-    def word(tag: str) -> tuple[str, str]:
-        return rng.choice(LEXICON[tag]), tag
-
-    sentences = []
-    for _ in range(n):
-        tags = ["DT"] + (["JJ"] if rng.random() < 0.5 else []) + ["NN", "VBD", "DT", "NN"] + (["RB"] if rng.random() < 0.5 else [])
-        sentences.append([word(t) for t in tags] + [(".", ".")])
-    return sentences
-
-
 @functools.cache
 def tiny_tagger_run() -> Path:
     """A finished tagging run (CNN tagger teacher, one-direction LSTM tagger student), made once per test session."""
@@ -219,7 +195,7 @@ def tiny_tagger_run() -> Path:
     root = Path(tempfile.mkdtemp(prefix="distil-tagger-serve-test-"))
     atexit.register(shutil.rmtree, root, True)
     corpus = root / "tagged.txt"
-    corpus.write_text("".join(" ".join(f"{w}/{t}" for w, t in s) + "\n" for s in tagged_sentences(200, 0)))
+    corpus.write_text("\n".join(tagged_sentences(200, 0, phrases=1)) + "\n")
     config = {
         "name": "tiny-tagger-serve",
         "seed": 0,

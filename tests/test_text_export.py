@@ -13,6 +13,7 @@ import onnx
 import pytest
 import torch
 import yaml
+from text_helpers import tagged_sentences
 from torch import nn
 from typer.testing import CliRunner
 
@@ -30,7 +31,7 @@ from distil.compress.export import (
     text_cases,
 )
 from distil.compress.quantize import QuantizeError
-from distil.data.tokens import PAD_ID, lengths, trim
+from distil.data.tokens import IGNORE, PAD_ID, lengths, trim
 from distil.engine.evaluate import accuracy
 from distil.models import build_model
 
@@ -181,6 +182,19 @@ def test_parity_on_several_lengths_catches_a_length_baked_into_the_graph(data, t
         check_parity("onnx (fixed)", result, atol=1e-3)
 
 
+def test_export_with_atol_checks_outputs_at_a_second_length(data, tmp_path):
+    """What `distil serve` runs at start-up: the export, then the file against PyTorch on the traced
+    sentences and at another batch and length; a length baked into the graph fails there."""
+    example = data.train.x[:4]
+    path = export_onnx(small("textcnn", data), data.input_shape, tmp_path / "ok.onnx", exporter="torchscript", example=example, atol=1e-4)
+    assert input_dims(path) == ["batch", "length"]
+    differ = r"FixedLengthStudent: at batch 5 × length \d+ the file's outputs differ from PyTorch's by up to .* \(tolerance 0.0001\)"
+    with pytest.raises(ExportError, match=differ):
+        fixed = FixedLengthStudent().eval()
+        export_onnx(fixed, data.input_shape, tmp_path / "fixed.onnx", exporter="torchscript", example=example, atol=1e-4)
+    assert not (tmp_path / "fixed.onnx").exists()
+
+
 # ------------------------------------------------------------------------------------------------ int8
 
 
@@ -296,25 +310,6 @@ TAGGERS = {
     "cnn_tagger": {"embed_dim": 16, "width": 16, "layers": 2},
     "transformer_tagger": {"width": 16, "heads": 2, "depth": 1},
 }
-WORDS = {"DT": ["the", "a", "this"], "NN": ["cat", "dog", "book", "river", "teacher"], "VBD": ["saw", "read", "crossed", "liked"],
-         "JJ": ["old", "quiet", "unbelievably"], "RB": ["slowly", "quickly", "often"], "IN": ["near", "over", "with"]}  # fmt: skip
-
-
-def tagged_sentences(n: int, seed: int) -> list[str]:
-    """``word/TAG`` lines of 4 to ~25 words: DT (JJ)* NN VBD (RB)? (IN DT NN)*."""
-    rng = random.Random(seed)
-
-    def pick(tag: str) -> str:
-        return f"{rng.choice(WORDS[tag])}/{tag}"
-
-    lines = []
-    for _ in range(n):
-        words = [pick("DT")] + [pick("JJ") for _ in range(rng.randint(0, 3))] + [pick("NN"), pick("VBD")]
-        words += [pick("RB")] * rng.randint(0, 1)
-        for _ in range(rng.randint(0, 5)):
-            words += [pick("IN"), pick("DT"), pick("NN")]
-        lines.append(" ".join(words))
-    return lines
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +337,36 @@ def test_taggers_export_with_a_length_axis_on_both_ends(arch, tagged, tmp_path):
     checked = check_parity(f"onnx ({arch})", parity(model, OnnxModel(path), tagged.test.x), atol=1e-4, min_agreement=1.0)
     assert [c["case"] for c in checked.cases] == ["short", "median", "long", "mixed"]
     assert checked.cases[-1]["sentences"] > 3
+
+
+class OffAtUntagged(nn.Module):
+    """A tagger's copy with another argmax at the ids that only ever sit at untagged tokens ([CLS], [SEP], …)."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
+        untagged = set(x[(y[:, : x.shape[1]] == IGNORE) & (x != PAD_ID)].tolist()) - set(x[y[:, : x.shape[1]] != IGNORE].tolist())
+        self.model, self.ids = model, torch.tensor(sorted(untagged))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x).clone()
+        where = torch.isin(x, self.ids)
+        out[where] = out[where].roll(1, -1)
+        return out
+
+
+def test_tagger_parity_counts_the_tagged_tokens_when_labels_are_given(tagged):
+    model = tagger("cnn_tagger", tagged)
+    x, y = tagged.test.x, tagged.test.y
+    assert bool((y == IGNORE).logical_and(x != PAD_ID).any())  # [CLS]/[SEP] and later pieces are real, untagged tokens
+    off = OffAtUntagged(model, x, y).eval()
+    with_labels = parity(model, off, x, y=y)
+    assert with_labels.agreement_over == "tagged tokens" and with_labels.argmax_agreement == 1.0
+    assert with_labels.token_agreement < 1.0  # the all-token figure, reported beside it
+    assert all(c["argmax_agreement"] == 1.0 and c["token_agreement"] < 1.0 for c in with_labels.cases)
+    assert {"agreement_over", "token_agreement"} <= set(with_labels.as_dict())
+    without = parity(model, off, x)
+    assert without.agreement_over == "all tokens" and without.argmax_agreement == without.token_agreement < 1.0
+    assert parity(model, model, x, y=y).token_agreement == 1.0
 
 
 def test_tagger_dynamic_int8_keeps_token_accuracy(tagged, tmp_path):

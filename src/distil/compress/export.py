@@ -5,10 +5,15 @@
   one, about 10× faster to export small models). Text models (token ids in, :func:`reads_tokens`) get
   an int64 input with two dynamic axes, ``batch`` and ``length``, and are run at a second length
   before the file is kept (an exporter that fixed the length fails there, with the model's name).
+  With ``atol`` the file's outputs must also match PyTorch's there and on the traced example: the
+  export-and-check that ``distil serve`` runs at start-up.
+- :func:`session` and :func:`graph_inputs`: the one ONNX Runtime session and input description that
+  :class:`OnnxModel` and ``distil serve``'s backend share (an int64 input is token ids).
 - :func:`text_parity`: the ONNX model against PyTorch on real sentences of several lengths (the
   shortest, median and longest held-out sentence alone, and one batch that mixes lengths, padded).
 - :func:`parity`: the ONNX model and the PyTorch model on the same held-out inputs: max absolute
-  difference of the logits and the fraction of equal argmaxes. :func:`check_parity` raises
+  difference of the logits and the fraction of equal argmaxes (a tagger's: over the tagged tokens
+  when labels are given, and over every real token). :func:`check_parity` raises
   :class:`ParityError` past a tolerance.
 - :func:`quantize_onnx`: ONNX Runtime static int8 (``quantize_static``) in QDQ or QOperator form,
   calibrated on training inputs through a :class:`CalibrationDataReader`; :func:`quantize_onnx_dynamic`:
@@ -34,12 +39,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from distil.data.tokens import PAD_ID, is_tokens, length_order, lengths, trim, typical_row
+from distil.data.tokens import PAD_ID, is_tokens, length_order, lengths, token_positions, trim, typical_row
 from distil.errors import DistilError
 from distil.weights import atomic_write
 
 # The names `distil serve` advertises over the Open Inference Protocol: one name for every exported file.
 INPUT, OUTPUT = "input", "logits"
+#: ONNX Runtime's type of an input of token ids (every text model distil exports); other inputs are float32.
+TOKEN_TYPE = "tensor(int64)"
 EXPORTERS = ("dynamo", "torchscript", "auto")
 FORMATS = ("qdq", "qoperator")
 
@@ -111,6 +118,7 @@ def export_onnx(
     exporter: str = "dynamo",
     opset: int = 18,
     example: torch.Tensor | None = None,
+    atol: float | None = None,
 ) -> Path:
     """Write ``model`` (eval mode, CPU, a copy) as one ONNX file: input ``input``, output ``logits``.
 
@@ -120,6 +128,11 @@ def export_onnx(
     ``input_shape[0]``, the data's ``max_length``) and outputs ``(batch, C)`` or, per token,
     ``(batch, length, C)``. A text export is run once more at another length and batch before it is
     kept, so an exporter that fixed an axis is an :class:`ExportError` naming the model.
+
+    ``atol``: also run the file on the traced batch (``example``: best real inputs) and, for text, at
+    that second batch and length, and keep it only if its outputs are within ``atol`` of PyTorch's
+    (else :class:`ExportError`). ``None`` (what ``distil compress`` uses, which checks parity on
+    held-out data afterwards): shapes only, and only for text.
 
     ``exporter="auto"``: ``torchscript`` for token models, ``dynamo`` otherwise. In torch 2.13 the
     ``dynamo`` exporter keeps ``length`` dynamic for textcnn, boe and text_transformer, but
@@ -156,8 +169,7 @@ def export_onnx(
             else:
                 torch.onnx.export(model, (x,), str(tmp), dynamo=False, opset_version=opset, input_names=[INPUT], output_names=[OUTPUT],
                                   dynamic_axes={INPUT: axes, OUTPUT: out_axes})  # fmt: skip
-            if tokens:
-                _check_dynamic(model, tmp, x, int(input_shape[0]), exporter)
+            _check_export(model, tmp, x, int(input_shape[0]) if tokens else 0, exporter, atol)
 
     try:
         atomic_write(path, write)
@@ -180,44 +192,114 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else type(err).__name__
 
 
-def _check_dynamic(model: nn.Module, path: Path, example: torch.Tensor, max_length: int, exporter: str) -> None:
-    """Run the exported token model at a batch and a length it was not traced with; an axis fixed at export fails here."""
-    import onnx
+def _check_export(model: nn.Module, path: Path, example: torch.Tensor, max_length: int, exporter: str, atol: float | None) -> None:
+    """Run the written file in ONNX Runtime before it is kept (see :func:`export_onnx`).
 
+    Token models: the input must keep both axes free, and the file must run at a batch and a length
+    it was not traced with (:func:`_other_shape`); an axis fixed at export fails here. With ``atol``
+    the outputs on ``example`` and at that other shape must be within ``atol`` of PyTorch's.
+    """
+    tokens = is_tokens(example)
+    if not tokens and atol is None:
+        return
+    name = type(model).__name__
     hint = "; use exporter torchscript (or auto), which keeps both axes dynamic" if exporter == "dynamo" else ""
-    dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    fixed = [f"{axis} = {d.dim_value}" for axis, d in zip(("batch", "length"), dims) if d.HasField("dim_value")]
-    if fixed:
-        raise ExportError(f"onnx export ({exporter}) of {type(model).__name__}: the exporter fixed {', '.join(fixed)} of the input "
-                          f"(torch.export specialised it while tracing){hint}")  # fmt: skip
+    if tokens:
+        import onnx
+
+        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+        fixed = [f"{axis} = {d.dim_value}" for axis, d in zip(("batch", "length"), dims) if d.HasField("dim_value")]
+        if fixed:
+            raise ExportError(f"onnx export ({exporter}) of {name}: the exporter fixed {', '.join(fixed)} of the input "
+                              f"(torch.export specialised it while tracing){hint}")  # fmt: skip
+    runner = session(path)
+    batches = ([example] if atol is not None else []) + ([_other_shape(example, max_length)] if tokens else [])
+    for x in batches:
+        traced = x is example
+        where = f"batch {len(x)} × length {x.shape[1]}" if tokens else f"batch {tuple(x.shape)}"
+        with torch.no_grad():
+            expected = model(x)
+        try:
+            got = runner.run(None, {INPUT: x.contiguous().numpy()})[0]
+        except Exception as err:  # noqa: BLE001  onnxruntime raises its own exception types
+            if traced:
+                raise ExportError(
+                    f"onnx export ({exporter}) of {name}: the file does not run on the {where} it was traced with: {_first_line(err)}"
+                ) from None
+            raise ExportError(f"onnx export ({exporter}) of {name}: the file does not run at {where} "
+                              f"(traced at {tuple(example.shape)}), the exporter fixed an axis{hint} — {_first_line(err)}") from None  # fmt: skip
+        if tuple(got.shape) != tuple(expected.shape):
+            raise ExportError(f"onnx export ({exporter}) of {name}: at {where} the file returns {tuple(got.shape)}, PyTorch {tuple(expected.shape)}"
+                              + ("" if traced else "; the exporter fixed an axis"))  # fmt: skip
+        if atol is not None:
+            diff = float(np.abs(got - expected.float().numpy()).max()) if got.size else 0.0
+            if not diff <= atol:
+                raise ExportError(
+                    f"onnx export ({exporter}) of {name}: at {where} the file's outputs differ from PyTorch's by up to {diff:.3g} (tolerance {atol:g})"
+                )
+
+
+def _other_shape(example: torch.Tensor, max_length: int) -> torch.Tensor:
+    """Token ids at a batch (one row more) and a length (3 longer, else 1 shorter) that ``example`` does not have."""
     length = example.shape[1] + 3 if example.shape[1] + 3 <= max_length else max(1, example.shape[1] - 1)
     rows = [example[i % len(example)] for i in range(len(example) + 1)]
     x = torch.stack([torch.nn.functional.pad(r, (0, max(0, length - len(r))), value=PAD_ID)[:length] for r in rows])
     x[:, 0] = torch.where(x[:, 0] == PAD_ID, example[0, 0], x[:, 0])  # no empty row
-    with torch.no_grad():
-        expected = tuple(model(x).shape)
-    try:
-        got = tuple(session(path).run(None, {INPUT: x.numpy()})[0].shape)
-    except Exception as err:  # noqa: BLE001  onnxruntime raises its own exception types
-        raise ExportError(f"onnx export ({exporter}) of {type(model).__name__}: the file does not run at batch {len(x)} × length {length} "
-                          f"(traced at {tuple(example.shape)}), the exporter fixed an axis{hint} — {_first_line(err)}") from None  # fmt: skip
-    if got != expected:
-        raise ExportError(f"onnx export ({exporter}) of {type(model).__name__}: at batch {len(x)} × length {length} the file returns {got}, PyTorch {expected}; "
-                          "the exporter fixed an axis")  # fmt: skip
+    return x
 
 
 def session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session; ``threads`` defaults to torch's, so both runtimes get the same cores."""
+    """An ONNX Runtime CPU session: what :class:`OnnxModel` and ``distil serve``'s backend both run.
+
+    ``threads`` (intra-op): ``None``, torch's, so both runtimes get the same cores; ``0``, ONNX
+    Runtime's own default. A file that does not load is an :class:`ExportError`; without
+    onnxruntime installed, ``ImportError``.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.intra_op_num_threads = torch.get_num_threads() if threads is None else threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 4  # errors are raised (ExportError), not also logged
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:
-        raise ExportError(f"onnxruntime cannot load {path}: {str(err).splitlines()[0]}") from None
+        raise ExportError(f"onnxruntime cannot load {path}: {_first_line(err)}") from None
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One input of an ONNX file as ONNX Runtime reports it.
+
+    ``type``: ONNX Runtime's, e.g. ``"tensor(float)"`` or ``"tensor(int64)"``; ``shape``: one sample's,
+    -1 for a dynamic axis (the length of token ids).
+    """
+
+    name: str
+    type: str
+    shape: tuple[int, ...]
+
+    @property
+    def reads_tokens(self) -> bool:
+        """An int64 input: token ids (how distil exports every text model); anything else is numeric."""
+        return self.type == TOKEN_TYPE
+
+    @property
+    def takes_any_length(self) -> bool:
+        """Token ids ``(N, L)`` with ``L`` free: what a text model's file must take."""
+        return self.reads_tokens and self.shape == (-1,)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """What the input is cast to before a run: int64 token ids, or float32."""
+        return torch.int64 if self.reads_tokens else torch.float32
+
+
+def graph_inputs(runner) -> list[GraphInput]:
+    """The inputs of the ONNX Runtime session ``runner`` (see :func:`session`)."""
+    return [
+        GraphInput(i.name, i.type, tuple(int(d) if isinstance(d, int) and d > 0 else -1 for d in i.shape[1:])) for i in runner.get_inputs()
+    ]
 
 
 class OnnxModel(nn.Module):
@@ -231,9 +313,9 @@ class OnnxModel(nn.Module):
         super().__init__()
         self.path = Path(path)
         self.session = session(path, threads)
-        first = self.session.get_inputs()[0]
+        first = graph_inputs(self.session)[0]
         self.input_name = first.name
-        self.input_dtype = torch.int64 if first.type == "tensor(int64)" else torch.float32  # token ids, or numeric inputs
+        self.input_dtype = first.dtype  # token ids, or numeric inputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.detach().to("cpu", self.input_dtype).contiguous().numpy()
@@ -248,15 +330,26 @@ class OnnxModel(nn.Module):
 
 @dataclass(frozen=True)
 class Parity:
-    """How far ``candidate``'s outputs are from ``reference``'s; ``cases``: per text case (see :func:`text_cases`)."""
+    """How far ``candidate``'s outputs are from ``reference``'s; ``cases``: per text case (see :func:`text_cases`).
+
+    ``argmax_agreement``: the fraction of equal argmaxes — per sample, or for per-token outputs
+    ``(B, L, C)`` (taggers) over the tokens named by ``agreement_over``: ``"tagged tokens"`` (labels
+    given: the tokens that carry a tag, those a tagger is scored on) or ``"all tokens"`` (no labels:
+    every non-padding token, [CLS]/[SEP] and the later pieces of words included).
+    ``token_agreement``: per-token outputs only, the agreement over all (non-padding) tokens.
+    """
 
     max_abs_diff: float
     argmax_agreement: float
     samples: int
     cases: tuple[dict[str, Any], ...] = ()
+    token_agreement: float | None = None
+    agreement_over: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"max_abs_diff": self.max_abs_diff, "argmax_agreement": self.argmax_agreement, "samples": self.samples}
+        if self.agreement_over is not None:
+            out |= {"agreement_over": self.agreement_over, "token_agreement": self.token_agreement}
         if self.cases:
             out["cases"] = list(self.cases)
         return out
@@ -267,20 +360,50 @@ class Parity:
         return max(self.cases, key=lambda c: c["max_abs_diff"], default=None)
 
 
-def _agreement(ref: torch.Tensor, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Equal argmaxes over the last axis; per-token outputs ``(B, L, C)`` of token inputs count real tokens only."""
+def _agreement(
+    ref: torch.Tensor, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Equal argmaxes over the last axis (flat, float) and, for per-token outputs ``(B, L, C)`` of token
+    inputs, the same at every real token (else ``None``).
+
+    The first counts, for per-token outputs, the tagged tokens (``y != IGNORE``) when per-token labels
+    ``y`` are given, else every real token (:func:`~distil.data.tokens.token_positions`).
+    """
     same = ref.argmax(-1) == out.argmax(-1)
-    if same.dim() == 2 and is_tokens(x):
-        width = min(same.shape[1], x.shape[1])
-        same = same[:, :width][x[:, :width] != PAD_ID]
-    return same.flatten().float()
+    if same.dim() != 2 or not is_tokens(x):
+        return same.flatten().float(), None
+    width = min(same.shape[1], x.shape[1])
+    same, x = same[:, :width], x[:, :width]
+    every = same[token_positions(x, None)].float()
+    if y is None or y.dim() != 2:
+        return every, every
+    return same[token_positions(x, y)].float(), every
 
 
-def _compare(ref: torch.Tensor, out: torch.Tensor, x: torch.Tensor) -> tuple[float, float]:
+def _mean(values: list[torch.Tensor]) -> float:
+    joined = torch.cat(values) if values else torch.zeros(0)
+    return float(joined.mean().item()) if len(joined) else 1.0
+
+
+def _compare(
+    ref: torch.Tensor, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None
+) -> tuple[float, torch.Tensor, torch.Tensor | None]:
     if ref.shape != out.shape:
         raise ParityError(f"outputs of shape {tuple(out.shape)} where PyTorch gives {tuple(ref.shape)} (input {tuple(x.shape)})")
-    same = _agreement(ref, out, x)
-    return float((ref - out).abs().max().item()) if ref.numel() else 0.0, float(same.mean().item()) if len(same) else 1.0
+    same, every = _agreement(ref, out, x, y)
+    return (float((ref - out).abs().max().item()) if ref.numel() else 0.0), same, every
+
+
+def _case_rows(x: torch.Tensor, mixed: int = 16) -> dict[str, torch.Tensor]:
+    """The rows of :func:`text_cases`: name → row indices of ``x``."""
+    if not is_tokens(x) or len(x) == 0:
+        return {}
+    order = length_order(x)
+    cases = {"short": order[:1], "median": torch.tensor([typical_row(x)]), "long": order[-1:]}
+    spread = order[torch.linspace(0, len(x) - 1, min(mixed, len(x))).round().long()].unique()
+    if len(spread) > 1:
+        cases["mixed"] = spread  # unique() sorts the indices: the split's order, lengths mixed
+    return cases
 
 
 def text_cases(x: torch.Tensor, mixed: int = 16) -> dict[str, torch.Tensor]:
@@ -290,40 +413,50 @@ def text_cases(x: torch.Tensor, mixed: int = 16) -> dict[str, torch.Tensor]:
     alone (batch 1, no padding — how a server sees one request); ``mixed``: up to ``mixed`` sentences
     spread over the lengths, in their split order, right-padded to the longest (a batch with padding).
     """
-    if not is_tokens(x) or len(x) == 0:
-        return {}
-    order = length_order(x)
-    cases = {"short": order[:1], "median": torch.tensor([typical_row(x)]), "long": order[-1:]}
-    spread = order[torch.linspace(0, len(x) - 1, min(mixed, len(x))).round().long()].unique()
-    if len(spread) > 1:
-        cases["mixed"] = spread  # unique() sorts the indices: the split's order, lengths mixed
-    return {name: trim(x[index]) for name, index in cases.items()}
+    return {name: trim(x[index]) for name, index in _case_rows(x, mixed).items()}
 
 
-def parity(reference: nn.Module, candidate: nn.Module, x: torch.Tensor, batch_size: int = 256) -> Parity:
+def parity(reference: nn.Module, candidate: nn.Module, x: torch.Tensor, batch_size: int = 256, *, y: torch.Tensor | None = None) -> Parity:
     """Logits of ``candidate`` vs ``reference`` on ``x`` (both in eval mode, no grad, CPU).
 
     All of ``x`` goes through both models in length-sorted batches; token inputs also go through
     :func:`text_cases` (one sentence at a time at three lengths, and a padded batch of mixed lengths),
-    each reported in ``cases`` and counted in the overall numbers.
+    each reported in ``cases`` and counted in the overall numbers. ``y``: the labels of ``x``; a
+    tagging split's per-token labels ``(N, L)`` make a tagger's ``argmax_agreement`` count the tagged
+    tokens only (see :class:`Parity`).
     """
     from distil.engine.evaluate import predict_logits
 
     x = x.cpu()
+    y = y.cpu() if y is not None and y.dim() == 2 else None  # per-token labels only; a class per sample changes nothing
     reference = reference.cpu()
     ref = predict_logits(reference, x, batch_size).float()
     out = predict_logits(candidate, x, batch_size).float()
-    diff, _ = _compare(ref, out, x)
-    agree = [_agreement(ref, out, x)]
+    diff, same, every = _compare(ref, out, x, y)
+    agree, tokens = [same], [every] if every is not None else []
     cases = []
-    for name, batch in text_cases(x).items():
+    for name, index in _case_rows(x).items():
+        batch = trim(x[index])
+        labels = y[index][:, : batch.shape[1]] if y is not None else None
         with torch.inference_mode():
             r, o = reference.eval()(batch).float(), candidate.eval()(batch).float()
-        case_diff, case_agree = _compare(r, o, batch)
-        agree.append(_agreement(r, o, batch))
+        case_diff, case_same, case_every = _compare(r, o, batch, labels)
+        agree.append(case_same)
         diff = max(diff, case_diff)
-        cases.append({"case": name, "sentences": len(batch), "tokens": sorted({int(n) for n in lengths(batch)}), "max_abs_diff": case_diff, "argmax_agreement": case_agree})
-    return Parity(max_abs_diff=diff, argmax_agreement=float(torch.cat(agree).mean().item()), samples=len(x), cases=tuple(cases))
+        case = {
+            "case": name,
+            "sentences": len(batch),
+            "tokens": sorted({int(n) for n in lengths(batch)}),
+            "max_abs_diff": case_diff,
+            "argmax_agreement": _mean([case_same]),
+        }
+        if case_every is not None:
+            tokens.append(case_every)
+            case["token_agreement"] = _mean([case_every])
+        cases.append(case)
+    over = None if every is None else ("tagged tokens" if y is not None else "all tokens")
+    return Parity(max_abs_diff=diff, argmax_agreement=_mean(agree), samples=len(x), cases=tuple(cases),
+                  token_agreement=_mean(tokens) if over else None, agreement_over=over)  # fmt: skip
 
 
 def check_parity(step: str, result: Parity, *, atol: float | None = None, min_agreement: float = 0.0) -> Parity:
@@ -373,7 +506,7 @@ def quantize_onnx(source: str | Path, path: str | Path, calibration: torch.Tenso
     try:
         atomic_write(path, write)
     except Exception as err:
-        raise ExportError(f"onnx-int8: onnxruntime quantization of {Path(source).name} failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise ExportError(f"onnx-int8: onnxruntime quantization of {Path(source).name} failed: {_first_line(err)}") from None
     return path
 
 

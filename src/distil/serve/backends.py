@@ -33,31 +33,31 @@ class Backend(Protocol):
 class OnnxBackend:
     """An onnxruntime session on the CPU; the input's name, type and per-sample shape come from the graph.
 
-    ``input_shape`` has -1 for a dynamic axis (the length of token ids); ``input_type`` is
-    onnxruntime's, e.g. ``"tensor(float)"`` or ``"tensor(int64)"``.
+    The session and the input's description are the compress package's (:func:`distil.compress.export.session`,
+    :class:`~distil.compress.export.GraphInput`), shared with ``OnnxModel``. ``input_shape`` has -1
+    for a dynamic axis (the length of token ids); ``input_type`` is onnxruntime's, e.g.
+    ``"tensor(float)"`` or ``"tensor(int64)"`` (token ids). ``threads``: 0, onnxruntime's default.
     """
 
     name = "onnxruntime"
     platform = "onnxruntime_onnx"
 
     def __init__(self, path: str | Path, threads: int = 0) -> None:
+        from distil.compress.export import ExportError, graph_inputs, session
+
         try:
-            import onnxruntime as ort
+            self.session = session(path, threads)
         except ImportError:
             raise ModelError("serving an .onnx file needs onnxruntime: pip install onnxruntime") from None
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # noqa: BLE001  onnxruntime raises its own exception types for bad files
-            raise ModelError(f"{path}: onnxruntime cannot load it ({err})") from None
-        inputs = self.session.get_inputs()
+        except ExportError as err:  # a file onnxruntime cannot load
+            raise ModelError(str(err)) from None
+        inputs = graph_inputs(self.session)
         if len(inputs) != 1:
             raise ModelError(f"{path}: the model has {len(inputs)} inputs; distil serves models with one input")
-        self.input_name = inputs[0].name
-        self.input_type = inputs[0].type
-        self.input_shape = tuple(int(d) if isinstance(d, int) and d > 0 else -1 for d in inputs[0].shape[1:])
+        self.graph_input = inputs[0]
+        self.input_name = self.graph_input.name
+        self.input_type = self.graph_input.type
+        self.input_shape = self.graph_input.shape
         self.output_name = self.session.get_outputs()[0].name
         self.path = Path(path)
 

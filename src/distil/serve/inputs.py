@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
+from distil.data.tokens import PAD_ID, concat
 from distil.errors import DataError
 from distil.serve.protocol import InferError
 
@@ -175,12 +177,9 @@ def check_size(size: int, index: int, limits: Limits) -> None:
 
 
 def pad_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
-    """1-D id rows (or 2-D id batches) as one int64 array right-padded with 0 to the longest."""
-    parts = [r.reshape(1, -1) if r.ndim == 1 else r for r in rows]
-    width = max(p.shape[1] for p in parts)
-    out = np.zeros((sum(len(p) for p in parts), width), dtype=np.int64)
-    start = 0
-    for p in parts:
-        out[start : start + len(p), : p.shape[1]] = p
-        start += len(p)
-    return out
+    """1-D id rows (or 2-D id batches) as one int64 array right-padded with 0 (``PAD_ID``) to the longest.
+
+    The data package's :func:`~distil.data.tokens.concat`, the one way distil joins token batches.
+    """
+    parts = [torch.tensor(np.asarray(r, dtype=np.int64)) for r in rows]
+    return concat([p.view(1, -1) if p.dim() == 1 else p for p in parts], pad=PAD_ID).numpy()

@@ -12,8 +12,8 @@
 * **text runs** (``summary.json``'s ``data`` has ``text``): the model's input is a
   :class:`~distil.serve.inputs.TextInput` — BYTES strings, tokenized in the server with the run's
   tokenizer (its tokenizer.json checked against the run's sha256; see :mod:`distil.serve.text_runs`).
-  The ONNX export is tried with token ids of two lengths; a graph that cannot take any length is not
-  used, and PyTorch serves.
+  The ONNX export is traced on real encoded sentences and checked by the exporter at a second batch
+  and length; a graph that cannot take any length is not used, and PyTorch serves.
 * **MODEL.onnx**: metadata from a JSON sidecar (``MODEL.json`` or ``MODEL.onnx.json``, the keys of
   ``summary.json``'s ``data``) when present, else the shape from the graph and classes ``"0".."K-1"``.
 """
@@ -172,7 +172,7 @@ def _from_onnx_file(path: Path, name: str) -> ServedModel:
     model_input: TensorInput | TextInput
     if isinstance(meta.get("text"), dict):  # a text model: the sidecar names its tokenizer
         model_input = text_input(meta["text"], str(path))
-        if not _takes_token_ids(backend):
+        if not backend.graph_input.takes_any_length:
             raise ModelError(f"{path}: a text model (its sidecar names a tokenizer) must take int64 ids (N, L) of any L; the graph's input is {backend.input_type} {backend.input_shape}")
     else:
         if any(d < 0 for d in backend.input_shape):
@@ -223,7 +223,7 @@ def _run_model(run: Path, name: str, role: str, row: dict[str, Any], shape: tupl
         onnx_file = compressed_onnx(run, role)
         if onnx_file is not None:
             candidate = OnnxBackend(onnx_file)
-            if isinstance(model_input, TensorInput) or _takes_token_ids(candidate):
+            if isinstance(model_input, TensorInput) or candidate.graph_input.takes_any_length:
                 backend, info["weights"] = candidate, str(onnx_file)
             else:
                 log.warning("%s takes %s %s, not token ids of any length; not used", onnx_file, candidate.input_type, candidate.input_shape)
@@ -252,11 +252,6 @@ def compressed_onnx(run: Path, role: str) -> Path | None:
     return (plain or files)[0]
 
 
-def _takes_token_ids(backend: OnnxBackend) -> bool:
-    """Whether an ONNX graph reads int64 ids ``(N, L)`` with ``L`` free: what a text model must."""
-    return backend.input_type == "tensor(int64)" and backend.input_shape == (-1,)
-
-
 def _rebuild(run: Path, role: str, row: dict[str, Any], shape: tuple[int, ...]):
     """The run's ``role`` model built from ``config.yaml`` (a text model with the vocabulary of its weights) and loaded."""
     import yaml
@@ -277,39 +272,34 @@ def _rebuild(run: Path, role: str, row: dict[str, Any], shape: tuple[int, ...]):
 def export_onnx(model, model_input: tuple[int, ...] | TextInput) -> OnnxBackend | None:
     """``model`` exported to a temporary ONNX file with a dynamic batch axis, or None when that fails.
 
-    ``model_input``: the per-sample shape of a tensor model, or a text model's input (its probes are
-    token ids of two lengths: the graph must take any length). Written by the compress package's
-    exporter. The exported graph must reproduce PyTorch's logits on the probe batches (atol 1e-4),
-    else it is not used.
+    ``model_input``: the per-sample shape of a tensor model, or a text model's input. The compress
+    package's exporter does the export and the check (:func:`distil.compress.export.export_onnx` with
+    ``atol``): traced on an example — :data:`PROBE_TEXTS` encoded by the run's tokenizer (a padded
+    batch of real sentences), or a seeded random batch — whose outputs must reproduce PyTorch's
+    (atol 1e-4), and for text also at another batch and length (the graph must take any length);
+    else the file is not used.
     """
     import torch
 
     from distil.compress.export import export_onnx as write_onnx
 
     if isinstance(model_input, TextInput):
-        limits = Limits()
-        probes = [model_input.encode(texts, limits).x for texts in (PROBE_TEXTS[:2], PROBE_TEXTS[2:])]
-        shape: tuple[int, ...] = (int(model_input.description.get("max_length", probes[0].shape[1])),)
+        example = torch.from_numpy(model_input.encode(PROBE_TEXTS, Limits()).x)
+        shape: tuple[int, ...] = (int(model_input.description.get("max_length", example.shape[1])),)
     else:
         shape = tuple(model_input)
-        probes = [torch.randn(4, *shape, generator=torch.Generator().manual_seed(0)).numpy()]
+        example = torch.randn(4, *shape, generator=torch.Generator().manual_seed(0))
     path = Path(tempfile.mkdtemp(prefix="distil-serve-")) / "model.onnx"
     try:
-        with torch.inference_mode():
-            expected = [model(torch.from_numpy(p)).numpy() for p in probes]
         # The TorchScript exporter: fast at start-up and needs no onnxscript; compress uses the dynamo one.
-        write_onnx(model, shape, path, exporter="torchscript")
-        backend = OnnxBackend(path)
-        if not all(np.allclose(backend.predict(p), e, atol=1e-4) for p, e in zip(probes, expected)):
-            log.warning("ONNX export differs from PyTorch; serving PyTorch")
-            return None
-        return backend
+        write_onnx(model, shape, path, exporter="torchscript", example=example, atol=1e-4)
+        return OnnxBackend(path)
     except Exception as err:  # noqa: BLE001  any exporter failure means: serve PyTorch instead
         log.warning("ONNX export failed (%s); serving PyTorch", err)
         return None
 
 
-#: Sentences whose ids check an exported text model: two batches of different lengths.
+#: Sentences whose ids an exported text model is traced on and checked with: one padded batch of several lengths.
 PROBE_TEXTS = (
     "a short probe",
     "a probe sentence",
