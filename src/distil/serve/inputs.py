@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from distil.data.tokens import PAD_ID, concat
+from distil.data.tokens import concat
 from distil.errors import DataError
 from distil.serve.protocol import InferError
 
@@ -182,4 +182,4 @@ def pad_rows(rows: Sequence[np.ndarray]) -> np.ndarray:
     The data package's :func:`~distil.data.tokens.concat`, the one way distil joins token batches.
     """
     parts = [torch.tensor(np.asarray(r, dtype=np.int64)) for r in rows]
-    return concat([p.view(1, -1) if p.dim() == 1 else p for p in parts], pad=PAD_ID).numpy()
+    return concat([p.view(1, -1) if p.dim() == 1 else p for p in parts]).numpy()
