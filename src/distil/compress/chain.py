@@ -65,8 +65,15 @@ class Chain:
 
     def held_out(self, n: int) -> torch.Tensor:
         """Inputs no step trained on: the validation split (the test split when there is none)."""
-        split = self.data.val if len(self.data.val) else self.data.test
-        return split.x[:n]
+        return self._held_out_split().x[:n]
+
+    def held_out_labels(self, n: int) -> torch.Tensor | None:
+        """The labels of :meth:`held_out`'s inputs (a tagger's parity counts its tagged tokens only)."""
+        y = self._held_out_split().y
+        return None if y is None else y[:n]
+
+    def _held_out_split(self):
+        return self.data.val if len(self.data.val) else self.data.test
 
     def calibration(self, n: int) -> torch.Tensor:
         """A seeded random sample of ``n`` training inputs."""

@@ -86,7 +86,7 @@ def int8_step(chain: Chain) -> list[dict[str, Any]]:
         seconds = _recover(chain, prepared, q.epochs, q.lr)
         model = quantize.convert(prepared, strict=strict)
     name = f"{chain.name}.int8"
-    checked = check_parity(f"int8 ({q.mode})", parity(chain.model, model, chain.held_out(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
+    checked = check_parity(f"int8 ({q.mode})", parity(chain.model, model, chain.held_out(chain.compress.onnx.samples), y=chain.held_out_labels(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
     path = save_tensors(quantize.int8_tensors(model), chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "method": "int8", "mode": q.mode, "source": chain.name})
     left = quantize.unquantized_layers(model)
     extra = {"int8": {"mode": q.mode, "backend": q.backend, "fp32_layers": left}, "parity": checked.as_dict()}
@@ -106,7 +106,7 @@ def _export(chain: Chain) -> tuple[Path, dict[str, Any]]:
     staged = chain.out / f".{chain.name}.staged.onnx"
     try:
         export_onnx(chain.model, chain.data.input_shape, staged, exporter=o.exporter, opset=o.opset, example=chain.data.train.x[:8])
-        checked = check_parity(f"onnx ({chain.label})", parity(chain.model, OnnxModel(staged), chain.held_out(o.samples)), atol=o.tolerance)
+        checked = check_parity(f"onnx ({chain.label})", parity(chain.model, OnnxModel(staged), chain.held_out(o.samples), y=chain.held_out_labels(o.samples)), atol=o.tolerance)
         staged.replace(final)
     finally:
         staged.unlink(missing_ok=True)
@@ -153,7 +153,7 @@ def onnx_int8_step(chain: Chain) -> list[dict[str, Any]]:
             quantize_onnx_dynamic(source, staged, per_channel=q.per_channel)
         else:
             quantize_onnx(source, staged, chain.calibration(q.calibration), fmt=q.format, per_channel=q.per_channel)
-        checked = check_parity(f"onnx-int8 ({mode}, {chain.label})", parity(chain.model, OnnxModel(staged), chain.held_out(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
+        checked = check_parity(f"onnx-int8 ({mode}, {chain.label})", parity(chain.model, OnnxModel(staged), chain.held_out(chain.compress.onnx.samples), y=chain.held_out_labels(chain.compress.onnx.samples)), min_agreement=q.min_agreement)
         staged.replace(final)
     finally:
         staged.unlink(missing_ok=True)
