@@ -243,6 +243,7 @@ def test_distil_run_on_tagged_text_then_report(tmp_path):
     assert {"teacher", "student_scratch", "student_kd", "student_unlabeled_kd"} <= set(models)
     assert summary["data"]["text"]["task"] == "tag"
     assert models["teacher"]["accuracy"] > 0.8  # a toy language it learns by heart
+    assert "token acc" in result.stdout and "test acc" not in result.stdout
     report = (out / "report.html").read_text()
     assert "Per-tag precision, recall and F1" in report
 
