@@ -35,7 +35,7 @@ from distil.models import build_model
 CLASSIFIERS = ("bilstm", "lstm", "textcnn", "boe", "text_transformer")
 TAGGERS = ("bilstm_tagger", "lstm_tagger", "cnn_tagger", "transformer_tagger")
 LENGTHS = (16, 64, 128)
-POS_TAGS = 45  # the Penn Treebank tag set: what a tagger's head would hold
+POS_TAGS = 49  # the classes of the `pos` dataset (48 Penn Treebank tags in OANC, plus WSJ's closing quote)
 
 
 def sentences(x: torch.Tensor, lengths: tuple[int, ...]) -> dict[str, torch.Tensor]:
