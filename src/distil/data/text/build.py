@@ -8,6 +8,7 @@ from the ids, each to its own longest sentence. Nothing is normalized: ``Dataset
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -55,35 +56,51 @@ def text_dataset(
     labels = {"train": train_y[rows["train"]], "val": train_y[rows["val"]], "test": test_y}
     splits = {split: Split(trim(encoded.ids[index]).contiguous(), labels[split]) for split, index in rows.items()}
 
-    pool_ids = encoded.ids[pool]
     test_texts = [texts[int(i)] for i in test_rows[:EXAMPLES]]
-    info = TextInfo(
+    return token_dataset(
+        name,
+        splits,
+        raw.class_names,
+        tok=tok,
+        pool_ids=encoded.ids[pool],
+        source=source,
+        truncated={split: int(encoded.truncated[index].sum()) for split, index in rows.items()},
+        examples=tuple(test_texts),
+        typical_sentence=texts[int(test_rows[typical_row(splits["test"].x)])],
+        tokens_file=str(file),
+        tokens_cached=hit,
+    )
+
+
+def token_dataset(
+    name: str, splits: dict[str, Split], class_names: Sequence[str], *, tok: TextTokenizer, pool_ids: torch.Tensor, source: str, **info: Any
+) -> Dataset:
+    """Tokenized ``splits`` as a :class:`Dataset` whose :class:`TextInfo` names ``tok``, counts the ids of the
+    labelled pool ``pool_ids`` and takes the rest of its fields from ``info`` (the common end of sentence
+    and tagging data)."""
+    text = TextInfo(
         tokenizer=tok.spec,
         tokenizer_dir=str(tok.folder),
         tokenizer_sha256=tok.sha256,
         vocab_size=tok.vocab_size,
-        max_length=max_length,
+        max_length=tok.max_length,
         special_ids=tok.special_ids,
         token_counts=torch.bincount(pool_ids[pool_ids != PAD_ID], minlength=tok.vocab_size),
-        truncated={split: int(encoded.truncated[index].sum()) for split, index in rows.items()},
-        examples=tuple(test_texts),
         median_test_length=int(lengths(splits["test"].x).median()),
-        typical_sentence=texts[int(test_rows[typical_row(splits["test"].x)])],
-        tokens_file=str(file),
-        tokens_cached=hit,
+        **info,
     )
     return Dataset(
         name=name,
         train=splits["train"],
         val=splits["val"],
         test=splits["test"],
-        num_classes=len(raw.class_names),
-        class_names=tuple(raw.class_names),
-        input_shape=(max_length,),
+        num_classes=len(class_names),
+        class_names=tuple(class_names),
+        input_shape=(tok.max_length,),
         mean=(0.0,),
         std=(1.0,),
         source=source,
-        text=info,
+        text=text,
     )
 
 

@@ -33,11 +33,10 @@ import torch
 
 from distil.data.raw import RawTagged
 from distil.data.split import Dataset, Split
-from distil.data.text.build import EXAMPLES
+from distil.data.text.build import EXAMPLES, token_dataset
 from distil.data.text.files import decode, read_bytes
-from distil.data.text.info import TextInfo
 from distil.data.text.tokenizer import load_tokenizer
-from distil.data.tokens import IGNORE, PAD_ID, lengths, trim, typical_row
+from distil.data.tokens import IGNORE, trim, typical_row
 from distil.errors import DataError
 
 FORMATS = ("slash", "conll")
@@ -130,35 +129,18 @@ def tagged_dataset(
         splits[split] = Split(x, y[at][:, : x.shape[1]].contiguous())
     word_counts = torch.tensor([len(s) for s in sentences])
     tagged = tagged_at.sum(1)
-    pool_ids = encoded.ids[pool]
-    test_words = [" ".join(sentences[int(i)]) for i in test_rows[:EXAMPLES]]
-    info = TextInfo(
-        tokenizer=tok.spec,
-        tokenizer_dir=str(tok.folder),
-        tokenizer_sha256=tok.sha256,
-        vocab_size=tok.vocab_size,
-        max_length=max_length,
-        special_ids=tok.special_ids,
-        token_counts=torch.bincount(pool_ids[pool_ids != PAD_ID], minlength=tok.vocab_size),
+    return token_dataset(
+        name,
+        splits,
+        raw.class_names,
+        tok=tok,
+        pool_ids=encoded.ids[pool],
+        source=source,
         truncated={split: int(encoded.truncated[at].sum()) for split, at in index.items()},
-        examples=tuple(test_words),
-        median_test_length=int(lengths(splits["test"].x).median()),
+        examples=tuple(" ".join(sentences[int(i)]) for i in test_rows[:EXAMPLES]),
         typical_sentence=" ".join(sentences[int(test_rows[typical_row(splits["test"].x)])]),
         task="tag",
         untagged_words={split: int((word_counts[at] - tagged[at]).sum()) for split, at in index.items()},
-    )
-    return Dataset(
-        name=name,
-        train=splits["train"],
-        val=splits["val"],
-        test=splits["test"],
-        num_classes=len(raw.class_names),
-        class_names=tuple(raw.class_names),
-        input_shape=(max_length,),
-        mean=(0.0,),
-        std=(1.0,),
-        source=source,
-        text=info,
     )
 
 
