@@ -149,7 +149,7 @@ def table(results: dict[str, Any], seeds: list[int], delays: list[int], timed: d
             lat = timed["models"][f"delay{delay}"]["latency_ms_b1"] if timed else statistics.median(r["latency_ms_b1"] for r in rows)
             gap = (mean - means["labels"]) / (t_mean - means["labels"]) if variant != "labels" else 0.0
             student = f"lstm_tagger delay {delay}"
-            lines.append(f"| {student} | {rows[0]['params']:,} | {variant} | {mean:.2f} ± {std:.2f} | {100 * gap:+.0f} % | {lat:.3f} ms | {t_lat / lat:.1f}× |")
+            lines.append(f"| {student} | {rows[0]['params']:,} | {variant} | {mean:.2f} ± {std:.2f} | {100 * gap:+.1f} % | {lat:.3f} ms | {t_lat / lat:.1f}× |")
     return "\n".join(lines) + "\n"
 
 
