@@ -347,7 +347,7 @@ def test_training_on_text_replays_the_pre_drawn_views():
 
 
 def text_data(counts=None):
-    info = SimpleNamespace(special_ids={**SPECIAL, "other": None}, vocab_size=5000, token_counts=counts)
+    info = SimpleNamespace(special_ids={**SPECIAL, "other": None}, vocab_size=5000, token_counts=counts, task="classify")
     return SimpleNamespace(name="tiny_text", text=info)
 
 
