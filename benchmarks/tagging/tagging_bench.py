@@ -68,6 +68,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-tagging"))
     parser.add_argument("--latency", action="store_true", help="time the first seed's models alone (DIR/latency.json)")
     parser.add_argument("--rounds", type=int, default=3, help="latency: every model is timed once per round; the median is kept")
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="LABEL=DIR",
+        help="a table row per delay for the transfer-set students of another --out DIR (runs with other overrides), gap against this run's",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = parser.parse_args()
     set_threads()  # as the CLI does: DISTIL_THREADS, else one per core
@@ -92,6 +99,12 @@ def main() -> None:
     if args.latency:
         (args.out / "latency.json").write_text(json.dumps(latency(args.out, seeds[0], delays, args.overrides, args.rounds), indent=1))
     timed = json.loads((args.out / "latency.json").read_text()) if (args.out / "latency.json").is_file() else None
+    extra = {}
+    for item in args.extra:
+        label, _, folder = item.partition("=")
+        extra[label] = {key: json.loads((Path(folder) / key / "summary.json").read_text())["models"] for key in results["runs"] if (Path(folder) / key / "summary.json").is_file()}
+    results["extra"] = extra
+    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (args.out / "results.md").write_text(table(results, seeds, delays, timed))
     print((args.out / "results.md").read_text())
 
@@ -150,6 +163,14 @@ def table(results: dict[str, Any], seeds: list[int], delays: list[int], timed: d
             gap = (mean - means["labels"]) / (t_mean - means["labels"]) if variant != "labels" else 0.0
             student = f"lstm_tagger delay {delay}"
             lines.append(f"| {student} | {rows[0]['params']:,} | {variant} | {mean:.2f} ± {std:.2f} | {100 * gap:+.1f} % | {lat:.3f} ms | {t_lat / lat:.1f}× |")
+        for label, found in results.get("extra", {}).items():
+            keys = [f"delay{delay}/seed{s}" for s in seeds if f"delay{delay}/seed{s}" in found]
+            if not keys:
+                continue
+            rows = [row(found[k], VARIANTS["kd+transfer"]) for k in keys]
+            mean, std = _mean_std([100 * r["accuracy"] for r in rows])
+            gap = (mean - means["labels"]) / (t_mean - means["labels"])
+            lines.append(f"| {student} | {rows[0]['params']:,} | {label} ({len(keys)} seeds) | {mean:.2f} ± {std:.2f} | {100 * gap:+.1f} % | {lat:.3f} ms | {t_lat / lat:.1f}× |")
     return "\n".join(lines) + "\n"
 
 
