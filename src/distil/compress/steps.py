@@ -96,8 +96,9 @@ def int8_step(chain: Chain) -> list[dict[str, Any]]:
 def _export(chain: Chain) -> tuple[Path, dict[str, Any]]:
     """The current model as ONNX, checked in onnxruntime; cached for a following ``onnx-int8``.
 
-    Traced on a few training inputs (real sentences for text: dynamic batch and length), checked on
-    held-out ones (text: also one sentence at a time at several lengths and a padded mixed batch).
+    Text models are traced on a few training sentences (dynamic batch and length), others on a random
+    batch; checked on held-out inputs (text: also one sentence at a time at several lengths and a
+    padded mixed batch).
     """
     from distil.compress.export import OnnxModel, check_parity, export_onnx, parity
 
@@ -105,7 +106,9 @@ def _export(chain: Chain) -> tuple[Path, dict[str, Any]]:
     final = chain.out / f"{chain.name}.onnx"
     staged = chain.out / f".{chain.name}.staged.onnx"
     try:
-        export_onnx(chain.model, chain.data.input_shape, staged, exporter=o.exporter, opset=o.opset, example=chain.data.train.x[:8])
+        # Text traces real sentences (dynamic batch and length); images a random batch, as before text existed.
+        example = chain.data.train.x[:8] if chain.reads_tokens else None
+        export_onnx(chain.model, chain.data.input_shape, staged, exporter=o.exporter, opset=o.opset, example=example)
         checked = check_parity(f"onnx ({chain.label})", parity(chain.model, OnnxModel(staged), chain.held_out(o.samples), y=chain.held_out_labels(o.samples)), atol=o.tolerance)
         staged.replace(final)
     finally:
