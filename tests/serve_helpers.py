@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import uvicorn
 from PIL import Image
-from text_helpers import tagged_sentences
+from text_helpers import polar_sentences, tagged_sentences
 
 from distil.config import validate_config
 from distil.experiment import run_experiment
@@ -96,24 +96,6 @@ def digit_png(index: int = 0) -> tuple[bytes, np.ndarray]:
 
 
 # --- a tiny text run: sentences that differ by one polar word, the packaged MiniLM tokenizer ---------
-
-POSITIVE = ["wonderful", "brilliant", "delightful", "moving", "superb", "charming", "excellent", "beautiful"]
-NEGATIVE = ["dreadful", "boring", "awful", "tedious", "clumsy", "terrible", "dull", "lifeless"]
-THINGS = ["film", "story", "cast", "script", "ending", "music", "movie", "plot"]
-
-
-def polar_sentences(n: int, seed: int) -> list[tuple[str, str]]:
-    """``n`` sentences alternately positive and negative, each carrying one polar word."""
-    import random
-
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "pos" if i % 2 == 0 else "neg"
-        word = rng.choice(POSITIVE if label == "pos" else NEGATIVE)
-        rows.append((f"the {rng.choice(THINGS)} was {word} and the {rng.choice(THINGS)} {rng.choice(['too', 'as well', 'overall'])}", label))
-    return rows
-
 
 def tiny_text_config(folder: Path) -> dict:
     """A text run config on a CSV written into ``folder``: a TextCNN teacher, a bag-of-embeddings student."""

@@ -3,11 +3,11 @@ CSV of sentences; a transfer set and augmented views; the trained part of a part
 bad input (exit 2, nothing written)."""
 
 import json
-import random
 from pathlib import Path
 
 import pytest
 import yaml
+from text_helpers import polar_sentences
 from typer.testing import CliRunner
 
 from distil.cli import app
@@ -15,21 +15,6 @@ from distil.config import load_config
 from distil.weights import file_sha256, is_partial
 
 runner = CliRunner()
-GOOD = ["wonderful", "brilliant", "delightful", "moving", "superb", "charming", "excellent", "beautiful"]
-BAD = ["dreadful", "boring", "awful", "tedious", "clumsy", "terrible", "dull", "lifeless"]
-THINGS = ["film", "story", "cast", "script", "ending", "music", "movie", "plot"]
-
-
-def sentences(n: int, seed: int) -> list[tuple[str, str]]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = "pos" if i % 2 == 0 else "neg"
-        word = rng.choice(GOOD if label == "pos" else BAD)
-        rows.append((f"the {rng.choice(THINGS)} was {word} and the {rng.choice(THINGS)} {rng.choice(['too', 'as well', 'overall'])}", label))
-    return rows
-
-
 def write_csv(path: Path, rows: list[tuple[str, str]], header: str = "text,label") -> Path:
     path.write_text(header + "\n" + "".join(f'"{t}",{y}\n' for t, y in rows))
     return path
@@ -39,7 +24,7 @@ def config(tmp: Path, file: str = "text.yaml", **changes) -> Path:
     raw = {
         "name": "text-tiny",
         "seed": 0,
-        "data": {"name": "text_csv", "path": str(write_csv(tmp / "train.csv", sentences(160, 0))), "val_size": 0.2, "max_length": 24},
+        "data": {"name": "text_csv", "path": str(write_csv(tmp / "train.csv", polar_sentences(160, 0))), "val_size": 0.2, "max_length": 24},
         "teacher": {"arch": "minilm", "kwargs": {"train_layers": 0}, "epochs": 3, "batch_size": 16, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.0},
         "student": {"arch": "boe", "kwargs": {"embed_dim": 32, "min_count": 1}, "epochs": 15, "batch_size": 16, "optimizer": "adamw", "lr": 2e-2, "weight_decay": 0.0},
         "distill": {"method": "kd"},
@@ -93,7 +78,7 @@ def test_text_run_table_has_teacher_and_students_with_text_latencies(text_run):
 
 def test_text_transfer_set_and_augmented_views(text_run):
     tmp, summary, _ = text_run
-    extra = write_csv(tmp / "extra.csv", [(t, "") for t, _ in sentences(80, 7)], header="text,unused")
+    extra = write_csv(tmp / "extra.csv", [(t, "") for t, _ in polar_sentences(80, 7)], header="text,unused")
     path = config(
         tmp,
         "transfer.yaml",
@@ -156,7 +141,7 @@ def test_bad_text_input_exits_2_and_writes_nothing(tmp_path, change, message):
 
 
 def test_an_empty_sentence_names_its_row(tmp_path):
-    rows = sentences(20, 0)
+    rows = polar_sentences(20, 0)
     rows[6] = ("   ", "pos")
     path = config(tmp_path)
     write_csv(tmp_path / "train.csv", rows)
@@ -170,7 +155,7 @@ def test_an_empty_sentence_names_its_row(tmp_path):
 
 def test_noisy_student_on_text_noises_with_augmentation_not_gaussian_noise(text_run):
     tmp, _, _ = text_run
-    extra = write_csv(tmp / "extra3.csv", [(t, "") for t, _ in sentences(40, 9)], header="text,unused")
+    extra = write_csv(tmp / "extra3.csv", [(t, "") for t, _ in polar_sentences(40, 9)], header="text,unused")
     strategy = {"name": "noisy_student", "iterations": 1, "dropout": None, "transfer": {"name": "text_csv", "path": str(extra), "options": {"label_column": None}}}
     common = {"teacher.weights": str(tmp / "out" / "teacher.safetensors"), "scratch": False}
     refused = run_cli("run", config(tmp, "noisy.yaml", **common, strategy={**strategy, "input_noise": 0.1}), "--out", tmp / "noisy")

@@ -20,13 +20,13 @@ import pytest
 from serve_helpers import (
     ThreadedServer,
     local_word_tags,
-    polar_sentences,
     text_logits,
     text_reference,
     tiny_run,
     tiny_tagger_run,
     tiny_text_run,
 )
+from text_helpers import polar_sentences
 
 from distil.data import load_dataset
 from distil.data.unlabeled import load_unlabeled

@@ -1,8 +1,25 @@
-"""Shared by the text tests (serve and export): a toy grammar tagged with Penn Treebank tags."""
+"""Shared by the text tests (run, serve, export): sentences that differ by one polar word, and a toy
+grammar tagged with Penn Treebank tags."""
 
 from __future__ import annotations
 
 import random
+
+POSITIVE = ["wonderful", "brilliant", "delightful", "moving", "superb", "charming", "excellent", "beautiful"]
+NEGATIVE = ["dreadful", "boring", "awful", "tedious", "clumsy", "terrible", "dull", "lifeless"]
+THINGS = ["film", "story", "cast", "script", "ending", "music", "movie", "plot"]
+
+
+def polar_sentences(n: int, seed: int) -> list[tuple[str, str]]:
+    """``n`` sentences alternately positive and negative, each carrying one polar word."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = "pos" if i % 2 == 0 else "neg"
+        word = rng.choice(POSITIVE if label == "pos" else NEGATIVE)
+        rows.append((f"the {rng.choice(THINGS)} was {word} and the {rng.choice(THINGS)} {rng.choice(['too', 'as well', 'overall'])}", label))
+    return rows
+
 
 #: Words per tag; "unbelievably" is split into several word pieces by the MiniLM tokenizer.
 LEXICON = {

@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
+from distil.data.text.info import TASKS
 from distil.errors import ModelError
+from distil.models.text_embedding import UNK_ROW
 from distil.serve.inputs import TextInput
 
-#: The row of the id -> row index buffer that ids without a row of their own share (UNK), and padding's.
-FIRST_KEPT_ROW = 2
-#: ``TextInfo.task``: a label per text, or a tag per word.
-TASKS = ("classify", "tag")
+#: The first row of the id -> row index buffer that belongs to one id (rows 0 and 1: padding, UNK).
+FIRST_KEPT_ROW = UNK_ROW + 1
 #: A count high enough that every id with a row is kept whatever the model's ``min_count``.
 KEPT = 1 << 30
 

@@ -47,6 +47,10 @@ class WordEncoding:
     positions: list[int]
 
 
+#: ``TextInfo.task``: a label per text, or a tag per word.
+TASKS = ("classify", "tag")
+
+
 @dataclass(frozen=True, eq=False)
 class TextInfo:
     """The tokenization of a text dataset.
