@@ -9,7 +9,7 @@ and :data:`~distil.data.tokens.IGNORE` at every other position ([CLS], [SEP], la
 The first piece, not the last: data tokenized differently from the training data still tag right.
 The OANC training file splits abbreviations ("Mr ." — the period a word of its own, tagged "."),
 WSJ keeps them whole ("Mr."); at the last piece a tagger trained on OANC tags WSJ's "Mr." at a period
-(measured: 1.6 % of WSJ words wrong for that alone), at the first piece it tags "mr". The price is
+(1.6 % of WSJ words wrong for that alone, in one exploratory run), at the first piece it tags "mr". The price is
 paid by a one-direction student, which tags a word before it has read the word's later pieces
 ("-ing", "-ly"; 11 % of WSJ words are several pieces with the MiniLM tokenizer): its ``delay``
 (:mod:`distil.models.text_taggers`) lets it read ahead.
