@@ -10,7 +10,7 @@ dataset), ``data.augment.build(data)`` (batched augmentation), ``cache.settings(
 from distil.config.base import Section
 from distil.config.cache import CacheConfig
 from distil.config.compress import COMPRESS_STEPS, CompressConfig, Int8Config, OnnxConfig, OnnxInt8Config, PruneConfig
-from distil.config.data import AugmentConfig, DataConfig
+from distil.config.data import AugmentConfig, DataConfig, ViewsConfig
 from distil.config.distill import DistillConfig, TermConfig
 from distil.config.experiment import ExperimentConfig, LoggingConfig, MeasureConfig
 from distil.config.files import (
@@ -34,6 +34,7 @@ __all__ = [
     "KEYED_LISTS",
     "STRATEGY_OPTIONS",
     "AugmentConfig",
+    "ViewsConfig",
     "CacheConfig",
     "CompressConfig",
     "DataConfig",

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from distil.config.base import Section
 from distil.data import Augment, BatchAugment, Dataset, TextAugment, load_dataset
 from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, MIN_MAX_LENGTH
+from distil.data.views import StrongViews
 from distil.errors import ConfigError
 
 #: The fields of each kind of data, with their defaults (any other value on the other kind is an error).
@@ -60,6 +61,21 @@ class AugmentConfig(Section):
         if text is not None:
             return TextAugment.for_text(text, mask=self.mask, replace=self.replace, ngram=self.ngram, max_ngram=self.max_ngram)
         return BatchAugment(crop_padding=self.crop_padding, hflip=self.hflip)
+
+
+class ViewsConfig(Section):
+    """Strong views of images and signals for the two-view strategies (self-supervised, FixMatch's
+    strong branch): random resized crop, flip, brightness/contrast jitter, random erasing, noise
+    (:class:`~distil.data.views.StrongViews`). Applied after ``data.augment``'s crop and flip."""
+
+    scale: float = Field(1.0, gt=0, le=1, description="random resized crop: the smallest crop's share of the area (1: no crop)")
+    hflip: bool = Field(False, description="flip the width (the time axis of signals) with probability 1/2")
+    jitter: float = Field(0.0, ge=0, lt=1, description="brightness and contrast: x <- a*x + b, a in [1-j, 1+j], b in [-j, j] (normalized units)")
+    erase: float = Field(0.0, ge=0, le=1, description="probability of erasing a random rectangle (side 20-50 % of the input's) to the mean")
+    noise: float = Field(0.0, ge=0, description="std of Gaussian noise added last (normalized units)")
+
+    def build(self) -> StrongViews:
+        return StrongViews(scale=self.scale, hflip=self.hflip, jitter=self.jitter, erase=self.erase, noise=self.noise)
 
 
 class DataConfig(Section):
