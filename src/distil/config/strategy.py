@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from distil.config.base import Section, registered
-from distil.config.data import DataConfig
+from distil.config.data import DataConfig, ViewsConfig
 from distil.config.training import ModelConfig, TeacherConfig, TrainConfig
 from distil.errors import ConfigError
 from distil.imports import import_object
@@ -177,6 +177,25 @@ class FrozenBackboneOptions(StrategyOptions):
         return self.model_copy(update={"data": self.data.model_copy(update={"path": resolve(self.data.path)})})
 
 
+class SelfSupervisedOptions(StrategyOptions):
+    """Self-supervised distillation on inputs without labels: a frozen teacher's representation, or the
+    student's own EMA (BYOL / DINO), matched across two augmented views; judged by a linear probe and k-NN."""
+
+    needs_teacher: ClassVar[bool] = False
+
+    name: Literal["self_supervised"]
+    teacher: Literal["given", "ema"] = Field("given", description="given: the config's teacher, frozen; ema: no teacher, the exponential moving average of the student")
+    momentum: float = Field(0.99, ge=0, lt=1, description="ema: the average's momentum m in θ_t <- m·θ_t + (1-m)·θ_s, per step")
+    views: ViewsConfig | None = Field(None, description="strong views of images/signals after data.augment (two views are needed: this or data.augment must change the input)")
+    transfer: TransferConfig | None = Field(None, description="more inputs without labels (default: the training inputs alone, their labels unused)")
+    probe_baselines: bool = Field(True, description="also probe the run's teacher and scratch student (linear probe and k-NN columns)")
+
+    def resolve_paths(self, resolve: Resolve) -> SelfSupervisedOptions:
+        if self.transfer is None:
+            return self
+        return self.model_copy(update={"transfer": self.transfer.model_copy(update={"path": resolve(self.transfer.path)})})
+
+
 class SpecialistsOptions(_WithBaseline):
     """Hinton et al. 2015 §5: specialists on confusable classes (plus a dustbin class) refine the generalist."""
 
@@ -201,7 +220,7 @@ def register_options(name: str, options: type[StrategyOptions]) -> None:
 for _name, _options in {
     "none": NoStrategy, "ensemble": EnsembleOptions, "unlabeled": UnlabeledOptions, "noisy_student": NoisyStudentOptions,
     "born_again": BornAgainOptions, "tf_kd": TfKDOptions, "takd": TAKDOptions, "mutual": MutualOptions,
-    "frozen_backbone": FrozenBackboneOptions, "specialists": SpecialistsOptions,
+    "frozen_backbone": FrozenBackboneOptions, "specialists": SpecialistsOptions, "self_supervised": SelfSupervisedOptions,
 }.items():  # fmt: skip
     register_options(_name, _options)
 

@@ -74,7 +74,9 @@ class StrongViews:
             x = x.unsqueeze(2)  # (N, C, 1, L): one code path, a crop along L only
         if self.scale < 1.0 or self.hflip:
             area = uniform(self.scale, 1.0)
-            if signal:
+            if self.scale == 1.0:  # a flip alone: the whole input, no aspect change
+                sx = sy = torch.ones_like(area)
+            elif signal:
                 sx, sy = area, torch.ones_like(area)
             else:
                 ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))

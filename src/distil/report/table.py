@@ -14,14 +14,20 @@ TEXT_COLUMN = "b=1 + tokenize"
 
 #: Tagging runs: accuracy is over the tagged words of the test split.
 TOKEN_ACCURACY = "token acc"
+#: Runs that probe representations (self-supervised): linear-probe and k-NN test accuracy of the embedding.
+PROBE_COLUMNS = ["probe acc", "k-NN acc"]
 
 
 def columns(summary: dict[str, Any]) -> list[str]:
     """The table's columns: :data:`COLUMNS`, for text runs the latency with tokenization, and for
-    tagging runs "token acc" (the share of test words tagged right) instead of "test acc"."""
+    tagging runs "token acc" (the share of test words tagged right) instead of "test acc"; when any
+    model was probed, its linear-probe and k-NN accuracy after "test acc"."""
     names = list(COLUMNS)
     if summary.get("data", {}).get("text", {}).get("task") == "tag":
         names[names.index("test acc")] = TOKEN_ACCURACY
+    if any("probe_accuracy" in m for m in summary["models"]):
+        at = names.index("test acc") + 1
+        names[at:at] = PROBE_COLUMNS
     if not any(m.get("latency_ms_b1_text") for m in summary["models"]):
         return names
     at = names.index("p95 b=1") + 1
@@ -40,10 +46,15 @@ def _ms(value: float | None) -> str:
     return f"{value:.3f} ms" if value else "–"
 
 
+def _percent(value: float | None) -> str:
+    return f"{100 * value:.2f} %" if value is not None else "–"
+
+
 def rows(summary: dict[str, Any]) -> list[list[str]]:
     """One row per model, in the order of :func:`columns`; fields older summaries lack (runtime,
     non-zeros, p95) read as torch / –."""
-    text = TEXT_COLUMN in columns(summary)
+    names = columns(summary)
+    text, probed = TEXT_COLUMN in names, PROBE_COLUMNS[0] in names
     return [
         [
             m["name"],
@@ -51,6 +62,7 @@ def rows(summary: dict[str, Any]) -> list[list[str]]:
             m.get("runtime", "torch"),
             m["arch"],
             f"{100 * m['accuracy']:.2f} %",
+            *([_percent(m.get("probe_accuracy")), _percent(m.get("knn_accuracy"))] if probed else []),
             f"{m['params']:,}",
             f"{m['nonzeros']:,}" if m.get("nonzeros") else "–",
             human_bytes(m["size_bytes"]),

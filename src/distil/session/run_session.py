@@ -208,6 +208,15 @@ class RunSession:
             measured.update(tokenize_ms_b1=round(tokenize_ms, 4), latency_ms_b1_text=round(measured["latency_ms_b1"] + tokenize_ms, 4))
         self.results.append(ModelResult(name, role, method, cfg.arch, self.seed, path.name, file_sha256(path), measured, fit=result, details=details))
 
+    def annotate(self, name: str, **details: Any) -> None:
+        """Add ``details`` to the row ``name`` already in the table (a KeyError if there is none)."""
+        if not self.writes:
+            return
+        rows = [r for r in self.results if r.name == name]
+        if not rows:
+            raise KeyError(f"no model {name!r} in this run's table; recorded: {', '.join(r.name for r in self.results)}")
+        rows[-1].details.update(details)
+
     def save_objective(self, name: str, objective: Objective) -> None:
         """Connectors and the losses' own parameters (not the student's) go beside ``name``'s weights."""
         params = dict(objective.named_parameters())

@@ -98,6 +98,10 @@ class Context:
         data = self.data if train is None else replace(self.data, train=train)
         return self.session.distil(name, method, student, cfg, teacher, objective, data, self.augment, role=role, seed=seed)
 
+    def annotate(self, name: str, **details: Any) -> None:
+        """Add ``details`` to the recorded row ``name`` (e.g. a probe's scores of the run's teacher)."""
+        self.session.annotate(name, **details)
+
     def save_objective(self, name: str, objective: Objective) -> None:
         """Connectors and loss parameters of ``name``'s objective, beside its weights (when it has any)."""
         self.session.save_objective(name, objective)

@@ -1,0 +1,200 @@
+"""Self-supervised distillation: EMA teachers, teachers on another view, strong views, probes, the strategy."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+from typer.testing import CliRunner
+
+from distil.cli import app
+from distil.config import validate_config
+from distil.data.views import Chain, StrongViews
+from distil.engine.ema import EmaModel
+from distil.engine.evaluate import accuracy
+from distil.engine.probe import embeddings, fit_linear_probe, install_probe, knn_accuracy, probe
+from distil.engine.taps import LOGITS
+from distil.engine.view_teacher import ViewTeacher
+from distil.errors import DataError
+from distil.experiment import run_experiment
+from distil.report.table import PROBE_COLUMNS, columns, rows
+
+TRAIN = {"epochs": 2, "batch_size": 64, "lr": 0.05}
+BASE = {
+    "name": "ssl",
+    "seed": 0,
+    "data": {"name": "digits", "val_size": 0.15},
+    "teacher": {"arch": "mlp", "kwargs": {"hidden": [32]}, **TRAIN},
+    "student": {"arch": "mlp", "kwargs": {"hidden": [16]}, **TRAIN},
+    "distill": {"method": "kd"},
+    "measure": {"latency_repeats": 2, "throughput_repeats": 1},
+}
+VIEWS = {"scale": 0.5, "jitter": 0.3}
+runner = CliRunner()
+
+
+def raw_config(strategy: dict, **changes) -> dict:
+    raw = copy.deepcopy(BASE)
+    raw["strategy"] = strategy
+    for key, value in changes.items():
+        if value is None:
+            raw.pop(key, None)
+        else:
+            raw[key] = value
+    return raw
+
+
+def cli(tmp_path: Path, raw: dict):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+
+
+# --- EMA ------------------------------------------------------------------------------------------------
+
+
+def test_ema_follows_the_rule_and_copies_buffers():
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = EmaModel(student, momentum=0.75)
+    before = ema.average[0].weight.clone()
+    with torch.no_grad():
+        student[0].weight.add_(1.0)
+    student.train()(torch.randn(8, 3))  # moves the BatchNorm statistics
+    ema.update(student)
+    # θ_t ← 0.75 θ_t + 0.25 θ_s, where θ_s = θ_t(before) + 1
+    assert torch.allclose(ema.average[0].weight, before + 0.25)
+    assert torch.equal(ema.average[1].running_mean, student[1].running_mean)
+    assert not any(p.requires_grad for p in ema.parameters()) and not ema.average.training
+    copy_now = EmaModel(student, momentum=0.0)
+    with torch.no_grad():
+        student[0].weight.mul_(3.0)
+    copy_now.update(student)
+    assert torch.equal(copy_now.average[0].weight, student[0].weight)
+    with pytest.raises(ValueError, match="momentum must be in \\[0, 1\\), got 1.0"):
+        EmaModel(student, 1.0)
+
+
+# --- teacher outputs on another view -----------------------------------------------------------------
+
+
+def test_view_teacher_runs_the_teacher_on_its_own_view_of_the_stored_inputs():
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    inputs = torch.randn(10, 1, 4, 4)
+    index = torch.tensor([3, 7])
+    plain = ViewTeacher(teacher, inputs, None, seed=0)
+    assert torch.allclose(plain(index, torch.zeros(2, 1, 4, 4))[LOGITS], teacher(inputs[index]))  # not the student's x
+    noisy = StrongViews(noise=1.0)
+    a, b = ViewTeacher(teacher, inputs, noisy, seed=5), ViewTeacher(teacher, inputs, noisy, seed=5)
+    first = a(index, inputs[index])[LOGITS]
+    assert torch.equal(first, b(index, inputs[index])[LOGITS])  # its own seeded stream
+    assert not torch.allclose(first, a(index, inputs[index])[LOGITS])  # a fresh view every call
+    assert not first.requires_grad
+
+
+def test_view_teacher_updates_an_ema_of_the_student_before_each_forward():
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    source = ViewTeacher(EmaModel(student, 0.5), torch.randn(6, 1, 2, 2), None, seed=0, follow=student)
+    w0 = source.model[1].weight.clone()
+    with torch.no_grad():
+        student[1].weight.add_(2.0)
+    source(torch.tensor([0, 1]), torch.zeros(2, 1, 2, 2))
+    assert torch.allclose(source.model[1].weight, w0 + 1.0) and source.teacher.updates == 1
+    with pytest.raises(TypeError, match="EmaModel"):
+        ViewTeacher(student, torch.randn(2, 4), None, seed=0, follow=student)
+
+
+# --- strong views ------------------------------------------------------------------------------------------
+
+
+def test_strong_views_are_seeded_shaped_and_do_what_they_say():
+    x = torch.randn(6, 1, 12, 12)
+    views = StrongViews(scale=0.3, hflip=True, jitter=0.4, erase=1.0, noise=0.1)
+    first = views(x, torch.Generator().manual_seed(1))
+    assert first.shape == x.shape and torch.equal(first, views(x, torch.Generator().manual_seed(1)))
+    assert views(torch.randn(3, 2, 40), torch.Generator().manual_seed(0)).shape == (3, 2, 40)
+    off = StrongViews()
+    assert not off.enabled and off(x, torch.Generator()) is x
+    # scale 1 and a certain flip: the resampling grid hits the pixel centres, so a flip is exact
+    flipped = StrongViews(hflip=True)(x, torch.Generator().manual_seed(0))
+    each = [torch.allclose(flipped[i], x[i].flip(-1), atol=1e-5) or torch.allclose(flipped[i], x[i], atol=1e-5) for i in range(6)]
+    assert all(each)
+    erased = StrongViews(erase=1.0)(torch.ones(4, 1, 10, 10), torch.Generator().manual_seed(0))
+    holes = (erased == 0).flatten(1).sum(1)
+    assert ((holes >= 4) & (holes <= 25)).all()  # sides of 2..5 pixels: 20-50 % of 10
+    assert torch.equal(Chain((off, StrongViews(noise=0.0))).__call__(x, torch.Generator()), x)
+    for bad, message in [({"scale": 0.0}, "views.scale"), ({"jitter": 1.0}, "views.jitter"), ({"erase": 2.0}, "views.erase"), ({"noise": -1.0}, "views.noise")]:
+        with pytest.raises(DataError, match=message):
+            StrongViews(**bad)
+
+
+# --- probes ---------------------------------------------------------------------------------------------
+
+
+def test_knn_accuracy_on_a_hand_example():
+    train = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    train_y = torch.tensor([0, 0, 1, 1])
+    test = torch.tensor([[1.0, 0.2], [0.2, 1.0], [0.6, 0.5]])
+    # k = 1: the nearest by cosine — row 0 → class 0, row 1 → class 1, row 2 (angle 39.8°) is nearest [0.9, 0.1] → 0
+    assert knn_accuracy(train, train_y, test, torch.tensor([0, 1, 1]), 2, k=1) == pytest.approx(2 / 3)
+    # k = 4 weighs every training row by exp(cos/T); with T large the vote is a near-tie that the sum of cosines decides
+    cos = torch.nn.functional.normalize(test[2:], dim=1) @ torch.nn.functional.normalize(train, dim=1).t()
+    winner = int(cos[0, 2:].sum() > cos[0, :2].sum())
+    assert knn_accuracy(train, train_y, test[2:], torch.tensor([winner]), 2, k=4, T=100.0) == 1.0
+
+
+def test_linear_probe_separates_separable_features_and_folds_into_a_head():
+    torch.manual_seed(0)
+    y = torch.arange(200) % 3
+    features = torch.randn(200, 5) * 0.3 + 4.0 * nn.functional.one_hot(y, 5).float()
+    fitted = fit_linear_probe(features, y, 3)
+    assert fitted.accuracy(features, y) == 1.0
+    weight, bias = fitted.folded()
+    assert torch.allclose(features @ weight.t() + bias, fitted.logits(features), atol=1e-4)
+
+
+def test_installed_probe_makes_the_model_classify_as_the_probe():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(120, 1, 4, 4), torch.randint(0, 3, (120,))
+    scores, fitted = probe(model, x, y, x, y, 3)
+    install_probe(model, fitted)
+    assert accuracy(model, x, y) == pytest.approx(scores["probe_accuracy"], abs=1 / 120)
+    assert embeddings(model, x).shape == (120, 8)
+    assert 0 <= scores["knn_accuracy"] <= 1
+
+
+# --- the strategy -------------------------------------------------------------------------------------------
+
+
+def test_self_supervised_from_a_given_teacher_and_from_the_students_ema(tmp_path):
+    given = run_experiment(validate_config(raw_config({"name": "self_supervised", "views": VIEWS})), tmp_path / "given")
+    rows_by_name = {m["name"]: m for m in given["models"]}
+    ssl = rows_by_name["student_ssl_given"]
+    assert ssl["method"] == "self_supervised[given]→kd"
+    assert ssl["accuracy"] == pytest.approx(ssl["probe_accuracy"], abs=0.01)  # the probe is its classifier
+    assert ssl["teacher_outputs"]["kind"] == "online, another view" and ssl["unlabeled_inputs"] == 1222
+    assert [m["probe_accuracy"] for m in given["models"]] and all(0.5 < m["knn_accuracy"] <= 1 for m in given["models"])
+    assert ssl["best_epoch"] == ssl["epochs"] == 2  # no labels to pick an epoch by: the last one
+    names = columns(given)
+    assert names[names.index("test acc") + 1 : names.index("test acc") + 3] == PROBE_COLUMNS
+    assert all("%" in r[names.index("probe acc")] for r in rows(given))
+
+    ema = run_experiment(validate_config(raw_config({"name": "self_supervised", "teacher": "ema", "momentum": 0.9, "views": VIEWS}, teacher=None, distill={"method": "kd"})), tmp_path / "ema")
+    row = {m["name"]: m for m in ema["models"]}["student_ssl_ema"]
+    assert row["teacher_outputs"]["ema_momentum"] == 0.9 and 0 <= row["probe_accuracy"] <= 1
+
+
+def test_self_supervised_bad_input_exits_2_before_writing(tmp_path):
+    no_views = cli(tmp_path / "a", raw_config({"name": "self_supervised"}))
+    assert no_views.exit_code == 2 and "strategy.views" in no_views.output and "two augmented views" in no_views.output
+    assert not (tmp_path / "a" / "out").exists()
+    no_teacher = cli(tmp_path / "b", raw_config({"name": "self_supervised", "views": VIEWS}, teacher=None))
+    assert no_teacher.exit_code == 2 and "strategy.teacher" in no_teacher.output
+    bad_momentum = cli(tmp_path / "c", raw_config({"name": "self_supervised", "teacher": "ema", "momentum": 1.0, "views": VIEWS}))
+    assert bad_momentum.exit_code == 2 and "momentum" in bad_momentum.output
