@@ -243,7 +243,10 @@ def test_constant_logits_are_finite(loss, fill):
 
 # --- registry ---------------------------------------------------------------------------------
 
-ALL_NAMES = ["CE", "KD", "DKD", "DIST", "LSKD", "LogitMSE", "FitNet", "AT", "NST", "VID", "FT", "AB", "SP", "RKD", "PKT", "CC", "CRD"]
+ALL_NAMES = [
+    *("CE", "KD", "DKD", "DIST", "LSKD", "LogitMSE", "FitNet", "AT", "NST", "VID", "FT", "AB", "SP", "RKD", "PKT", "CC", "CRD"),
+    *("InfoNCE", "BYOL", "BarlowTwins", "SEED", "DINO"),
+]
 
 
 def test_every_loss_is_registered_with_a_paper_docstring():

@@ -111,6 +111,10 @@ def python_term(name: str) -> losses.Term:
         return loss_cls().between("stages") * 1.0  # VID's variances are sized lazily, one copy per stage
     if name in {"SP", "RKD", "PKT", "CC"}:
         return loss_cls().between("fc:input") * 1.0
+    if name in {"InfoNCE", "BYOL", "BarlowTwins", "SEED"}:  # a head of their own bridges 24 → 64
+        return loss_cls(s_dim=24, t_dim=64).between("fc:input") * 1.0
+    if name == "DINO":  # built for the teacher's width: the objective adds a 24 → 64 connector
+        return losses.DINO(t_dim=64).between("fc:input") * 1.0
     return loss_cls() * 1.0
 
 

@@ -9,6 +9,7 @@ docstring gives the paper and the formula. Multiply a loss by a number to get a 
 - attention (Transformer self-attention probabilities): AttentionKL
 - relation (between samples of a batch): SP, RKD, PKT, CC
 - contrastive: CRD
+- self-supervised (two views, or an EMA teacher): InfoNCE, BYOL, BarlowTwins, SEED, DINO
 """
 
 from distil.losses.attention import AttentionKL
@@ -18,13 +19,16 @@ from distil.losses.feature import AB, AT, FT, NST, VID, FitNet
 from distil.losses.registry import LOSSES, build_loss, list_losses, register_loss
 from distil.losses.relation import CC, PKT, RKD, SP
 from distil.losses.response import CE, DIST, DKD, KD, LSKD, LogitMSE
+from distil.losses.self_supervised import BYOL, DINO, SEED, BarlowTwins, InfoNCE
 
 __all__ = [
     "AB",
     "AT",
+    "BYOL",
     "CC",
     "CE",
     "CRD",
+    "DINO",
     "DIST",
     "DKD",
     "FT",
@@ -34,10 +38,13 @@ __all__ = [
     "NST",
     "PKT",
     "RKD",
+    "SEED",
     "SP",
     "VID",
     "AttentionKL",
+    "BarlowTwins",
     "FitNet",
+    "InfoNCE",
     "LogitMSE",
     "Loss",
     "Term",
