@@ -52,6 +52,13 @@ METHODS: dict[str, Method] = {
     "cc": Method("Peng 2019 correlation congruence on the embedding (weight 0.02) + CE", (_ce(), TermSpec("CC", 0.02, student="embedding"))),
     "crd": Method("Tian 2020 contrastive representation distillation on the embedding (weight 0.8) + CE", (_ce(), TermSpec("CRD", 0.8, student="embedding"))),
     "crd+kd": Method("CRD (0.8) + KD (T=4, weight 1) + CE", (_ce(), TermSpec("KD", 1.0, params={"T": 4.0}), TermSpec("CRD", 0.8, student="embedding"))),
+    # Self-supervised terms (no label term): for strategy self_supervised, which shows the teacher (frozen or
+    # the student's EMA) another augmented view; each reads the embedding (the input of the last linear layer).
+    "simclr": Method("Chen 2020 SimCLR / InfoNCE: the student's projected embedding picks the teacher's of the same input among the batch (T=0.1); no label term", (TermSpec("InfoNCE", 1.0, student="embedding"),)),
+    "byol": Method("Grill 2020 BYOL: a predictor maps the student's embedding onto the teacher's, 2 − 2·cos; no label term", (TermSpec("BYOL", 1.0, student="embedding"),)),
+    "barlow_twins": Method("Zbontar 2021 Barlow Twins: cross-correlation of student projection and teacher embedding → identity (λ=5e-3), weight 0.01; no label term", (TermSpec("BarlowTwins", 0.01, student="embedding"),)),
+    "seed": Method("Fang 2021 SEED: the student's similarity distribution over a queue of 4096 teacher embeddings (T_s=0.2, T_t=0.01); no label term", (TermSpec("SEED", 1.0, student="embedding"),)),
+    "dino": Method("Caron 2021 DINO: centred, sharpened teacher softmax over 256 prototypes (T_s=0.1, T_t=0.04); no label term", (TermSpec("DINO", 1.0, student="embedding"),)),
 }
 
 
