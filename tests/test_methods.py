@@ -115,6 +115,10 @@ def python_term(name: str) -> losses.Term:
         return loss_cls(s_dim=24, t_dim=64).between("fc:input") * 1.0
     if name == "DINO":  # built for the teacher's width: the objective adds a 24 → 64 connector
         return losses.DINO(t_dim=64).between("fc:input") * 1.0
+    if name == "Adversarial":
+        return losses.Adversarial(t_dim=10) * 0.1  # its discriminator reads the 10 logits
+    if name == "CoMatchGraph":
+        return losses.CoMatchGraph(s_dim=24, threshold=0.0).between("fc:input", "logits") * 1.0  # embedding vs logits
     return loss_cls() * 1.0
 
 

@@ -5,7 +5,7 @@ A method is data — a list of :class:`~distil.engine.objective.TermSpec` — no
 
 - its terms and weights: :data:`METHODS` below (``distil methods`` prints them);
 - the maths of each loss, with the paper and the formula: :mod:`distil.losses` (``response``,
-  ``feature``, ``relation``, ``contrastive``); schedules such as DKD's warm-up: :mod:`distil.losses.schedules`;
+  ``feature``, ``relation``, ``contrastive``, ``adversarial``); schedules such as DKD's warm-up: :mod:`distil.losses.schedules`;
 - how a term reads layers: tap groups (``stages``, ``middle_stage``, ``last_stage``, ``embedding``)
   resolved per model from one probe batch (:mod:`distil.engine.taps`), so a preset works on any
   architecture; arguments that depend on the models or data (``s_dim``, ``t_dim``, ``channels``,
@@ -59,6 +59,10 @@ METHODS: dict[str, Method] = {
     "barlow_twins": Method("Zbontar 2021 Barlow Twins: cross-correlation of student projection and teacher embedding → identity (λ=5e-3), weight 0.01; no label term", (TermSpec("BarlowTwins", 0.01, student="embedding"),)),
     "seed": Method("Fang 2021 SEED: the student's similarity distribution over a queue of 4096 teacher embeddings (T_s=0.2, T_t=0.01); no label term", (TermSpec("SEED", 1.0, student="embedding"),)),
     "dino": Method("Caron 2021 DINO: centred, sharpened teacher softmax over 256 prototypes (T_s=0.1, T_t=0.04); no label term", (TermSpec("DINO", 1.0, student="embedding"),)),
+    "adversarial": Method(
+        "Xu 2017 / MEAL 2019: KD (T=4, 0.9) + 0.1 × CE + a discriminator on the logits (weight 0.1) the student learns to fool",
+        (TermSpec("KD", 0.9, params={"T": 4.0}), _ce(0.1), TermSpec("Adversarial", 0.1)),
+    ),
 }
 
 

@@ -10,16 +10,22 @@ docstring gives the paper and the formula. Multiply a loss by a number to get a 
 - relation (between samples of a batch): SP, RKD, PKT, CC
 - contrastive: CRD
 - self-supervised (two views, or an EMA teacher): InfoNCE, BYOL, BarlowTwins, SEED, DINO
+- elastic (a feature match traded for sparsity): ECL
+- adversarial (a discriminator the student learns to fool): Adversarial
+- semi-supervised (confident pseudo-labels): FixMatch, CoMatchGraph
 """
 
+from distil.losses.adversarial import Adversarial
 from distil.losses.attention import AttentionKL
 from distil.losses.base import Loss, Term
 from distil.losses.contrastive import CRD
+from distil.losses.elastic import ECL
 from distil.losses.feature import AB, AT, FT, NST, VID, FitNet
 from distil.losses.registry import LOSSES, build_loss, list_losses, register_loss
 from distil.losses.relation import CC, PKT, RKD, SP
 from distil.losses.response import CE, DIST, DKD, KD, LSKD, LogitMSE
 from distil.losses.self_supervised import BYOL, DINO, SEED, BarlowTwins, InfoNCE
+from distil.losses.semi_supervised import CoMatchGraph, FixMatch
 
 __all__ = [
     "AB",
@@ -31,6 +37,7 @@ __all__ = [
     "DINO",
     "DIST",
     "DKD",
+    "ECL",
     "FT",
     "KD",
     "LOSSES",
@@ -41,9 +48,12 @@ __all__ = [
     "SEED",
     "SP",
     "VID",
+    "Adversarial",
     "AttentionKL",
     "BarlowTwins",
+    "CoMatchGraph",
     "FitNet",
+    "FixMatch",
     "InfoNCE",
     "LogitMSE",
     "Loss",
