@@ -85,6 +85,38 @@ def test_one_method_per_family_distils_from_yaml(method, teacher_weights, tmp_pa
         assert not objective_file.exists()
 
 
+def test_adversarial_preset_and_ecl_term_distil_from_yaml(teacher_weights, tmp_path):
+    """The adversarial preset trains its discriminator in the one loop (saved beside the student, never in
+    it); ECL, added as a term on the embeddings (24 → 64 through a connector), falls as the student learns."""
+    raw = {
+        **PAIR,
+        "teacher": {**PAIR["teacher"], "weights": str(teacher_weights)},
+        "student": {**PAIR["student"], "epochs": 3},
+        "distill": {"method": "adversarial"},
+    }
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["distill", str(tmp_path / "a.yaml"), "--out", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(r["terms"]) == {"kd", "ce", "adversarial"} and math.isfinite(r["loss"]) for r in records)
+    assert records[-1]["terms"]["kd"] < records[0]["terms"]["kd"]
+    # D's loss on two inputs is ≥ 0 and L_G ≥ 0: weighted 0.1, the term stays positive and bounded
+    assert all(0 < r["terms"]["adversarial"] < 0.1 * 10 for r in records)
+    saved = load_file(str(tmp_path / "a" / "student_adversarial.objective.safetensors"))
+    assert any("discriminator" in k for k in saved), list(saved)
+    assert not any("discriminator" in k for k in load_file(str(tmp_path / "a" / "student_adversarial.safetensors")))
+
+    raw["distill"] = {"method": "kd", "terms": [{"loss": "ECL", "weight": 0.01, "student": "fc:input", "params": {"threshold": 0.2}}]}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(raw))
+    result = runner.invoke(app, ["distill", str(tmp_path / "e.yaml"), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "e" / "metrics.jsonl").read_text().splitlines()]
+    assert set(records[0]["terms"]) == {"kd", "ce", "ecl@fc:input"}
+    assert records[-1]["terms"]["ecl@fc:input"] < records[0]["terms"]["ecl@fc:input"]
+    connector = load_file(str(tmp_path / "e" / "student_kd.objective.safetensors"))
+    assert any(k.startswith("connectors.ecl@fc:input") for k in connector), list(connector)
+
+
 @pytest.mark.parametrize(
     ("terms", "message"),
     [
