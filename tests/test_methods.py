@@ -111,6 +111,10 @@ def python_term(name: str) -> losses.Term:
         return loss_cls().between("stages") * 1.0  # VID's variances are sized lazily, one copy per stage
     if name in {"SP", "RKD", "PKT", "CC"}:
         return loss_cls().between("fc:input") * 1.0
+    if name == "Adversarial":
+        return losses.Adversarial(t_dim=10) * 0.1  # its discriminator reads the 10 logits
+    if name == "CoMatchGraph":
+        return losses.CoMatchGraph(s_dim=24, threshold=0.0).between("fc:input", "logits") * 1.0  # embedding vs logits
     return loss_cls() * 1.0
 
 

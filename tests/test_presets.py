@@ -9,7 +9,8 @@ loss formula; after a deliberate change, regenerate with
 ``DISTIL_THREADS=1 .venv/bin/python tests/make_golden_presets.py`` and review the JSON's diff.
 
 Beyond the fixture: with the student equal to the teacher, every term that compares the two is zero
-(VID keeps its variance term, ½·log σ²); DKD's warm-up scales its value linearly.
+(VID keeps its variance term, ½·log σ²; an adversarial term keeps its discriminator's loss, at least
+2·log 2); DKD's warm-up scales its value linearly.
 """
 
 import copy
@@ -87,6 +88,8 @@ def test_a_student_equal_to_its_teacher_has_nothing_left_to_learn(name):
     for term, value in teacher_terms.items():
         if term.startswith("vid"):  # σ² = 5 at initialisation: the NLL's floor is ½·log 5, not 0
             assert value == pytest.approx(weights[term] * 0.5 * math.log(5.0), rel=1e-6)
+        elif term.startswith("adversarial"):  # D's own loss is never 0: on equal inputs L_D ≥ 2·log 2 (at D = 0), L_G ≥ 0
+            assert value >= weights[term] * 2 * math.log(2.0) * (1 - 1e-6), (term, value)
         else:  # exactly 0, but for DIST's 1 − ρ: ρ = ‖a‖² / (‖a‖² + 1e-8) in fp32 leaves ~3e-6
             assert abs(value) < 1e-5, (term, value)
 

@@ -5,7 +5,7 @@ A method is data — a list of :class:`~distil.engine.objective.TermSpec` — no
 
 - its terms and weights: :data:`METHODS` below (``distil methods`` prints them);
 - the maths of each loss, with the paper and the formula: :mod:`distil.losses` (``response``,
-  ``feature``, ``relation``, ``contrastive``); schedules such as DKD's warm-up: :mod:`distil.losses.schedules`;
+  ``feature``, ``relation``, ``contrastive``, ``adversarial``); schedules such as DKD's warm-up: :mod:`distil.losses.schedules`;
 - how a term reads layers: tap groups (``stages``, ``middle_stage``, ``last_stage``, ``embedding``)
   resolved per model from one probe batch (:mod:`distil.engine.taps`), so a preset works on any
   architecture; arguments that depend on the models or data (``s_dim``, ``t_dim``, ``channels``,
@@ -52,6 +52,10 @@ METHODS: dict[str, Method] = {
     "cc": Method("Peng 2019 correlation congruence on the embedding (weight 0.02) + CE", (_ce(), TermSpec("CC", 0.02, student="embedding"))),
     "crd": Method("Tian 2020 contrastive representation distillation on the embedding (weight 0.8) + CE", (_ce(), TermSpec("CRD", 0.8, student="embedding"))),
     "crd+kd": Method("CRD (0.8) + KD (T=4, weight 1) + CE", (_ce(), TermSpec("KD", 1.0, params={"T": 4.0}), TermSpec("CRD", 0.8, student="embedding"))),
+    "adversarial": Method(
+        "Xu 2017 / MEAL 2019: KD (T=4, 0.9) + 0.1 × CE + a discriminator on the logits (weight 0.1) the student learns to fool",
+        (TermSpec("KD", 0.9, params={"T": 4.0}), _ce(0.1), TermSpec("Adversarial", 0.1)),
+    ),
 }
 
 

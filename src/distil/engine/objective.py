@@ -71,12 +71,12 @@ class Objective(nn.Module):
     @property
     def temperature(self) -> float:
         """The temperature at which the teacher's logits are compared: ``T`` (or ``tau``) of the first
-        term that reads the teacher's logits and has one, else 1. An ensemble averages its members'
-        soft targets at it, and the view cache keeps the residual mass exact at it."""
+        term that reads the teacher's logits and has one (``T=None``, raw logits, is none), else 1. An
+        ensemble averages its members' soft targets at it, and the view cache keeps the residual mass exact at it."""
         for term in self.terms:
             if term.loss.uses_teacher and term.teacher == LOGITS:
                 for attr in ("T", "tau"):
-                    if hasattr(term.loss, attr):
+                    if getattr(term.loss, attr, None) is not None:
                         return float(getattr(term.loss, attr))
         return 1.0
 
