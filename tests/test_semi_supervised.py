@@ -182,6 +182,13 @@ def test_fixmatch_with_an_ema_labeller_and_with_the_teacher(tmp_path):
     row = {m["name"]: m for m in given["models"]}["student_fixmatch"]
     assert row["method"] == "semi_supervised[teacher]→fixmatch" and "labeller_val_accuracy" not in row
 
+    graph = run_experiment(validate_config(raw_config({**strategy, "labeller": "self", "comatch": 0.5}, teacher=None)), tmp_path / "self")
+    row = {m["name"]: m for m in graph["models"]}["student_fixmatch"]
+    assert row["method"] == "semi_supervised[self]→fixmatch+comatch" and "ema_momentum" in row["teacher_outputs"]  # an EMA of momentum 0
+    epochs = [json.loads(line) for line in (tmp_path / "self" / "metrics.jsonl").read_text().splitlines()]
+    assert any(name.startswith("comatchgraph@") for name in next(e["terms"] for e in epochs if e["model"] == "student_fixmatch"))
+    assert (tmp_path / "self" / "student_fixmatch.objective.safetensors").exists()  # CoMatch's projector, beside the weights
+
 
 def test_bad_semi_supervised_input_exits_2_before_writing(tmp_path):
     too_many = cli(tmp_path / "a", raw_config({"name": "semi_supervised"}, data={"name": "digits", "labels_per_class": 500}))
