@@ -80,7 +80,8 @@ class Experiment:
         if session.dist is not None:
             session.dist.barrier()  # no rank may look for checkpoints before rank 0 has cleared a new run's old ones
         per_rank = f" ({len(data.train)} per process × {session.dist.world_size})" if session.dist is not None else ""
-        session.say(f"data: {data.name} train {described['sizes']['train']}{per_rank} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {session.device}")
+        unlabeled = f" + {described['sizes']['unlabeled']:,} unlabeled" if "unlabeled" in described["sizes"] else ""
+        session.say(f"data: {data.name} train {described['sizes']['train']}{per_rank}{unlabeled} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {session.device}")
         if "text" in described:
             text = described["text"]
             what = "tags per word" if text.get("task") == "tag" else "a label per text"

@@ -81,5 +81,5 @@ def listing(title: str, items: dict[str, str]) -> None:
     table.add_column("name")
     table.add_column("description")
     for name, description in items.items():
-        table.add_row(name, description)
+        table.add_row(name, escape(description))  # "[benchmarks/...]" is text, not markup
     out.print(table)

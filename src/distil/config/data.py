@@ -1,4 +1,5 @@
-"""The ``data:`` section: which dataset, its validation split, its tokenizer (text), and batched augmentation."""
+"""The ``data:`` section: which dataset, its validation split, its tokenizer (text), batched augmentation,
+and (semi-supervised) how many of the training labels to keep."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pydantic import Field, model_validator
 
 from distil.config.base import Section
 from distil.data import Augment, BatchAugment, Dataset, TextAugment, load_dataset
+from distil.data.labels import with_few_labels
 from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, MIN_MAX_LENGTH
 from distil.data.views import StrongViews
-from distil.errors import ConfigError
+from distil.errors import ConfigError, DataError
 
 #: The fields of each kind of data, with their defaults (any other value on the other kind is an error).
 IMAGE_FIELDS = {"crop_padding": 0, "hflip": False}
@@ -86,7 +88,30 @@ class DataConfig(Section):
     tokenizer: str | None = Field(None, description="text data only: 'minilm' (the default), 'hf:PATH' or a folder with a tokenizer.json")
     max_length: int = Field(DEFAULT_MAX_LENGTH, ge=MIN_MAX_LENGTH, description="text data: tokens kept per sentence, special tokens included (longer ones are cut and counted)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    labels_per_class: int | None = Field(
+        None, ge=1, description="keep the labels of only this many training samples per class (seeded, stratified); the rest become unlabeled inputs"
+    )
+    labelled_fraction: float | None = Field(
+        None, gt=0, le=1, description="keep the labels of this fraction of each class's training samples (rounded, at least 1); the rest become unlabeled inputs"
+    )
+
+    @model_validator(mode="after")
+    def _one_label_rule(self) -> DataConfig:
+        if self.labels_per_class is not None and self.labelled_fraction is not None:
+            raise ValueError(
+                f"labels_per_class ({self.labels_per_class}) and labelled_fraction ({self.labelled_fraction}) are two ways of choosing "
+                "the labelled training samples; set one of them"
+            )
+        return self
 
     def load(self, seed: int) -> Dataset:
-        """The dataset with its validation split carved by ``seed``, normalized (text: tokenized), on the CPU."""
-        return load_dataset(self.name, path=self.path, val_size=self.val_size, seed=seed, tokenizer=self.tokenizer, max_length=self.max_length, **self.options)
+        """The dataset with its validation split carved by ``seed``, normalized (text: tokenized), on the CPU;
+        with ``labels_per_class`` / ``labelled_fraction``, only the labels of a subset chosen by ``seed``
+        are kept (the rest of the training inputs are ``Dataset.unlabeled``; :mod:`distil.data.labels`)."""
+        data = load_dataset(self.name, path=self.path, val_size=self.val_size, seed=seed, tokenizer=self.tokenizer, max_length=self.max_length, **self.options)
+        if self.labels_per_class is None and self.labelled_fraction is None:
+            return data
+        try:
+            return with_few_labels(data, per_class=self.labels_per_class, fraction=self.labelled_fraction, seed=seed)
+        except DataError as err:
+            raise ConfigError(f"data.{err}") from None

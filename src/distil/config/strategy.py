@@ -196,6 +196,34 @@ class SelfSupervisedOptions(StrategyOptions):
         return self.model_copy(update={"transfer": self.transfer.model_copy(update={"path": resolve(self.transfer.path)})})
 
 
+class SemiSupervisedOptions(StrategyOptions):
+    """FixMatch (Sohn et al. 2020) with a pseudo-labeller of choice: the student learns the labels of the
+    few labelled samples and, on every sample, the confident pseudo-label of a weak view from its strong view."""
+
+    needs_teacher: ClassVar[bool] = False
+
+    name: Literal["semi_supervised"]
+    labeller: Literal["teacher", "ema", "self"] = Field(
+        "ema", description="who pseudo-labels the weak views: the config's teacher (frozen), the student's EMA (Mean Teacher) or the student's current weights (FixMatch)"
+    )
+    momentum: float = Field(0.999, ge=0, lt=1, description="labeller ema: the average's momentum m in θ_t <- m·θ_t + (1-m)·θ_s, per step")
+    threshold: float = Field(0.95, ge=0, le=1, description="a pseudo-label counts where the labeller's max softmax(z/T) is at least this (FixMatch's τ)")
+    T: float = Field(1.0, gt=0, description="temperature of the labeller's softmax for the threshold")
+    unlabeled_ratio: int = Field(7, ge=1, description="μ: unlabeled samples per labelled one in a batch (the labelled samples are repeated to approach it)")
+    weight: float = Field(1.0, ge=0, description="λ_u: weight of the FixMatch term (CE on the labelled rows has weight 1)")
+    strong: ViewsConfig = Field(
+        default_factory=lambda: ViewsConfig(scale=0.35, jitter=0.4, erase=0.5),
+        description="the student's strong view of images and signals, after data.augment (the weak view); off for text",
+    )
+    comatch: float = Field(0.0, ge=0, description="weight of CoMatch's graph term on the student's embedding (0: off)")
+    transfer: TransferConfig | None = Field(None, description="more inputs without labels, added to the unlabeled pool (include_train is not used)")
+
+    def resolve_paths(self, resolve: Resolve) -> SemiSupervisedOptions:
+        if self.transfer is None:
+            return self
+        return self.model_copy(update={"transfer": self.transfer.model_copy(update={"path": resolve(self.transfer.path)})})
+
+
 class SpecialistsOptions(_WithBaseline):
     """Hinton et al. 2015 §5: specialists on confusable classes (plus a dustbin class) refine the generalist."""
 
@@ -221,6 +249,7 @@ for _name, _options in {
     "none": NoStrategy, "ensemble": EnsembleOptions, "unlabeled": UnlabeledOptions, "noisy_student": NoisyStudentOptions,
     "born_again": BornAgainOptions, "tf_kd": TfKDOptions, "takd": TAKDOptions, "mutual": MutualOptions,
     "frozen_backbone": FrozenBackboneOptions, "specialists": SpecialistsOptions, "self_supervised": SelfSupervisedOptions,
+    "semi_supervised": SemiSupervisedOptions,
 }.items():  # fmt: skip
     register_options(_name, _options)
 

@@ -62,6 +62,11 @@ class Dataset:
     Text data have ``text`` (:class:`~distil.data.text.TextInfo`: the tokenizer and its statistics);
     their splits hold int64 token ids ``(N, L)`` right-padded with 0, not normalized
     (``mean``/``std`` are ``(0.0,)``/``(1.0,)``), and ``input_shape`` is ``(max_length,)``.
+
+    With few labels (``data.labels_per_class`` / ``data.labelled_fraction``; :mod:`distil.data.labels`)
+    ``train`` holds only the samples that kept their labels and ``unlabeled`` the other training
+    inputs, ``y`` None (their labels are not kept anywhere); ``label_subset`` says how they were chosen.
+    The normalization statistics are those of all training inputs, labelled or not.
     """
 
     name: str
@@ -75,6 +80,8 @@ class Dataset:
     std: tuple[float, ...]
     source: str
     text: TextInfo | None = None
+    unlabeled: Split | None = None
+    label_subset: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: name, source, split sizes, input shape, classes and normalization (and the tokenizer)."""
@@ -88,6 +95,9 @@ class Dataset:
             "mean": [round(m, 6) for m in self.mean],
             "std": [round(s, 6) for s in self.std],
         }
+        if self.unlabeled is not None:
+            summary["sizes"]["unlabeled"] = len(self.unlabeled)  # type: ignore[index]
+            summary["label_subset"] = dict(self.label_subset or {})
         if self.text is not None:
             summary["text"] = self.text.describe()
         return summary

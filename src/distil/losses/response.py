@@ -11,13 +11,18 @@ import torch.nn.functional as F
 from distil.losses.base import Loss, as_scalar, check_same_shape
 from distil.losses.registry import register_loss
 
+#: the label of a row without one (``F.cross_entropy``'s ``ignore_index``; ``distil.data.tokens.IGNORE``)
+NO_LABEL = -100
+
 
 @register_loss("CE")
 class CE(Loss):
     """Cross-entropy with the labels (the task loss), optionally with label smoothing.
 
     ``CE(s, y) = -mean_i log softmax(s_i)[y_i]``; with smoothing ε the target is
-    ``(1-ε)·onehot(y) + ε/K`` (Szegedy et al. 2016).
+    ``(1-ε)·onehot(y) + ε/K`` (Szegedy et al. 2016). Rows labelled ``-100`` (no label: an unlabeled
+    row of a semi-supervised batch) are left out of the sum and of the count, and a batch without
+    any label gives 0 — not the 0/0 = NaN of ``F.cross_entropy``'s mean.
     """
 
     uses_teacher = False
@@ -30,7 +35,8 @@ class CE(Loss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor | None = None, *, target: torch.Tensor) -> torch.Tensor:
-        return as_scalar(F.cross_entropy(student, target, label_smoothing=self.label_smoothing))
+        total = F.cross_entropy(student, target, ignore_index=NO_LABEL, label_smoothing=self.label_smoothing, reduction="sum")
+        return as_scalar(total / (target != NO_LABEL).sum().clamp_min(1))
 
 
 @register_loss("KD")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 COLUMNS = ["model", "method", "runtime", "arch", "test acc", "params", "non-zeros", "size", "latency b=1", "p95 b=1", "throughput b=256", "train s"]
 LEFT = {"model", "method", "runtime", "arch"}
@@ -81,5 +82,5 @@ def summary_table(summary: dict[str, Any]) -> Table:
     for col in columns(summary):
         table.add_column(col, justify="left" if col in LEFT else "right")
     for row in rows(summary):
-        table.add_row(*row)
+        table.add_row(*map(Text, row))  # plain text: a method such as "born_again[1]" or "semi_supervised[ema]" is not markup
     return table

@@ -248,8 +248,9 @@ class RunSession:
         return result
 
     def on_device(self, data: Dataset) -> Dataset:
-        """``data`` with every split on the session's device."""
-        return replace(data, train=data.train.to(self.device), val=data.val.to(self.device), test=data.test.to(self.device))
+        """``data`` with every split (the unlabeled inputs too, if any) on the session's device."""
+        unlabeled = None if data.unlabeled is None else data.unlabeled.to(self.device)
+        return replace(data, train=data.train.to(self.device), val=data.val.to(self.device), test=data.test.to(self.device), unlabeled=unlabeled)
 
 
 def _uses_target(item: TermSpec | Term) -> bool:

@@ -62,13 +62,17 @@ class Context:
         """``cfg``'s model with the initial weights ``seed`` gives (default: the run's seed), for ``data``'s shapes."""
         return self.session.build(cfg, data or self.data, seed, **kwargs)
 
-    def objective(self, student: nn.Module, teacher: nn.Module | None, *, transfer: Split | None = None, terms: list[TermSpec | Term] | None = None) -> Objective:
+    def objective(
+        self, student: nn.Module, teacher: nn.Module | None, *, transfer: Split | None = None, terms: list[TermSpec | Term] | None = None, train: Split | None = None
+    ) -> Objective:
         """``distill.method`` with ``distill.terms`` (or ``terms``) between ``student`` and ``teacher``.
 
         ``transfer``: the unlabeled split the student will train on instead of the training split;
         the terms that read labels are left out (an objective left without terms is a config error).
+        ``train``: a labelled split the student will train on instead (its labels checked, its samples counted).
         """
-        return self.session.objective(student, teacher, self.data, terms=terms, train=transfer, transfer=transfer is not None, context=f"strategy {self.options.name}")
+        split = transfer if transfer is not None else train
+        return self.session.objective(student, teacher, self.data, terms=terms, train=split, transfer=transfer is not None, context=f"strategy {self.options.name}")
 
     def fit(
         self, name: str, model: nn.Module, objective: Objective, cfg: ModelConfig, *, outputs: Any = None, train: Split | None = None,

@@ -1,0 +1,174 @@
+"""Semi-supervised distillation: FixMatch with a pseudo-labeller of choice, in the one training loop.
+
+Sohn et al. 2020, "FixMatch": on a batch of B labelled and μB unlabeled samples,
+
+    L = CE(s(weak(x_l)), y) + λ_u · 1/μB Σ_u 1[max softmax(t_u/T) ≥ τ] · CE(s(strong(x_u)), argmax t_u),
+
+where ``t_u`` are the pseudo-labeller's logits on a *weak* view of the unlabeled sample (flip and
+crop) and ``s`` the student's on a *strong* view (RandAugment + Cutout in the paper). Who labels is
+``labeller``:
+
+- ``self`` — the student's current weights, as in FixMatch (an :class:`~distil.engine.ema.EmaModel`
+  with momentum 0: a copy refreshed before every step, in eval mode);
+- ``ema`` — the exponential moving average of the student (Mean Teacher, Tarvainen & Valpola 2017),
+  ``momentum`` per step;
+- ``teacher`` — the config's teacher, frozen: trained by the run on the labelled part, or a *given*
+  teacher loaded from ``teacher.weights`` (which may have seen more labels than the student has —
+  say so when reporting).
+
+The data: ``data.labels_per_class`` / ``data.labelled_fraction`` keep the labels of a few training
+samples (:mod:`distil.data.labels`); the other training inputs are ``data.unlabeled``, and
+``transfer`` adds more inputs without labels. The run's teacher (when trained) and scratch student
+train on the labelled samples alone, so the table's ``student_scratch`` is the labels-only baseline.
+
+One loop, one training split: the labelled samples repeated ``r`` times followed by the unlabeled
+pool, ``r = max(1, round(|U| / (μ·|L|)))`` so that a random batch holds labelled and unlabeled rows
+about 1 : μ (fewer unlabeled when the pool is smaller than μ·|L|). Unlabeled rows carry the label
+``-100``, which CE leaves out (a batch without a labelled row gives CE = 0). ``student.batch_size`` is
+the whole batch: FixMatch's B = 64, μ = 7 is ``batch_size: 512``. An epoch visits every unlabeled
+input once. The objective is built by the one builder: CE (weight 1) + ``weight`` × FixMatch (+
+``comatch`` × CoMatch's graph term on the student's embedding, Li et al. 2021). FixMatch's term also
+reads the labelled rows (their pseudo-labels), which the paper leaves out; with μ = 7 they are an
+eighth of the batch.
+
+Views. The weak view is ``data.augment`` (crop, flip) and is drawn by the labeller's own
+:class:`~distil.engine.view_teacher.ViewTeacher`; the student's strong view is ``data.augment``
+followed by ``strong``. The default ``strong`` (random resized crop to ≥ 35 % of the area, brightness
+and contrast jitter 0.4, random erasing with probability 0.5) stands in for RandAugment + Cutout on
+grayscale images: a geometric change (RandAugment's translate/shear/rotate), an intensity change
+(its brightness/contrast/solarize) and Cutout; no flip of its own, since the weak view's
+``data.augment`` flips when asked. Text: token ids cannot be cropped or jittered, so the weak view is
+the sentence itself and the strong view is ``data.augment``'s masking and replacement (UDA's
+convention, Xie et al. 2020); ``strong`` must then be left unset.
+
+Honesty. Like every fit, the student's best epoch is chosen on the run's *labelled* validation split
+(``data.val_size`` samples). With 4 labels per class a validation split of 5,000 labelled samples
+would be most of the labels the run uses: keep ``val_size`` small in semi-supervised configs (and
+count it when saying how many labels a result needed). The labels of the unlabeled pool are dropped at
+load time, so nothing here can read them; the row's ``mask_rate`` is the share of the pool that the
+final labeller labels at confidence ≥ τ (on the inputs without augmentation) — to score those
+pseudo-labels, get the withheld labels back with :func:`distil.data.labels.labelled_mask` outside the run.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from distil.data import Split
+from distil.data.tokens import IGNORE, concat, is_tokens
+from distil.data.unlabeled import load_unlabeled
+from distil.data.views import Chain
+from distil.engine.ema import EmaModel
+from distil.engine.evaluate import accuracy, predict_logits
+from distil.engine.objective import TermSpec
+from distil.engine.view_teacher import ViewTeacher
+from distil.errors import ConfigError
+from distil.strategies.context import Context
+from distil.strategies.registry import Runner, register_strategy
+from distil.strategies.self_supervised import augment_settings
+
+NAME = "student_fixmatch"
+
+
+def unlabeled_pool(ctx: Context) -> tuple[Split, dict[str, int]]:
+    """The inputs without labels: ``data.unlabeled`` and ``transfer``'s inputs (CPU), with where they came from."""
+    parts, counts = [], {}
+    pool = ctx.data.unlabeled
+    if pool is not None and len(pool):
+        parts.append(pool.x)
+        counts["data"] = len(pool)
+    t = ctx.options.transfer
+    if t is not None:
+        extra = load_unlabeled(t.name, ctx.data, path=t.path, max_samples=t.max_samples, **t.options)
+        parts.append(extra.x)
+        counts["transfer"] = len(extra)
+    if not parts:
+        raise ConfigError(
+            "strategy semi_supervised: there are no unlabeled inputs; set data.labels_per_class or data.labelled_fraction "
+            "(the other training samples lose their labels) or strategy.transfer (more inputs without labels)"
+        )
+    return Split(concat(parts) if len(parts) > 1 else parts[0]), counts
+
+
+def mixed_split(labelled: Split, pool: Split, ratio: int) -> tuple[Split, int]:
+    """One training split: ``labelled`` repeated ``r`` times, then ``pool`` labelled ``IGNORE``; and ``r``
+    (``max(1, round(|pool| / (ratio·|labelled|)))``: about ``ratio`` unlabeled rows per labelled row)."""
+    assert labelled.y is not None and labelled.y.dim() == 1
+    repeats = max(1, round(len(pool) / (ratio * len(labelled))))
+    x = concat([labelled.x] * repeats + [pool.x])
+    y = torch.cat([labelled.y.repeat(repeats), torch.full((len(pool),), IGNORE, dtype=labelled.y.dtype, device=labelled.y.device)])
+    return Split(x, y), repeats
+
+
+def confident_share(model: nn.Module, x: torch.Tensor, threshold: float, T: float, num_classes: int) -> tuple[float, list[int]]:
+    """The share of ``x`` that ``model`` labels with max softmax(z/T) ≥ ``threshold``, and those pseudo-labels per class."""
+    probs = torch.softmax(predict_logits(model, x).float() / T, dim=1)
+    confidence, label = probs.max(dim=1)
+    above = confidence >= threshold
+    return float(above.float().mean()), torch.bincount(label[above], minlength=num_classes).tolist()
+
+
+@register_strategy(
+    "semi_supervised",
+    "Sohn 2020 FixMatch: few labels (data.labels_per_class), pseudo-labels of weak views by the teacher, the student's EMA or itself, learnt from strong views",
+)
+def prepare(ctx: Context) -> Runner:
+    opts, cfg, data = ctx.options, ctx.config, ctx.data
+    if opts.labeller == "teacher" and ctx.teacher is None:
+        raise ConfigError("strategy.labeller: 'teacher' pseudo-labels with the config's teacher, but the config has no teacher section; add one or set strategy.labeller: ema (or self)")
+    text = is_tokens(data.train.x)
+    strong_views = opts.strong.build()
+    if text:
+        if "strong" in opts.model_fields_set and strong_views.enabled:
+            raise ConfigError("strategy.strong crops, jitters and erases images and signals; text inputs are token ids: remove strategy.strong (the strong view of text is data.augment: mask, replace)")
+        if not ctx.augment.enabled:
+            raise ConfigError("strategy semi_supervised: on text the weak view is the sentence itself and the strong view is data.augment, which is off; set data.augment.mask / replace (e.g. mask: 0.15)")
+        weak, strong = None, ctx.augment
+    else:
+        weak = ctx.augment if ctx.augment.enabled else None
+        strong = Chain((ctx.augment, strong_views))
+    if cfg.distill.method != "kd" or cfg.distill.terms:
+        ctx.say("note: semi_supervised trains with its own objective (CE + FixMatch); distill.method and distill.terms are not used")
+    pool, sources = unlabeled_pool(ctx)
+    train, repeats = mixed_split(data.train, pool, opts.unlabeled_ratio)
+    ctx.say(
+        f"semi-supervised: {len(data.train):,} labelled samples × {repeats} + {len(pool):,} unlabeled inputs "
+        f"({', '.join(f'{n:,} from {k}' for k, n in sources.items())}) = {len(train):,} rows per epoch"
+    )
+    student = ctx.build(cfg.student)
+    terms = [
+        TermSpec("CE", 1.0, params={"label_smoothing": cfg.student.label_smoothing}),
+        TermSpec("FixMatch", opts.weight, params={"threshold": opts.threshold, "T": opts.T}),
+    ]
+    if opts.comatch > 0:
+        terms.append(TermSpec("CoMatchGraph", opts.comatch, student="embedding", teacher="logits"))
+    # The EMA (or the student itself) labels for the ema and self labellers: probe shapes on a copy of the student.
+    objective = ctx.objective(student, ctx.teacher if opts.labeller == "teacher" else ctx.build(cfg.student), terms=terms, train=train)
+    method = f"semi_supervised[{opts.labeller}]→fixmatch" + ("+comatch" if opts.comatch > 0 else "")
+
+    def run(ctx: Context) -> None:
+        device = ctx.device
+        rows = train.to(device)
+        student.to(device)
+        if opts.labeller == "teacher":
+            outputs = ViewTeacher(ctx.teacher, rows.x, weak, objective.teacher_taps, seed=ctx.seed + 1)
+        else:
+            momentum = opts.momentum if opts.labeller == "ema" else 0.0
+            outputs = ViewTeacher(EmaModel(student, momentum), rows.x, weak, objective.teacher_taps, seed=ctx.seed + 1, follow=student)
+        result = ctx.fit(NAME, student, objective, cfg.student, outputs=outputs, train=rows, augment=strong)
+        # The labeller as training left it: the teacher, the final EMA, or (self) the student as recorded.
+        labeller = student if opts.labeller == "self" else outputs.model
+        mask_rate, per_class = confident_share(labeller, pool.x.to(device), opts.threshold, opts.T, ctx.data.num_classes)
+        extra = {}
+        if opts.labeller == "ema":  # the EMA as a classifier (the row is the student's best epoch)
+            extra["labeller_val_accuracy"] = accuracy(labeller, ctx.data.val.x, ctx.data.val.y)
+        ctx.record(
+            NAME, "student", method, student, cfg.student, result,
+            teacher_outputs=outputs.info, labeller=opts.labeller, threshold=opts.threshold, labelled=len(data.train), labelled_repeats=repeats,
+            unlabeled=len(pool), unlabeled_sources=sources, mask_rate=round(mask_rate, 6), confident_per_class=per_class,
+            views={"weak": augment_settings(weak) if weak is not None else [], "strong": augment_settings(strong)}, **extra,
+        )  # fmt: skip
+        ctx.save_objective(NAME, objective)
+
+    return run
