@@ -198,3 +198,10 @@ def test_self_supervised_bad_input_exits_2_before_writing(tmp_path):
     assert no_teacher.exit_code == 2 and "strategy.teacher" in no_teacher.output
     bad_momentum = cli(tmp_path / "c", raw_config({"name": "self_supervised", "teacher": "ema", "momentum": 1.0, "views": VIEWS}))
     assert bad_momentum.exit_code == 2 and "momentum" in bad_momentum.output
+
+
+def test_a_loss_argument_out_of_range_exits_2_naming_the_term(tmp_path):
+    raw = raw_config({"name": "none"}, distill={"method": "kd", "terms": [{"loss": "ECL", "student": "embedding", "params": {"threshold": 1.5}}]})
+    result = cli(tmp_path, raw)
+    assert result.exit_code == 2 and "ECL" in result.output and "threshold must be in [0, 1], got 1.5" in result.output
+    assert not (tmp_path / "out").exists()

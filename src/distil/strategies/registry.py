@@ -38,7 +38,7 @@ class Strategy:
     Options: ClassVar[type[StrategyOptions]] = StrategyOptions
     #: one line for ``distil strategies``
     description: ClassVar[str] = ""
-    #: where it is benchmarked ("" when nowhere yet)
+    #: where it is benchmarked: a section of benchmarks/strategies/README.md, or a README path ("" when nowhere yet)
     benchmark: ClassVar[str] = ""
     #: runs under torchrun (each process on its shard of the training data); checked at start
     distributed: ClassVar[bool] = False
@@ -123,4 +123,9 @@ def get_strategy(name: str) -> Strategy:
 
 def list_strategies() -> dict[str, str]:
     """Name → description, for ``distil strategies``."""
-    return {name: s.description + (f"  [benchmarks/strategies/README.md: {s.benchmark}]" if s.benchmark else "") for name, s in strategies().items()}
+    return {name: s.description + (f"  [{_benchmark_page(s.benchmark)}]" if s.benchmark else "") for name, s in strategies().items()}
+
+
+def _benchmark_page(benchmark: str) -> str:
+    """``"MNIST-1D"`` (a section of benchmarks/strategies/README.md) or a README path of its own."""
+    return benchmark if benchmark.endswith(".md") else f"benchmarks/strategies/README.md: {benchmark}"

@@ -56,7 +56,7 @@ def unlabeled_inputs(ctx: Context) -> Split:
 @register_strategy(
     "self_supervised",
     "SimCLR/BYOL/Barlow Twins/SEED/DINO terms across two views: a frozen teacher's representation, or the student's EMA, on inputs without labels; linear probe + k-NN",
-    benchmark="Fashion-MNIST (self-supervised)",
+    benchmark="benchmarks/self_supervised/README.md",
 )
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config

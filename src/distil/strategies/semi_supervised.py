@@ -112,6 +112,7 @@ def confident_share(model: nn.Module, x: torch.Tensor, threshold: float, T: floa
 @register_strategy(
     "semi_supervised",
     "Sohn 2020 FixMatch: few labels (data.labels_per_class), pseudo-labels of weak views by the teacher, the student's EMA or itself, learnt from strong views",
+    benchmark="benchmarks/semi_supervised/README.md",
 )
 def prepare(ctx: Context) -> Runner:
     opts, cfg, data = ctx.options, ctx.config, ctx.data
