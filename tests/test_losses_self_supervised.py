@@ -13,6 +13,7 @@ from loss_helpers import assert_no_teacher_grad, feat, student_and_teacher_grads
 from distil.engine.objective import TermSpec, build_objective
 from distil.engine.taps import Taps
 from distil.losses import BYOL, DINO, LOSSES, SEED, BarlowTwins, InfoNCE, Loss, build_loss
+from distil.losses.self_supervised import _CosinePrototypes
 from distil.models import build_model
 
 R = 1 / math.sqrt(2)
@@ -260,25 +261,40 @@ def test_seed_equals_the_teacher_entropy_when_the_student_matches():
 
 # --- DINO ---------------------------------------------------------------------------------------
 
+V_S = [[3, 4], [1, 0], [0, -2]]  # the student's prototypes: unit rows (.6,.8), (1,0), (0,−1)
+V_T = [[1, 1], [0, 1], [-1, 0]]  # the teacher's: unit rows (r,r), (0,1), (−1,0)
+
 
 def make_dino(**kw):
-    loss = DINO(2, hidden=2, out_dim=2, T_s=0.5, T_t=0.25, **kw).double().train()
+    loss = DINO(2, hidden=2, out_dim=3, bottleneck=2, T_s=0.5, T_t=0.25, **kw).double().train()
     set_linear(loss.head[0], [[1, 0], [0, 1]])
     set_linear(loss.head[2], [[1, 0], [0, 1]])
     set_linear(loss.teacher_head[0], [[1, 0], [0, 1]])
     set_linear(loss.teacher_head[2], [[2, 0], [0, 2]], [0, 0.5])
     with torch.no_grad():
-        loss.center.copy_(t64([0.5, -0.5]))
+        loss.head[3].weight.copy_(t64(V_S))
+        loss.teacher_head[3].weight.copy_(t64(V_T))
+        loss.center.copy_(t64([0.5, -0.5, 0]))
     return loss
+
+
+def cosines(z, prototypes):
+    """[cos(z, v_k)]_k: z and every prototype divided by its norm, then dotted."""
+    zn = math.hypot(*z)
+    return [(z[0] * v[0] + z[1] * v[1]) / (zn * math.hypot(*v)) for v in prototypes]
 
 
 def test_dino_golden_and_training_updates():
     loss = make_dino(center_momentum=0.9, head_momentum=0.75)
     s, t = t64([[1, 0], [0, 2]]), t64([[1, 1], [-1, 0]])
-    # h_s(s) = GELU(s) elementwise; h_t(t) = 2·GELU(t) + (0, 0.5); centre (0.5, −0.5)
-    h_s = [[gelu(x) for x in row] for row in [[1, 0], [0, 2]]]
-    h_t = [[2 * gelu(a), 2 * gelu(b) + 0.5] for a, b in [[1, 1], [-1, 0]]]
-    c = [0.5, -0.5]
+    # bottlenecks: z_s = GELU(s) elementwise; z_t = 2·GELU(t) + (0, 0.5); scores are cosines with the prototypes
+    z_s = [[gelu(x) for x in row] for row in [[1, 0], [0, 2]]]
+    z_t = [[2 * gelu(a), 2 * gelu(b) + 0.5] for a, b in [[1, 1], [-1, 0]]]
+    h_s = [cosines(z, V_S) for z in z_s]
+    h_t = [cosines(z, V_T) for z in z_t]
+    # z_s = (gelu(1), 0) ∥ (1, 0) and (0, gelu(2)) ∥ (0, 1): cosines (.6, 1, 0) and (.8, 0, −1)
+    assert h_s == [pytest.approx([0.6, 1, 0]), pytest.approx([0.8, 0, -1])]
+    c = [0.5, -0.5, 0]
     expected = (
         sum(
             cross_entropy(softmax([(h - ck) / 0.25 for h, ck in zip(ht, c)]), log_softmax([h / 0.5 for h in hs]))
@@ -286,15 +302,18 @@ def test_dino_golden_and_training_updates():
         )
         / 2
     )
-    assert loss(s, t).item() == pytest.approx(expected, rel=1e-5)
+    assert loss(s, t).item() == pytest.approx(expected, rel=1e-6)
     # centre ← 0.9·c + 0.1·mean_i h_t(t_i)
-    mean_h = [(h_t[0][k] + h_t[1][k]) / 2 for k in range(2)]
-    torch.testing.assert_close(loss.center, t64([0.9 * c[k] + 0.1 * mean_h[k] for k in range(2)]))
-    # teacher head ← 0.75·teacher + 0.25·student: first layer equal on both sides, second 2I → 1.75·I
+    mean_h = [(h_t[0][k] + h_t[1][k]) / 2 for k in range(3)]
+    torch.testing.assert_close(loss.center, t64([0.9 * c[k] + 0.1 * mean_h[k] for k in range(3)]))
+    # teacher head ← 0.75·teacher + 0.25·student, MLP and prototypes (raw, not normalised)
     torch.testing.assert_close(loss.teacher_head[0].weight, t64([[1, 0], [0, 1]]))
     torch.testing.assert_close(loss.teacher_head[2].weight, t64([[1.75, 0], [0, 1.75]]))
     torch.testing.assert_close(loss.teacher_head[2].bias, t64([0, 0.375]))
-    torch.testing.assert_close(loss.head[2].weight, t64([[1, 0], [0, 1]]))  # the student head is the optimizer's
+    torch.testing.assert_close(loss.teacher_head[3].weight, 0.75 * t64(V_T) + 0.25 * t64(V_S))
+    # the student head is the optimizer's
+    torch.testing.assert_close(loss.head[2].weight, t64([[1, 0], [0, 1]]))
+    torch.testing.assert_close(loss.head[3].weight, t64(V_S))
 
 
 def test_dino_updates_nothing_in_evaluation_mode():
@@ -308,18 +327,60 @@ def test_dino_updates_nothing_in_evaluation_mode():
     loss.train()(s, t)
     assert not torch.equal(loss.center, before["center"])
     assert not torch.equal(loss.teacher_head[2].weight, before["teacher_head.2.weight"])
-    assert torch.equal(loss.head[2].weight, before["head.2.weight"])
+    assert not torch.equal(loss.teacher_head[3].weight, before["teacher_head.3.weight"])
+    for key in ("head.0.weight", "head.2.weight", "head.3.weight"):
+        assert torch.equal(loss.state_dict()[key], before[key]), key
 
 
 def test_dino_with_equal_heads_and_temperatures_is_the_teacher_entropy():
     torch.manual_seed(1)
-    loss = DINO(5, hidden=8, out_dim=6, T_s=0.2, T_t=0.2).double().eval()  # the teacher head starts as a copy
+    loss = DINO(5, hidden=8, out_dim=6, bottleneck=4, T_s=0.2, T_t=0.2).double().eval()  # the teacher head starts as a copy
     t = feat(4, 5, seed=13)
     with torch.no_grad():
-        p = torch.softmax(loss.teacher_head(t) / 0.2, dim=1)  # centre 0
+        z = loss.teacher_head[:3](t)
+        scores = unit_rows(z) @ unit_rows(loss.teacher_head[3].weight).t()
+        torch.testing.assert_close(loss.teacher_head(t), scores)
+        p = torch.softmax(scores / 0.2, dim=1)  # centre 0
     entropy = -(p * p.log()).sum(dim=1).mean().item()
     assert loss(t, t).item() == pytest.approx(entropy, rel=1e-6)
     assert loss(t + 0.5 * feat(4, 5, seed=14), t).item() > entropy
+
+
+def test_dino_scores_are_cosines_whatever_the_features_magnitude():
+    torch.manual_seed(3)
+    loss = DINO(16, hidden=32, out_dim=50, bottleneck=8).train()
+    with torch.no_grad():  # random heads, the teacher's other than the student's
+        for p in loss.parameters():
+            p.normal_()
+    s = (1e6 * torch.randn(6, 16)).requires_grad_()
+    t = 1e6 * torch.randn(6, 16)
+    for head in (loss.head, loss.teacher_head):
+        scores = head(s.detach())
+        assert torch.isfinite(scores).all() and scores.abs().max().item() <= 1 + 1e-6
+    value = loss(s, t)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(s.grad).all()
+    assert all(torch.isfinite(p.grad).all() for p in loss.head.parameters())
+    # logits within ±1/T: the cross-entropy is at most log K + 2/T_s
+    assert value.item() <= math.log(50) + 2 / loss.T_s
+    assert loss.center.abs().max().item() <= 1 + 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dino_stays_finite_under_sgd_with_its_head_in_the_optimizer(seed):
+    # lr 0.1 with momentum: the unbounded two-layer head this replaced reached NaN within ~30 steps
+    torch.manual_seed(seed)
+    student = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 8))
+    loss = DINO(8).train()
+    optimizer = torch.optim.SGD([*student.parameters(), *loss.parameters()], lr=0.1, momentum=0.9)
+    x, t = torch.randn(32, 8), torch.randn(32, 8)
+    for step in range(200):
+        value = loss(student(x), t + 0.1 * torch.randn_like(t))
+        assert torch.isfinite(value), f"step {step}: {value.item()}"
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+    assert all(torch.isfinite(p).all() for p in [*student.parameters(), *loss.parameters()])
 
 
 def test_dino_needs_one_shape_and_takes_only_the_teacher_width():
@@ -348,7 +409,7 @@ TRAINED = {
     "BYOL": {f"predictor.{i}.{p}" for i in (0, 1, 3) for p in ("weight", "bias")},
     "BarlowTwins": {f"proj.{i}.{p}" for i in (0, 1, 3) for p in ("weight", "bias")},
     "SEED": {"proj.0.weight", "proj.0.bias", "proj.2.weight", "proj.2.bias"},
-    "DINO": {"head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias"},
+    "DINO": {"head.0.weight", "head.0.bias", "head.2.weight", "head.2.bias", "head.3.weight"},
 }
 
 
@@ -389,13 +450,18 @@ def test_heads_are_the_papers(name):
         "BYOL": [torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.ReLU, torch.nn.Linear],
         "BarlowTwins": [torch.nn.Linear, torch.nn.BatchNorm1d, torch.nn.ReLU, torch.nn.Linear],
         "SEED": [torch.nn.Linear, torch.nn.ReLU, torch.nn.Linear],
-        "DINO": [torch.nn.Linear, torch.nn.GELU, torch.nn.Linear],
+        "DINO": [torch.nn.Linear, torch.nn.GELU, torch.nn.Linear, _CosinePrototypes],
     }[name]
     loss = build_loss(name, t_dim=16) if name == "DINO" else build_loss(name, s_dim=8, t_dim=16)
     head = loss.head if name == "DINO" else loss.predictor if name == "BYOL" else loss.proj
     assert [type(m) for m in head] == layers
     assert head[0].in_features == (16 if name == "DINO" else 8) and head[0].out_features == 256
     assert head[-1].out_features == (256 if name == "DINO" else 16)
+    if name == "DINO":  # MLP to a 64-d bottleneck, then 256 prototypes without bias, the teacher's a copy
+        assert head[2].out_features == 64 and head[3].in_features == 64
+        assert head[3].weight.shape == (256, 64) and [n for n, _ in head[3].named_parameters()] == ["weight"]
+        assert [type(m) for m in loss.teacher_head] == layers
+        assert all(torch.equal(a, b) for a, b in zip(loss.head.parameters(), loss.teacher_head.parameters()))
     assert isinstance(loss, Loss) and loss.name == name.lower()
     if name != "DINO":
         one_linear = LOSSES[name](8, 16, hidden=None)
@@ -420,6 +486,8 @@ def test_heads_are_the_papers(name):
         ("DINO", {"center_momentum": -0.1}, r"center_momentum .* got -0\.1"),
         ("DINO", {"out_dim": 0}, r"out_dim .* got 0"),
         ("DINO", {"T_s": 0}, r"T_s .* got 0"),
+        ("DINO", {"bottleneck": 0}, r"bottleneck .* got 0"),
+        ("DINO", {"bottleneck": 2.5}, r"bottleneck .* got 2\.5"),
     ],
 )
 def test_bad_arguments_name_the_argument(name, kw, message):

@@ -269,6 +269,23 @@ class SEED(Loss):
         self.queue_ptr.copy_((self.queue_ptr + b) % size)
 
 
+class _CosinePrototypes(nn.Module):
+    """DINO's last layer: ``weight`` V (``out_features × in_features``, no bias) of prototypes; the
+    input and every row of V are L2-normalised, ``h(z) = V̂ ẑ``, so every score is a cosine in [−1, 1]
+    (the paper's L2-normalised bottleneck and weight-normalised last layer with the norm g fixed to 1)."""
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(_random_unit_rows(out_features, in_features))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return F.normalize(z, dim=1) @ F.normalize(self.weight, dim=1).t()
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
 @register_loss("DINO")
 class DINO(Loss):
     """Caron, Touvron, Misra, Jégou, Mairal, Bojanowski & Joulin 2021, "Emerging Properties in
@@ -276,10 +293,18 @@ class DINO(Loss):
 
     Student and teacher features must have one shape (``needs_same_shape``: the engine puts a
     connector on the student side, so the loss is built for the teacher's width ``t_dim`` only). A
-    head h (``head``: ``Linear(t_dim, hidden) → GELU → Linear(hidden, out_dim)``) maps a feature to
-    ``out_dim`` prototype scores. The student uses h_s = ``head`` (trained); the teacher uses h_t =
-    ``teacher_head``, an exponential moving average of the student's head (frozen parameters, which
-    start as a copy of it). With the centre c (``center``, zeros at first)::
+    head h (``head``: ``Linear(t_dim, hidden) → GELU → Linear(hidden, bottleneck)`` giving z, then
+    prototypes V, an ``out_dim × bottleneck`` matrix without bias) maps a feature to ``out_dim``
+    prototype scores, cosines in [−1, 1]::
+
+        h(x) = V̂ ẑ,   ẑ = z/‖z‖,   V̂ = V with every row divided by its norm
+
+    the paper's L2-normalised bottleneck and weight-normalised last layer with its norm g fixed to 1,
+    reduced from three layers to two and from 65,536 prototypes to ``out_dim``. The scores being
+    bounded, so are the logits: |h/T| ≤ 1/T whatever the features' magnitude. The student uses
+    h_s = ``head`` (trained); the teacher uses h_t = ``teacher_head``, an exponential moving average
+    of the whole student head, MLP and prototypes (frozen parameters, which start as a copy of it).
+    With the centre c (``center``, zeros at first)::
 
         p_t_i = softmax((h_t(t_i) − c) / T_t)
         DINO  = mean_i −Σ_k p_t_ik log softmax(h_s(s_i) / T_s)_k
@@ -290,12 +315,11 @@ class DINO(Loss):
     happens inside the loss's forward, once per training step (with the student head as it is before
     that step's optimizer update), and evaluation-mode forwards change nothing.
 
-    Centring and the sharper teacher temperature are DINO's guard against collapse; the paper's head
-    (three layers, an L2-normalised bottleneck and a weight-normalised last layer with 65536
-    prototypes) is reduced here to two layers. Trainable: ``head``. Not trained: ``teacher_head``
-    (parameters with ``requires_grad=False``, saved with the run) and ``center`` (a buffer).
-    Defaults hidden = 256, out_dim = 256, T_s = 0.1, T_t = 0.04, center_momentum = 0.9,
-    head_momentum = 0.996.
+    Centring and the sharper teacher temperature are DINO's guard against collapse. Trainable:
+    ``head`` (``head.3.weight`` is V, random unit rows at first). Not trained: ``teacher_head`` (parameters with
+    ``requires_grad=False``, saved with the run) and ``center`` (a buffer). Defaults hidden = 256,
+    bottleneck = 64, out_dim = 256 (the paper's: 2048, 256, 65536), T_s = 0.1, T_t = 0.04,
+    center_momentum = 0.9, head_momentum = 0.996.
     """
 
     needs_same_shape = True
@@ -309,6 +333,7 @@ class DINO(Loss):
         T_t: float = 0.04,
         center_momentum: float = 0.9,
         head_momentum: float = 0.996,
+        bottleneck: int = 64,
     ) -> None:
         super().__init__()
         self.t_dim = _dim("t_dim", t_dim)
@@ -318,7 +343,9 @@ class DINO(Loss):
         self.T_t = _positive("teacher temperature T_t", T_t)
         self.center_momentum = _momentum("center_momentum", center_momentum)
         self.head_momentum = _momentum("head_momentum", head_momentum)
-        self.head = _mlp(self.t_dim, self.hidden, self.out_dim, batch_norm=False, activation=nn.GELU)
+        self.bottleneck = _dim("bottleneck", bottleneck)
+        mlp = _mlp(self.t_dim, self.hidden, self.bottleneck, batch_norm=False, activation=nn.GELU)
+        self.head = nn.Sequential(*mlp, _CosinePrototypes(self.bottleneck, self.out_dim))
         self.teacher_head = copy.deepcopy(self.head).requires_grad_(False)
         self.register_buffer("center", torch.zeros(self.out_dim))
 
