@@ -1,15 +1,11 @@
 """Self-supervised distillation: EMA teachers, teachers on another view, strong views, probes, the strategy."""
 
-import copy
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from strategy_helpers import changed, run_cli
 from torch import nn
-from typer.testing import CliRunner
 
-from distil.cli import app
 from distil.config import validate_config
 from distil.data.views import Chain, StrongViews
 from distil.engine.ema import EmaModel
@@ -32,25 +28,8 @@ BASE = {
     "measure": {"latency_repeats": 2, "throughput_repeats": 1},
 }
 VIEWS = {"scale": 0.5, "jitter": 0.3}
-runner = CliRunner()
 
 
-def raw_config(strategy: dict, **changes) -> dict:
-    raw = copy.deepcopy(BASE)
-    raw["strategy"] = strategy
-    for key, value in changes.items():
-        if value is None:
-            raw.pop(key, None)
-        else:
-            raw[key] = value
-    return raw
-
-
-def cli(tmp_path: Path, raw: dict):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
 
 
 # --- EMA ------------------------------------------------------------------------------------------------
@@ -173,7 +152,7 @@ def test_installed_probe_makes_the_model_classify_as_the_probe():
 
 
 def test_self_supervised_from_a_given_teacher_and_from_the_students_ema(tmp_path):
-    given = run_experiment(validate_config(raw_config({"name": "self_supervised", "views": VIEWS})), tmp_path / "given")
+    given = run_experiment(validate_config(changed(BASE, {"name": "self_supervised", "views": VIEWS})), tmp_path / "given")
     rows_by_name = {m["name"]: m for m in given["models"]}
     ssl = rows_by_name["student_ssl_given"]
     assert ssl["method"] == "self_supervised[given]→kd"
@@ -185,23 +164,23 @@ def test_self_supervised_from_a_given_teacher_and_from_the_students_ema(tmp_path
     assert names[names.index("test acc") + 1 : names.index("test acc") + 3] == PROBE_COLUMNS
     assert all("%" in r[names.index("probe acc")] for r in rows(given))
 
-    ema = run_experiment(validate_config(raw_config({"name": "self_supervised", "teacher": "ema", "momentum": 0.9, "views": VIEWS}, teacher=None, distill={"method": "kd"})), tmp_path / "ema")
+    ema = run_experiment(validate_config(changed(BASE, {"name": "self_supervised", "teacher": "ema", "momentum": 0.9, "views": VIEWS}, teacher=None, distill={"method": "kd"})), tmp_path / "ema")
     row = {m["name"]: m for m in ema["models"]}["student_ssl_ema"]
     assert row["teacher_outputs"]["ema_momentum"] == 0.9 and 0 <= row["probe_accuracy"] <= 1
 
 
 def test_self_supervised_bad_input_exits_2_before_writing(tmp_path):
-    no_views = cli(tmp_path / "a", raw_config({"name": "self_supervised"}))
+    no_views = run_cli(tmp_path / "a", changed(BASE, {"name": "self_supervised"}))
     assert no_views.exit_code == 2 and "strategy.views" in no_views.output and "two augmented views" in no_views.output
     assert not (tmp_path / "a" / "out").exists()
-    no_teacher = cli(tmp_path / "b", raw_config({"name": "self_supervised", "views": VIEWS}, teacher=None))
+    no_teacher = run_cli(tmp_path / "b", changed(BASE, {"name": "self_supervised", "views": VIEWS}, teacher=None))
     assert no_teacher.exit_code == 2 and "strategy.teacher" in no_teacher.output
-    bad_momentum = cli(tmp_path / "c", raw_config({"name": "self_supervised", "teacher": "ema", "momentum": 1.0, "views": VIEWS}))
+    bad_momentum = run_cli(tmp_path / "c", changed(BASE, {"name": "self_supervised", "teacher": "ema", "momentum": 1.0, "views": VIEWS}))
     assert bad_momentum.exit_code == 2 and "momentum" in bad_momentum.output
 
 
 def test_a_loss_argument_out_of_range_exits_2_naming_the_term(tmp_path):
-    raw = raw_config({"name": "none"}, distill={"method": "kd", "terms": [{"loss": "ECL", "student": "embedding", "params": {"threshold": 1.5}}]})
-    result = cli(tmp_path, raw)
+    raw = changed(BASE, {"name": "none"}, distill={"method": "kd", "terms": [{"loss": "ECL", "student": "embedding", "params": {"threshold": 1.5}}]})
+    result = run_cli(tmp_path, raw)
     assert result.exit_code == 2 and "ECL" in result.output and "threshold must be in [0, 1], got 1.5" in result.output
     assert not (tmp_path / "out").exists()

@@ -1,15 +1,12 @@
 """Semi-supervised distillation: few labels as data (keep_labels), CE on partly labelled batches, the
 FixMatch strategy end to end on digits, and its bad input (exit 2 before any work)."""
 
-import copy
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from typer.testing import CliRunner
+from strategy_helpers import changed, run_cli, runner
 
 from distil.cli import app
 from distil.config import DataConfig, validate_config
@@ -18,7 +15,7 @@ from distil.data.labels import keep_labels, labelled_mask
 from distil.data.tokens import IGNORE
 from distil.errors import ConfigError, DataError
 from distil.experiment import run_experiment
-from distil.losses import CE, LOSSES
+from distil.losses import CE
 from distil.strategies.semi_supervised import mixed_split
 
 TRAIN = {"epochs": 2, "batch_size": 64, "lr": 0.05}
@@ -31,27 +28,8 @@ BASE = {
     "measure": {"latency_repeats": 2, "throughput_repeats": 1},
 }
 STRONG = {"scale": 0.5, "jitter": 0.3, "erase": 0.5}
-runner = CliRunner()
-needs_fixmatch = pytest.mark.skipif("FixMatch" not in LOSSES, reason="the FixMatch loss (branch more-losses) is not in distil.losses yet")
 
 
-def raw_config(strategy: dict | None, **changes) -> dict:
-    raw = copy.deepcopy(BASE)
-    if strategy is not None:
-        raw["strategy"] = strategy
-    for key, value in changes.items():
-        if value is None:
-            raw.pop(key, None)
-        else:
-            raw[key] = value
-    return raw
-
-
-def cli(tmp_path: Path, raw: dict):
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
 
 
 def labelled_split(counts: list[int], seed: int = 0) -> Split:
@@ -121,11 +99,11 @@ def test_few_labels_config_errors():
     with pytest.raises(ConfigError, match=r"data.labels_per_class: 500 is more than class '\w+' has in the training split \(\d+ after the validation split\)"):
         DataConfig(name="digits", labels_per_class=500).load(seed=0)
     with pytest.raises(ConfigError, match="labels_per_class .* and labelled_fraction .* set one of them"):
-        validate_config(raw_config(None, data={"name": "digits", "labels_per_class": 5, "labelled_fraction": 0.1}))
+        validate_config(changed(BASE, None, data={"name": "digits", "labels_per_class": 5, "labelled_fraction": 0.1}))
     with pytest.raises(ConfigError, match="data.labelled_fraction"):
-        validate_config(raw_config(None, data={"name": "digits", "labelled_fraction": 1.5}))
+        validate_config(changed(BASE, None, data={"name": "digits", "labelled_fraction": 1.5}))
     with pytest.raises(ConfigError, match="strategy.threshold"):
-        validate_config(raw_config({"name": "semi_supervised", "threshold": 1.5}))
+        validate_config(changed(BASE, {"name": "semi_supervised", "threshold": 1.5}))
 
 
 # --- CE on partly labelled batches ------------------------------------------------------------------------
@@ -158,10 +136,9 @@ def test_the_training_split_repeats_the_labelled_samples_to_about_one_in_mu():
 # --- the strategy -----------------------------------------------------------------------------------------
 
 
-@needs_fixmatch
 def test_fixmatch_with_an_ema_labeller_and_with_the_teacher(tmp_path):
     strategy = {"name": "semi_supervised", "labeller": "ema", "momentum": 0.9, "threshold": 0.5, "strong": STRONG, "unlabeled_ratio": 7}
-    summary = run_experiment(validate_config(raw_config(strategy)), tmp_path / "ema")
+    summary = run_experiment(validate_config(changed(BASE, strategy)), tmp_path / "ema")
     rows = {m["name"]: m for m in summary["models"]}
     assert list(rows) == ["teacher", "student_scratch", "student_fixmatch"]
     row = rows["student_fixmatch"]
@@ -178,11 +155,11 @@ def test_fixmatch_with_an_ema_labeller_and_with_the_teacher(tmp_path):
     assert len(terms) == 2 and set(terms[0]) == {"ce", "fixmatch"} and all(math.isfinite(v) for t in terms for v in t.values())
     assert rows["teacher"]["method"] == "trained" and summary["data"]["sizes"]["train"] == 50  # teacher and scratch: the labelled part
 
-    given = run_experiment(validate_config(raw_config({**strategy, "labeller": "teacher"})), tmp_path / "teacher")
+    given = run_experiment(validate_config(changed(BASE, {**strategy, "labeller": "teacher"})), tmp_path / "teacher")
     row = {m["name"]: m for m in given["models"]}["student_fixmatch"]
     assert row["method"] == "semi_supervised[teacher]→fixmatch" and "labeller_val_accuracy" not in row
 
-    graph = run_experiment(validate_config(raw_config({**strategy, "labeller": "self", "comatch": 0.5}, teacher=None)), tmp_path / "self")
+    graph = run_experiment(validate_config(changed(BASE, {**strategy, "labeller": "self", "comatch": 0.5}, teacher=None)), tmp_path / "self")
     row = {m["name"]: m for m in graph["models"]}["student_fixmatch"]
     assert row["method"] == "semi_supervised[self]→fixmatch+comatch" and "ema_momentum" in row["teacher_outputs"]  # an EMA of momentum 0
     epochs = [json.loads(line) for line in (tmp_path / "self" / "metrics.jsonl").read_text().splitlines()]
@@ -191,14 +168,14 @@ def test_fixmatch_with_an_ema_labeller_and_with_the_teacher(tmp_path):
 
 
 def test_bad_semi_supervised_input_exits_2_before_writing(tmp_path):
-    too_many = cli(tmp_path / "a", raw_config({"name": "semi_supervised"}, data={"name": "digits", "labels_per_class": 500}))
+    too_many = run_cli(tmp_path / "a", changed(BASE, {"name": "semi_supervised"}, data={"name": "digits", "labels_per_class": 500}))
     assert too_many.exit_code == 2 and "data.labels_per_class: 500 is more than class" in too_many.output
     assert not (tmp_path / "a" / "out").exists()
-    no_pool = cli(tmp_path / "b", raw_config({"name": "semi_supervised"}, data={"name": "digits"}))
+    no_pool = run_cli(tmp_path / "b", changed(BASE, {"name": "semi_supervised"}, data={"name": "digits"}))
     assert no_pool.exit_code == 2 and "data.labels_per_class or data.labelled_fraction" in no_pool.output and "strategy.transfer" in no_pool.output
-    no_teacher = cli(tmp_path / "c", raw_config({"name": "semi_supervised", "labeller": "teacher"}, teacher=None))
+    no_teacher = run_cli(tmp_path / "c", changed(BASE, {"name": "semi_supervised", "labeller": "teacher"}, teacher=None))
     assert no_teacher.exit_code == 2 and "strategy.labeller" in no_teacher.output
-    threshold = cli(tmp_path / "d", raw_config({"name": "semi_supervised", "threshold": 1.5}))
+    threshold = run_cli(tmp_path / "d", changed(BASE, {"name": "semi_supervised", "threshold": 1.5}))
     assert threshold.exit_code == 2 and "strategy.threshold" in threshold.output
     assert not any((tmp_path / d / "out").exists() for d in "bcd")
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from safetensors.torch import load_file
+from strategy_helpers import changed, run_cli
 from torch import nn
 from typer.testing import CliRunner
 
@@ -43,14 +44,7 @@ runner = CliRunner()
 
 
 def config(strategy: dict, **changes):
-    raw = copy.deepcopy(BASE)
-    raw["strategy"] = strategy
-    for key, value in changes.items():
-        if value is None:
-            raw.pop(key, None)
-        else:
-            raw[key] = value
-    return validate_config(raw)
+    return validate_config(changed(BASE, strategy, **changes))
 
 
 def run(tmp_path: Path, strategy: dict, **changes) -> dict:
@@ -63,13 +57,7 @@ def metrics(tmp_path: Path) -> list[dict]:
 
 
 def cli(tmp_path: Path, strategy: dict, **changes):
-    raw = copy.deepcopy(BASE)
-    raw["strategy"] = strategy
-    raw.update(changes)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "out")])
+    return run_cli(tmp_path, changed(BASE, strategy, **changes))
 
 
 # --- listing and config -------------------------------------------------------------------------------
