@@ -1,5 +1,6 @@
 """Self-supervised distillation: EMA teachers, teachers on another view, strong views, probes, the strategy."""
 
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,4 +184,46 @@ def test_a_loss_argument_out_of_range_exits_2_naming_the_term(tmp_path):
     raw = changed(BASE, {"name": "none"}, distill={"method": "kd", "terms": [{"loss": "ECL", "student": "embedding", "params": {"threshold": 1.5}}]})
     result = run_cli(tmp_path, raw)
     assert result.exit_code == 2 and "ECL" in result.output and "threshold must be in [0, 1], got 1.5" in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_ema_teacher_and_its_views_resume_bit_for_bit(tmp_path):
+    """A fit stopped after epoch 1 and resumed from its checkpoint ends with the weights, EMA and view stream of
+    an uninterrupted fit: the EMA teacher's state is part of the checkpoint."""
+    from distil.data import Split
+    from distil.engine.objective import build_objective
+    from distil.engine.trainer import TrainSettings, fit_epochs
+    from distil.losses import BYOL
+    from distil.session.checkpoints import RunCheckpoints
+    from distil.session.run_dir import RunDir
+
+    x = torch.randn(96, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    views = StrongViews(scale=0.5, noise=0.2)
+    settings = TrainSettings(epochs=3, batch_size=32, lr=0.05)
+
+    def run(folder: Path, stop_after: int | None = None):
+        torch.manual_seed(0)
+        student = nn.Sequential(nn.Flatten(), nn.Linear(36, 12), nn.ReLU(), nn.Linear(12, 3))
+        objective = build_objective([BYOL(s_dim=12, t_dim=12, hidden=None).between("2")], student, student, x[:8], n_data=96, seed=0)
+        source = ViewTeacher(EmaModel(student, 0.9), x, views, objective.teacher_taps, seed=1, follow=student)
+        checkpoint = RunCheckpoints(RunDir(folder)).fit("ssl")
+        epochs = fit_epochs(student, Split(x), Split(x[:0]), objective, settings, seed=0, teacher=source, augment=views, checkpoint=checkpoint)
+        for done, _ in enumerate(epochs, start=1):
+            if done == stop_after:
+                break  # "killed" after this epoch's checkpoint
+        return student, source
+
+    whole, whole_source = run(tmp_path / "whole")
+    run(tmp_path / "resumed", stop_after=1)
+    resumed, resumed_source = run(tmp_path / "resumed")
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(whole_source.model.state_dict().values(), resumed_source.model.state_dict().values()))
+    assert whole_source.info["ema_updates"] == resumed_source.info["ema_updates"] == 3 * 3  # 3 epochs × 3 batches
+    assert torch.equal(whole_source.generator.get_state(), resumed_source.generator.get_state())
+
+
+def test_a_label_free_preset_outside_self_supervised_is_refused(tmp_path):
+    """simclr alone trains the embedding, never the classifier: only self_supervised, which probes it, may use it."""
+    result = run_cli(tmp_path, changed(BASE, {"name": "none"}, distill={"method": "simclr"}))
+    assert result.exit_code == 2 and "no term reads the student's logits" in result.output and "strategy self_supervised" in result.output
     assert not (tmp_path / "out").exists()

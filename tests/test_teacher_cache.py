@@ -207,3 +207,14 @@ def test_training_replays_the_views():
     result = fit(student, data, images(32, seed=1), objective, TrainSettings(epochs=2, batch_size=64), seed=0, teacher=Spy(), augment=AUG)
     assert len(result.history) == 2 and all(v is not None for v in seen)
     assert torch.isfinite(torch.tensor(result.history[-1].loss))
+
+
+def test_a_term_that_reads_every_teacher_logit_never_gets_the_view_cache():
+    """A discriminator would tell the view cache's evened-out tail of logits from a student's: online instead."""
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 20))
+    x = torch.randn(32, 1, 4, 4)
+    settings = CacheSettings(store=False)
+    assert plan_teacher_outputs(teacher, x, BatchAugment(crop_padding=1), {"logits"}, settings).kind == "views"
+    plan = plan_teacher_outputs(teacher, x, BatchAugment(crop_padding=1), {"logits"}, settings, exact_logits=True)
+    assert plan.kind == "online" and "exactly" in plan.reason
+    assert plan_teacher_outputs(teacher, x, None, {"logits"}, settings, exact_logits=True).kind == "exact"  # no augmentation: the exact cache is exact

@@ -102,7 +102,9 @@ def distill(
     outputs = None
     if objective.uses_teacher:
         settings = cache if cache is not None else CacheSettings(store=False, seed=seed)
-        outputs = teacher_outputs(teacher, train_split.x, augment, objective.teacher_taps, settings=settings, temperature=objective.temperature)
+        outputs = teacher_outputs(
+            teacher, train_split.x, augment, objective.teacher_taps, settings=settings, temperature=objective.temperature, exact_logits=objective.needs_exact_logits
+        )
     fit(student, train_split, val_split, objective, _settings(options), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch)
     return student
 

@@ -81,6 +81,11 @@ class Objective(nn.Module):
         return 1.0
 
     @property
+    def needs_exact_logits(self) -> bool:
+        """Whether a term reads the teacher's logits in full (``Loss.needs_exact_logits``): no view cache then."""
+        return any(t.loss.needs_exact_logits and t.teacher == LOGITS and t.weight != 0 for t in self.terms)
+
+    @property
     def uses_teacher(self) -> bool:
         return bool(self.teacher_taps)
 

@@ -72,8 +72,13 @@ class TeacherOutputsPlan:
     bytes: int = 0
 
 
-def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: Augment | None, taps: Iterable[str], settings: CacheSettings) -> TeacherOutputsPlan:
-    """Decide which source serves this run (without computing anything but a probe batch)."""
+def plan_teacher_outputs(
+    teacher: nn.Module, x: torch.Tensor, augment: Augment | None, taps: Iterable[str], settings: CacheSettings, exact_logits: bool = False
+) -> TeacherOutputsPlan:
+    """Decide which source serves this run (without computing anything but a probe batch).
+
+    ``exact_logits``: a term reads every teacher logit as it is (``Objective.needs_exact_logits``), which
+    the view cache's compressed logits are not."""
     taps = set(taps) | {LOGITS}
     augmented = augment is not None and augment.enabled
     mode = settings.mode
@@ -96,6 +101,8 @@ def plan_teacher_outputs(teacher: nn.Module, x: torch.Tensor, augment: Augment |
         return TeacherOutputsPlan("exact", "training inputs are not augmented, so views are not needed", cache_bytes(teacher, x, taps))
     if taps != {LOGITS}:
         return TeacherOutputsPlan("online", f"the objective reads teacher features {sorted(taps - {LOGITS})}; pre-drawn views cache logits only")
+    if exact_logits:
+        return TeacherOutputsPlan("online", "a term reads the teacher's logits exactly (a discriminator); pre-drawn views keep only the top-k logits")
     num_classes = probe_shapes(teacher, x[:1], {LOGITS})[LOGITS][1]
     need = view_cache_bytes(len(x), num_classes, settings.views, settings.top_k, augment.view_bytes)
     if need > settings.max_bytes:
@@ -110,11 +117,12 @@ def teacher_outputs(
     taps: Iterable[str] = (LOGITS,),
     settings: CacheSettings | None = None,
     temperature: float = 1.0,
+    exact_logits: bool = False,
 ) -> CachedTeacher | ViewCache | OnlineTeacher:
     """The cheapest source of teacher outputs the settings allow (see :func:`plan_teacher_outputs`).
 
-    ``taps`` and ``temperature`` are the objective's (``objective.teacher_taps``,
-    ``objective.temperature``). ``augment=True`` (a bool, no augmentation object) means augmented
+    ``taps``, ``temperature`` and ``exact_logits`` are the objective's (``objective.teacher_taps``,
+    ``objective.temperature``, ``objective.needs_exact_logits``). ``augment=True`` (a bool, no augmentation object) means augmented
     inputs whose views cannot be pre-drawn: the online teacher. Builds the cache (or loads it from
     disk) and records the choice in the returned object's ``info``.
     """
@@ -124,7 +132,7 @@ def teacher_outputs(
     elif augment is False:
         augment = None
     taps = set(taps) | {LOGITS}
-    plan = plan_teacher_outputs(teacher, train_x, augment, taps, settings)
+    plan = plan_teacher_outputs(teacher, train_x, augment, taps, settings, exact_logits)
     store = TeacherStore(settings.dir) if settings.store else None
     start = time.perf_counter()
     outputs: CachedTeacher | ViewCache | OnlineTeacher

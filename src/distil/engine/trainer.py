@@ -117,6 +117,8 @@ class LoopState:
     settings: TrainSettings
     seed: int
     sync: Sync = SINGLE_PROCESS  # the process group: each rank has its own batch order and RNG states
+    #: the teacher outputs, when they have a state of their own (``state_dict``: an EMA teacher, a view stream)
+    teacher: Any = None
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     epoch: int = 0
 
@@ -205,7 +207,7 @@ def fit_epochs(
     # Text: batches of similar length (little padding), each cut to its longest sentence after augmenting.
     token_lengths = lengths(train.x) if is_tokens(train.x) else None
 
-    state = LoopState(model, objective, optimizer, scheduler, order, result, settings, seed, sync)
+    state = LoopState(model, objective, optimizer, scheduler, order, result, settings, seed, sync, teacher=teacher if hasattr(teacher, "state_dict") else None)
     if checkpoint is not None:
         checkpoint.restore(state)
     with Taps(model, objective.student_taps) as student:

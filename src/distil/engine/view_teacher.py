@@ -7,7 +7,12 @@ augmented view while the student sees a strong one. :class:`ViewTeacher` is the 
 callable of the one training loop for both: for the batch ``index`` it draws its own view of the
 stored inputs ``inputs[index]`` (its own augmentation and random stream) and runs the teacher on it
 without gradient. With ``follow`` set, the teacher is an :class:`~distil.engine.ema.EmaModel` of
-that student, brought up to date before each step's forward, that is after every optimizer step.
+that student, brought up to date when the step asks for the teacher's outputs (after the student's
+forward of the step, so from the weights of the previous optimizer step; the BatchNorm statistics it
+copies already include this batch).
+
+Its state — the EMA's weights and update count, and the position of its view stream — is part of a
+fit's checkpoint (:meth:`ViewTeacher.state_dict`), so a resumed run continues as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from torch import nn
 
 from distil.data.tokens import trim
 from distil.engine.ema import EmaModel
+from distil.engine.evaluate import use_channels_last
 from distil.engine.taps import LOGITS, Taps
 
 #: ``augment(x, generator) -> x'`` (an :class:`~distil.data.Augment` or any batch transform)
@@ -50,16 +56,38 @@ class ViewTeacher:
         self.teacher = teacher
         self.model = teacher.average if isinstance(teacher, EmaModel) else teacher
         self.model.eval().requires_grad_(False)
+        use_channels_last(self.model, inputs)  # as the trainer lays out the student it follows
         self.inputs = inputs
         self.view = view
         self.taps = set(taps) | {LOGITS}
         self.follow = follow
         self.generator = torch.Generator().manual_seed(seed)
-        self.info: dict[str, Any] = {
+        self._info: dict[str, Any] = {
             "kind": "online, another view" if view is not None else "online",
             "taps": sorted(self.taps),
             **({"ema_momentum": teacher.momentum} if isinstance(teacher, EmaModel) else {}),
         }
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """What the row says about the teacher's outputs (with an EMA: how many updates it had)."""
+        if isinstance(self.teacher, EmaModel):
+            return {**self._info, "ema_updates": self.teacher.updates}
+        return dict(self._info)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the view stream's generator state and, for an EMA, its weights and update count."""
+        state: dict[str, Any] = {"generator": self.generator.get_state()}
+        if isinstance(self.teacher, EmaModel):
+            state["ema"] = dict(self.teacher.average.state_dict())
+            state["ema_updates"] = torch.tensor(self.teacher.updates)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        if isinstance(self.teacher, EmaModel):
+            self.teacher.average.load_state_dict(state["ema"])
+            self.teacher.updates = int(state["ema_updates"])
 
     def __call__(self, index: torch.Tensor, x: torch.Tensor, view: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         if self.follow is not None:

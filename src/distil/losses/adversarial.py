@@ -48,6 +48,7 @@ class Adversarial(Loss):
     """
 
     needs_same_shape = True
+    needs_exact_logits = True  # D would tell the view cache's flat tail of logits from the student's
 
     def __init__(self, t_dim: int, hidden: int = 64, T: float | None = None) -> None:
         super().__init__()

@@ -34,6 +34,9 @@ class Loss(nn.Module):
     uses_index: ClassVar[bool] = False
     #: elementwise losses compare tensors of one shape; the engine puts a connector on the student side
     needs_same_shape: ClassVar[bool] = False
+    #: the loss reads every teacher logit as it is (a discriminator), so the teacher's logits may not come
+    #: from the view cache, which keeps the top-k and spreads the rest evenly
+    needs_exact_logits: ClassVar[bool] = False
 
     def __mul__(self, weight: float) -> Term:
         return Term(self) * weight

@@ -7,8 +7,9 @@ partial one continues with the next epoch; a fit without checkpoint trains as us
 is :class:`~distil.engine.trainer.LoopState` — model, objective (connectors, loss parameters and
 buffers such as CRD's memory), optimizer, LR scheduler, the data-order generator (batch order and
 augmentation draws), the best-epoch weights and the history, the epoch (which is also the position in
-a teacher's view cache) — plus torch's global RNG (CUDA's too), so the continued run is bit for bit the
-uninterrupted one.
+a teacher's view cache), the state of teacher outputs that have one (an EMA teacher's weights, the
+teacher's own view stream: ``ViewTeacher.state_dict``) — plus torch's global RNG (CUDA's too), so the
+continued run is bit for bit the uninterrupted one.
 
 On disk, ``DIR/checkpoints/NAME.json`` (the manifest: structure, history, sha256 of the tensors file and
 of itself) and ``NAME.eEPOCH.safetensors`` (every tensor, optimizer state flattened). No pickle. The
@@ -108,6 +109,8 @@ class FitCheckpoint:
             "scheduler": _flatten(state.scheduler.state_dict(), "scheduler", tensors),
             "ranks": _flatten(per_rank, "ranks", tensors),
         }
+        if state.teacher is not None:  # an EMA teacher's weights, a view stream's position
+            structure["teacher"] = _flatten(state.teacher.state_dict(), "teacher", tensors)
         data = save_safetensors(_unshared(tensors))
         tensors_file = self.run.root / f"{self.key}.e{state.epoch}.safetensors"
         atomic_write(tensors_file, lambda tmp: tmp.write_bytes(data))
@@ -149,6 +152,8 @@ class FitCheckpoint:
             state.objective.load_state_dict(saved["objective"])
             state.optimizer.load_state_dict(saved["optimizer"])
             state.scheduler.load_state_dict(saved["scheduler"])
+            if state.teacher is not None and "teacher" in saved:
+                state.teacher.load_state_dict(saved["teacher"])
         except (RuntimeError, KeyError, ValueError) as err:
             raise CheckpointError(
                 f"checkpoint {self.manifest} does not fit {self.key}'s model or objective ({str(err).splitlines()[0]}); delete it to retrain {self.key}"

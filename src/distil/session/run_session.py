@@ -36,6 +36,7 @@ from distil.engine.distributed import Distributed
 from distil.engine.evaluate import accuracy
 from distil.engine.measure import measure, timing_input, tokenize_latency_ms
 from distil.engine.objective import Objective, TermSpec, build_objective
+from distil.engine.taps import LOGITS
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.teacher_sources import TeacherOutputs
 from distil.engine.trainer import EpochRecord, FitResult, fit
@@ -109,6 +110,7 @@ class RunSession:
         train: Split | None = None,
         transfer: bool = False,
         context: str = "",
+        head_from_probe: bool = False,
     ) -> Objective:
         """The objective between ``student`` and ``teacher``, built before any training.
 
@@ -116,8 +118,9 @@ class RunSession:
         (``extend=False``: they only adjust the preset's terms). Shapes are probed on the first
         training inputs; the loss arguments that depend on the data count the samples of ``train``
         (default: the training split). ``transfer=True`` marks ``train`` as an unlabeled transfer set:
-        the terms that read labels are left out. Any problem is a ConfigError naming the method (and
-        ``context``, e.g. the strategy).
+        the terms that read labels are left out. An objective with no term on the student's logits is
+        refused (its classifier would stay random) unless ``head_from_probe`` (the caller fits the
+        classifier). Any problem is a ConfigError naming the method (and ``context``, e.g. the strategy).
         """
         train = data.train if train is None else train
         method = method or self.config.distill.method
@@ -132,9 +135,15 @@ class RunSession:
                 if _uses_target(s):
                     raise ConfigError(f"{where}: term {_loss_name(s)} needs labels, but the training data have none")
         try:
-            return build_objective(specs, student, teacher, data.train.x[:PROBE], n_data=len(train), seed=self.seed)
+            objective = build_objective(specs, student, teacher, data.train.x[:PROBE], n_data=len(train), seed=self.seed)
         except (KeyError, ValueError) as err:
             raise ConfigError(f"{where}: {err.args[0]}") from None
+        if not head_from_probe and LOGITS not in objective.student_taps:
+            raise ConfigError(
+                f"{where}: no term reads the student's logits ({', '.join(objective.names)}), so its classifier would never learn; "
+                "add a label or logit term (CE, KD) to distill.terms, or use strategy self_supervised (its linear probe becomes the classifier)"
+            )
+        return objective
 
     # ------------------------------------------------------------------------------------- training
 
@@ -142,8 +151,9 @@ class RunSession:
         """The teacher's outputs over ``train`` that ``objective`` reads: the cheapest source the
         ``cache`` section allows (exact cache, pre-drawn views, or a forward per batch); ``.info`` says which."""
         outputs = teacher_outputs(
-            teacher, train.x, augment, objective.teacher_taps, settings=self.config.cache.settings(self.seed), temperature=objective.temperature
-        )
+            teacher, train.x, augment, objective.teacher_taps, settings=self.config.cache.settings(self.seed), temperature=objective.temperature,
+            exact_logits=objective.needs_exact_logits,
+        )  # fmt: skip
         info = outputs.info
         if info["kind"] != "online":
             unit = "sentences" if is_tokens(train.x) else "inputs"

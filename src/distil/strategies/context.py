@@ -63,16 +63,21 @@ class Context:
         return self.session.build(cfg, data or self.data, seed, **kwargs)
 
     def objective(
-        self, student: nn.Module, teacher: nn.Module | None, *, transfer: Split | None = None, terms: list[TermSpec | Term] | None = None, train: Split | None = None
-    ) -> Objective:
+        self, student: nn.Module, teacher: nn.Module | None, *, transfer: Split | None = None, terms: list[TermSpec | Term] | None = None, train: Split | None = None,
+        head_from_probe: bool = False,
+    ) -> Objective:  # fmt: skip
         """``distill.method`` with ``distill.terms`` (or ``terms``) between ``student`` and ``teacher``.
 
         ``transfer``: the unlabeled split the student will train on instead of the training split;
         the terms that read labels are left out (an objective left without terms is a config error).
         ``train``: a labelled split the student will train on instead (its labels checked, its samples counted).
+        ``head_from_probe``: the strategy fits the student's classifier itself (a linear probe), so an
+        objective without a term on the logits is fine.
         """
         split = transfer if transfer is not None else train
-        return self.session.objective(student, teacher, self.data, terms=terms, train=split, transfer=transfer is not None, context=f"strategy {self.options.name}")
+        return self.session.objective(
+            student, teacher, self.data, terms=terms, train=split, transfer=transfer is not None, context=f"strategy {self.options.name}", head_from_probe=head_from_probe
+        )
 
     def fit(
         self, name: str, model: nn.Module, objective: Objective, cfg: ModelConfig, *, outputs: Any = None, train: Split | None = None,

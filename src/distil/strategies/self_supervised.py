@@ -75,7 +75,7 @@ def prepare(ctx: Context) -> Runner:
     train = unlabeled_inputs(ctx)
     student = ctx.build(cfg.student)
     # The EMA teacher is a copy of the student: the objective is built between two models of its architecture.
-    objective = ctx.objective(student, ctx.teacher if opts.teacher == "given" else ctx.build(cfg.student), transfer=train)
+    objective = ctx.objective(student, ctx.teacher if opts.teacher == "given" else ctx.build(cfg.student), transfer=train, head_from_probe=True)
     method = cfg.distill.method if not cfg.distill.terms else "terms"
 
     def run(ctx: Context) -> None:
