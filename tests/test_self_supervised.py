@@ -1,5 +1,7 @@
 """Self-supervised distillation: EMA teachers, teachers on another view, strong views, probes, the strategy."""
 
+import json
+import math
 from pathlib import Path
 
 import pytest
@@ -168,6 +170,31 @@ def test_self_supervised_from_a_given_teacher_and_from_the_students_ema(tmp_path
     ema = run_experiment(validate_config(changed(BASE, {"name": "self_supervised", "teacher": "ema", "momentum": 0.9, "views": VIEWS}, teacher=None, distill={"method": "kd"})), tmp_path / "ema")
     row = {m["name"]: m for m in ema["models"]}["student_ssl_ema"]
     assert row["teacher_outputs"]["ema_momentum"] == 0.9 and 0 <= row["probe_accuracy"] <= 1
+    assert row["teacher_outputs"]["ema_updates"] == 2 * 20  # updated once per step: 2 epochs × ceil(1,222 / 64) batches
+
+
+# DINO's centre and EMA head and SEED's queue (random unit rows at first, real teacher embeddings as it
+# fills) move the target, so their terms need not fall; BYOL's and Barlow Twins' targets are fixed.
+@pytest.mark.parametrize(("method", "teacher", "falls"), [("dino", "ema", False), ("seed", "given", False), ("barlow_twins", "given", True), ("byol", "ema", True)])
+def test_the_label_free_presets_train_through_the_strategy(tmp_path, method, teacher, falls):
+    """Each preset's heads, queues and centres in the real loop: the term stays finite (and falls where its
+    target is fixed), the heads are saved beside the student (never in it), and the probe makes a
+    classifier well above chance (0.1)."""
+    from safetensors.torch import load_file
+
+    strategy = {"name": "self_supervised", "teacher": teacher, "views": VIEWS, "probe_baselines": False}
+    raw = changed(BASE, strategy, distill={"method": method}, student={**BASE["student"], "epochs": 3}, scratch=False)
+    summary = run_experiment(validate_config(raw), tmp_path / "out")
+    row = {m["name"]: m for m in summary["models"]}[f"student_ssl_{teacher}"]
+    assert row["probe_accuracy"] > 0.5 and row["method"] == f"self_supervised[{teacher}]→{method}"
+    records = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    terms = [r["terms"] for r in records if r["model"] == f"student_ssl_{teacher}"]
+    (name,) = terms[0]
+    assert all(math.isfinite(t[name]) for t in terms)
+    assert terms[-1][name] < terms[0][name] or not falls
+    heads = load_file(str(tmp_path / "out" / f"student_ssl_{teacher}.objective.safetensors"))
+    assert heads and all(k.startswith(("losses.", "connectors.")) for k in heads)
+    assert not any(k.startswith(("losses.", "connectors.")) for k in load_file(str(tmp_path / "out" / f"student_ssl_{teacher}.safetensors")))
 
 
 def test_self_supervised_bad_input_exits_2_before_writing(tmp_path):

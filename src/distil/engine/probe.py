@@ -107,9 +107,7 @@ def install_probe(model: nn.Module, fitted: LinearProbe) -> None:
     path, _ = split_path(embedding_tap(model))
     head = find_module(model, path)
     weight, bias = fitted.folded()
-    if not isinstance(head, nn.Linear) or head.weight.shape != weight.shape:
-        raise ValueError(f"the model's last linear layer {path!r} has shape {tuple(head.weight.shape)}, the probe {tuple(weight.shape)}")
+    if not isinstance(head, nn.Linear) or head.weight.shape != weight.shape or head.bias is None:
+        raise ValueError(f"the model's last linear layer {path!r} ({head}) cannot take the probe: it needs a Linear of shape {tuple(weight.shape)} with a bias")
     head.weight.copy_(weight.to(head.weight.dtype))
-    if head.bias is None:
-        raise ValueError(f"the model's last linear layer {path!r} has no bias; the probe needs one")
     head.bias.copy_(bias.to(head.bias.dtype))

@@ -43,7 +43,7 @@ class Adversarial(Loss):
     student's optimiser, saved with the run's objective, not part of the exported student. Defaults
     hidden = 64, T = None. ``last`` holds the latest forward's ``generator`` (L_G), ``discriminator``
     (L_D) and ``d_accuracy`` (the fraction of the 2B inputs D classifies right, teacher when its
-    logit is > 0), for logging. The student must have the teacher's shape (``t_dim`` = the flattened
+    logit is > 0), to read from Python (the run's metrics log the weighted term only). The student must have the teacher's shape (``t_dim`` = the flattened
     size of one sample's output, filled in by the engine).
     """
 

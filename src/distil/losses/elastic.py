@@ -31,7 +31,10 @@ class ECL(Loss):
 
     The L1 term is a sum over the feature's elements, so it grows with the feature's size while the
     match term is relative; scale it with ``l1_weight`` (0 drops it). The student must have the
-    teacher's shape (the engine puts a connector on it). At t = 0 a teacher map of zeros makes the
+    teacher's shape: where the taps differ the engine puts a connector on the student side, and
+    ``h_s`` is then the connector's output, so the L1 term makes the *mapped* feature sparse (a
+    connector can meet it by shrinking its own weights). For a sparsity penalty on the student's own
+    features, tap layers of equal shape on both sides. At t = 0 a teacher map of zeros makes the
     denominator 0: it is clamped to at least ``sqrt(eps)`` (eps = 1e-12), so the value is large but finite.
     """
 

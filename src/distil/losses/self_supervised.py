@@ -179,8 +179,11 @@ class BarlowTwins(Loss):
         BarlowTwins = Σ_i (1 − C_ii)² + λ Σ_i Σ_{j≠i} C_ij²
 
     With the biased variance ``C_ij`` is the Pearson correlation of student dimension i with teacher
-    dimension j, shrunk by ``var/(var + ε)``: |C_ij| ≤ 1, and 0 is reached when the student's
-    projection is a whitened copy of the teacher's features (C = I, up to ε). As in the paper the
+    dimension j, shrunk by ``var/(var + ε)``: |C_ij| ≤ 1. Unlike the paper, where both branches learn,
+    the teacher side here is fixed (a frozen teacher or an EMA): C_ii = 1 makes student dimension i a
+    copy of teacher dimension i, and then C_ij is the teacher's own correlation ρ_ij, so the loss has a
+    floor near λ Σ_{i≠j} ρ_ij² that the student cannot remove, and the best student trades alignment
+    against the teacher's redundancy; 0 is reached only if the teacher's dimensions are uncorrelated. As in the paper the
     sums are not normalised: the value grows with t_dim (t_dim at C = 0), so scale the term's weight
     rather than λ when the teacher is wide. Needs B ≥ 2. Trainable: ``proj``.
     Defaults hidden = 256, lambd = 5e-3 (the paper), eps = 1e-5.
@@ -314,6 +317,9 @@ class DINO(Loss):
     ``θ(h_t) ← m_h·θ(h_t) + (1 − m_h)·θ(h_s)`` (m_h = ``head_momentum``). The EMA head update thus
     happens inside the loss's forward, once per training step (with the student head as it is before
     that step's optimizer update), and evaluation-mode forwards change nothing.
+    With ``strategy self_supervised, teacher: ema`` the backbone's EMA uses the strategy's ``momentum``
+    and this head its own ``head_momentum``; the paper moves the whole teacher with one schedule, so
+    set the two alike when it matters.
 
     Centring and the sharper teacher temperature are DINO's guard against collapse. Trainable:
     ``head`` (``head.3.weight`` is V, random unit rows at first). Not trained: ``teacher_head`` (parameters with

@@ -46,7 +46,7 @@ class FixMatch(Loss):
 
     Defaults τ = ``threshold`` = 0.95 (the paper's, which weighs the term λ_u = 1) and T = 1 (the
     plain softmax, as the paper). ``last`` holds the latest forward's ``mask_rate``, the fraction of
-    rows kept, for logging.
+    rows kept, to read from Python (the run's metrics log the weighted term only).
     """
 
     def __init__(self, threshold: float = 0.95, T: float = 1.0, soft: bool = False) -> None:

@@ -258,9 +258,9 @@ class RunSession:
         return result
 
     def on_device(self, data: Dataset) -> Dataset:
-        """``data`` with every split (the unlabeled inputs too, if any) on the session's device."""
-        unlabeled = None if data.unlabeled is None else data.unlabeled.to(self.device)
-        return replace(data, train=data.train.to(self.device), val=data.val.to(self.device), test=data.test.to(self.device), unlabeled=unlabeled)
+        """``data`` with train, val and test on the session's device. The unlabeled inputs (if any) stay on
+        the CPU: the strategies that use them build their own training split from them and move that."""
+        return replace(data, train=data.train.to(self.device), val=data.val.to(self.device), test=data.test.to(self.device))
 
 
 def _uses_target(item: TermSpec | Term) -> bool:

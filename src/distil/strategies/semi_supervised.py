@@ -5,8 +5,14 @@ Sohn et al. 2020, "FixMatch": on a batch of B labelled and μB unlabeled samples
     L = CE(s(weak(x_l)), y) + λ_u · 1/μB Σ_u 1[max softmax(t_u/T) ≥ τ] · CE(s(strong(x_u)), argmax t_u),
 
 where ``t_u`` are the pseudo-labeller's logits on a *weak* view of the unlabeled sample (flip and
-crop) and ``s`` the student's on a *strong* view (RandAugment + Cutout in the paper). Who labels is
-``labeller``:
+crop) and ``s`` the student's on a *strong* view (RandAugment + Cutout in the paper). Here, in one
+loop over one mixed split, the student sees the strong view of *every* row, so its CE term reads the
+labelled rows strongly augmented too, and the FixMatch term averages over all B + μB rows (the
+labelled rows' pseudo-labels included): what is computed is
+
+    L = 1/|L_b| Σ_{l ∈ L_b} CE(s(strong(x_l)), y_l) + λ_u · 1/|b| Σ_{i ∈ b} 1[max softmax(t_i/T) ≥ τ] · CE(s(strong(x_i)), argmax t_i)
+
+for a batch b whose labelled rows are L_b. Who labels is ``labeller``:
 
 - ``self`` — the student's current weights, as in FixMatch (an :class:`~distil.engine.ema.EmaModel`
   with momentum 0: a copy refreshed before every step, in eval mode);
@@ -27,9 +33,7 @@ about 1 : μ (fewer unlabeled when the pool is smaller than μ·|L|). Unlabeled 
 ``-100``, which CE leaves out (a batch without a labelled row gives CE = 0). ``student.batch_size`` is
 the whole batch: FixMatch's B = 64, μ = 7 is ``batch_size: 512``. An epoch visits every unlabeled
 input once. The objective is built by the one builder: CE (weight 1) + ``weight`` × FixMatch (+
-``comatch`` × CoMatch's graph term on the student's embedding, Li et al. 2021). FixMatch's term also
-reads the labelled rows (their pseudo-labels), which the paper leaves out; with μ = 7 they are an
-eighth of the batch.
+``comatch`` × CoMatch's graph term on the student's embedding, Li et al. 2021).
 
 Views. The weak view is ``data.augment`` (crop, flip) and is drawn by the labeller's own
 :class:`~distil.engine.view_teacher.ViewTeacher`; the student's strong view is ``data.augment``
