@@ -140,7 +140,7 @@ def test_fixmatch_with_an_ema_labeller_and_with_the_teacher(tmp_path):
     strategy = {"name": "semi_supervised", "labeller": "ema", "momentum": 0.9, "threshold": 0.5, "strong": STRONG, "unlabeled_ratio": 7}
     summary = run_experiment(validate_config(changed(BASE, strategy)), tmp_path / "ema")
     rows = {m["name"]: m for m in summary["models"]}
-    assert list(rows) == ["teacher", "student_scratch", "student_fixmatch"]
+    assert list(rows) == ["teacher", "student_scratch", "student_fixmatch", "student_labels"]
     row = rows["student_fixmatch"]
     full = load_dataset("digits", val_size=0.15, seed=0)
     assert row["method"] == "semi_supervised[ema]→fixmatch" and row["role"] == "student"
@@ -154,8 +154,12 @@ def test_fixmatch_with_an_ema_labeller_and_with_the_teacher(tmp_path):
     terms = [e["terms"] for e in epochs if e["model"] == "student_fixmatch"]
     assert len(terms) == 2 and set(terms[0]) == {"ce", "fixmatch"} and all(math.isfinite(v) for t in terms for v in t.values())
     assert rows["teacher"]["method"] == "trained" and summary["data"]["sizes"]["train"] == 50  # teacher and scratch: the labelled part
+    # the labels-only baseline of the loop: every label as often as the FixMatch student, no unlabeled row
+    baseline = [e for e in epochs if e["model"] == "student_labels"]
+    assert rows["student_labels"]["labelled_repeats"] == row["labelled_repeats"] and len(baseline) == 2 and set(baseline[0]["terms"]) == {"ce"}
 
-    given = run_experiment(validate_config(changed(BASE, {**strategy, "labeller": "teacher"})), tmp_path / "teacher")
+    given = run_experiment(validate_config(changed(BASE, {**strategy, "labeller": "teacher", "labels_baseline": False})), tmp_path / "teacher")
+    assert "student_labels" not in {m["name"] for m in given["models"]}
     row = {m["name"]: m for m in given["models"]}["student_fixmatch"]
     assert row["method"] == "semi_supervised[teacher]→fixmatch" and "labeller_val_accuracy" not in row
 

@@ -217,6 +217,9 @@ class SemiSupervisedOptions(StrategyOptions):
     )
     comatch: float = Field(0.0, ge=0, description="weight of CoMatch's graph term on the student's embedding (0: off)")
     transfer: TransferConfig | None = Field(None, description="more inputs without labels, added to the unlabeled pool (include_train is not used)")
+    labels_baseline: bool = Field(
+        True, description="also train student_labels: the same loop on the repeated labelled rows alone (same views, same passes over each label)"
+    )
 
     def resolve_paths(self, resolve: Resolve) -> SemiSupervisedOptions:
         if self.transfer is None:

@@ -25,7 +25,10 @@ for a batch b whose labelled rows are L_b. Who labels is ``labeller``:
 The data: ``data.labels_per_class`` / ``data.labelled_fraction`` keep the labels of a few training
 samples (:mod:`distil.data.labels`); the other training inputs are ``data.unlabeled``, and
 ``transfer`` adds more inputs without labels. The run's teacher (when trained) and scratch student
-train on the labelled samples alone, so the table's ``student_scratch`` is the labels-only baseline.
+train on the labelled samples alone (``student_scratch`` with the student's settings, which on a few
+labelled samples means few steps); ``labels_baseline`` adds ``student_labels``, the labels-only
+baseline of this loop: the same repeated labelled rows, strong views and epochs as the FixMatch
+student, without the unlabeled rows, so it sees every label as often.
 
 One loop, one training split: the labelled samples repeated ``r`` times followed by the unlabeled
 pool, ``r = max(1, round(|U| / (μ·|L|)))`` so that a random batch holds labelled and unlabeled rows
@@ -73,6 +76,7 @@ from distil.strategies.registry import Runner, register_strategy
 from distil.strategies.self_supervised import augment_settings
 
 NAME = "student_fixmatch"
+BASELINE = "student_labels"
 
 
 def unlabeled_pool(ctx: Context) -> tuple[Split, dict[str, int]]:
@@ -151,6 +155,11 @@ def prepare(ctx: Context) -> Runner:
     # The EMA (or the student itself) labels for the ema and self labellers: probe shapes on a copy of the student.
     objective = ctx.objective(student, ctx.teacher if opts.labeller == "teacher" else ctx.build(cfg.student), terms=terms, train=train)
     method = f"semi_supervised[{opts.labeller}]→fixmatch" + ("+comatch" if opts.comatch > 0 else "")
+    # The labels-only baseline of the same loop: the repeated labelled rows alone, the same strong views,
+    # so it sees each label as often as the FixMatch student does (the run's student_scratch, trained
+    # with the student's batch size on the few labelled samples, takes far fewer steps).
+    labelled_rows = Split(train.x[: repeats * len(data.train)], train.y[: repeats * len(data.train)])
+    baseline = ctx.build(cfg.student) if opts.labels_baseline else None
 
     def run(ctx: Context) -> None:
         device = ctx.device
@@ -175,5 +184,8 @@ def prepare(ctx: Context) -> Runner:
             views={"weak": augment_settings(weak) if weak is not None else [], "strong": augment_settings(strong)}, **extra,
         )  # fmt: skip
         ctx.save_objective(NAME, objective)
+        if baseline is not None:
+            fitted = ctx.train_on_labels(BASELINE, baseline, cfg.student, train=labelled_rows.to(device), augment=strong)
+            ctx.record(BASELINE, "student", "semi_supervised→labels only", baseline, cfg.student, fitted, labelled=len(data.train), labelled_repeats=repeats)
 
     return run
