@@ -41,7 +41,7 @@ BASELINES = ("teacher", "student_scratch")
 def unlabeled_inputs(ctx: Context) -> Split:
     """The training inputs (labels dropped), any held-out unlabeled pool of the data, and ``transfer``'s inputs."""
     parts = [ctx.data.train.x]
-    pool = getattr(ctx.data, "unlabeled", None)
+    pool = ctx.data.unlabeled
     if pool is not None:
         parts.append(pool.x)
     t = ctx.options.transfer
