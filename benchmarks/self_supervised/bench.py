@@ -100,7 +100,9 @@ def _cell(values: list[float | None]) -> str:
 
 def table(results: dict[str, Any], seeds: list[int]) -> str:
     lines = [
-        f"| model | method | linear probe % | 20-NN % | test accuracy % | train s | ({len(seeds)} seeds: {', '.join(map(str, seeds))}; mean ± std)",
+        f"Mean ± std over seeds {', '.join(map(str, seeds))}; train s: the median over seeds.",
+        "",
+        "| model | method | linear probe % | 20-NN % | test accuracy % | train s |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for label, (kind, name) in ROWS.items():
