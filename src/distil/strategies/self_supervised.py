@@ -24,8 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from distil.data import Split
-from distil.data.tokens import concat, is_tokens
-from distil.data.unlabeled import load_unlabeled
+from distil.data.tokens import is_tokens
 from distil.data.views import Chain
 from distil.engine.ema import EmaModel
 from distil.engine.probe import install_probe, probe
@@ -33,24 +32,10 @@ from distil.engine.view_teacher import ViewTeacher
 from distil.errors import ConfigError
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
+from distil.strategies.transfer import inputs_without_labels
 
 #: the rows whose representations are probed beside the self-supervised student's
 BASELINES = ("teacher", "student_scratch")
-
-
-def unlabeled_inputs(ctx: Context) -> Split:
-    """The training inputs (labels dropped), any held-out unlabeled pool of the data, and ``transfer``'s inputs."""
-    parts = [ctx.data.train.x]
-    pool = ctx.data.unlabeled
-    if pool is not None:
-        parts.append(pool.x)
-    t = ctx.options.transfer
-    if t is not None:
-        extra = load_unlabeled(t.name, ctx.data, path=t.path, max_samples=t.max_samples, **t.options)
-        parts = (parts if t.include_train else parts[1:]) + [extra.x]
-    x = concat(parts) if len(parts) > 1 else parts[0]
-    ctx.say(f"self-supervised: {len(x):,} inputs without labels")
-    return Split(x)
 
 
 @register_strategy(
@@ -72,7 +57,8 @@ def prepare(ctx: Context) -> Runner:
             "leave the input unchanged, so both views would be the same; set strategy.views (e.g. {scale: 0.35, jitter: 0.4, erase: 0.25}) "
             "or data.augment (crop_padding, hflip; text: mask, replace)"
         )
-    train = unlabeled_inputs(ctx)
+    train, sources = inputs_without_labels(ctx, training_inputs=True)
+    ctx.say(f"self-supervised: {len(train):,} inputs without labels ({', '.join(f'{n:,} from {k}' for k, n in sources.items())})")
     student = ctx.build(cfg.student)
     # The EMA teacher is a copy of the student: the objective is built between two models of its architecture.
     objective = ctx.objective(student, ctx.teacher if opts.teacher == "given" else ctx.build(cfg.student), transfer=train, head_from_probe=True)

@@ -64,7 +64,6 @@ from torch import nn
 
 from distil.data import Split
 from distil.data.tokens import IGNORE, concat, is_tokens
-from distil.data.unlabeled import load_unlabeled
 from distil.data.views import Chain
 from distil.engine.ema import EmaModel
 from distil.engine.evaluate import accuracy, predict_logits
@@ -74,29 +73,10 @@ from distil.errors import ConfigError
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
 from distil.strategies.self_supervised import augment_settings
+from distil.strategies.transfer import inputs_without_labels
 
 NAME = "student_fixmatch"
 BASELINE = "student_labels"
-
-
-def unlabeled_pool(ctx: Context) -> tuple[Split, dict[str, int]]:
-    """The inputs without labels: ``data.unlabeled`` and ``transfer``'s inputs (CPU), with where they came from."""
-    parts, counts = [], {}
-    pool = ctx.data.unlabeled
-    if pool is not None and len(pool):
-        parts.append(pool.x)
-        counts["data"] = len(pool)
-    t = ctx.options.transfer
-    if t is not None:
-        extra = load_unlabeled(t.name, ctx.data, path=t.path, max_samples=t.max_samples, **t.options)
-        parts.append(extra.x)
-        counts["transfer"] = len(extra)
-    if not parts:
-        raise ConfigError(
-            "strategy semi_supervised: there are no unlabeled inputs; set data.labels_per_class or data.labelled_fraction "
-            "(the other training samples lose their labels) or strategy.transfer (more inputs without labels)"
-        )
-    return Split(concat(parts) if len(parts) > 1 else parts[0]), counts
 
 
 def mixed_split(labelled: Split, pool: Split, ratio: int) -> tuple[Split, int]:
@@ -139,7 +119,7 @@ def prepare(ctx: Context) -> Runner:
         strong = Chain((ctx.augment, strong_views))
     if cfg.distill.method != "kd" or cfg.distill.terms:
         ctx.say("note: semi_supervised trains with its own objective (CE + FixMatch); distill.method and distill.terms are not used")
-    pool, sources = unlabeled_pool(ctx)
+    pool, sources = inputs_without_labels(ctx, training_inputs=False)
     train, repeats = mixed_split(data.train, pool, opts.unlabeled_ratio)
     ctx.say(
         f"semi-supervised: {len(data.train):,} labelled samples × {repeats} + {len(pool):,} unlabeled inputs "

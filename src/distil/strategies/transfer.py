@@ -38,6 +38,27 @@ def transfer_split(ctx: Context) -> Split:
     return Split(x)
 
 
+def inputs_without_labels(ctx: Context, *, training_inputs: bool) -> tuple[Split, dict[str, int]]:
+    """The inputs a strategy learns from without labels (CPU), with how many came from where: the training
+    inputs (``training_inputs``, their labels unused; ``transfer.include_train: false`` leaves them out),
+    the data's unlabeled pool (``data.labels_per_class``) and ``strategy.transfer``'s inputs."""
+    parts: dict[str, torch.Tensor] = {}
+    t = ctx.options.transfer
+    if training_inputs and (t is None or t.include_train):
+        parts["train"] = ctx.data.train.x
+    if ctx.data.unlabeled is not None and len(ctx.data.unlabeled):
+        parts["data"] = ctx.data.unlabeled.x
+    if t is not None:
+        parts["transfer"] = load_unlabeled(t.name, ctx.data, path=t.path, max_samples=t.max_samples, **t.options).x
+    if not parts:
+        raise ConfigError(
+            f"strategy {ctx.options.name}: there are no unlabeled inputs; set data.labels_per_class or data.labelled_fraction "
+            "(the other training samples lose their labels) or strategy.transfer (more inputs without labels)"
+        )
+    x = concat(list(parts.values())) if len(parts) > 1 else next(iter(parts.values()))
+    return Split(x), {source: len(v) for source, v in parts.items()}
+
+
 @dataclass(frozen=True)
 class NoisyInputs:
     """The data's batch augmentation followed by Gaussian input noise of standard deviation ``std``."""
