@@ -171,6 +171,22 @@ def test_fixmatch_with_an_ema_labeller_and_with_the_teacher(tmp_path):
     assert (tmp_path / "self" / "student_fixmatch.objective.safetensors").exists()  # CoMatch's projector, beside the weights
 
 
+def test_soft_targets_learn_the_teachers_distribution_on_the_students_own_view(tmp_path):
+    strategy = {"name": "semi_supervised", "labeller": "teacher", "targets": "soft", "T": 4.0, "strong": {}, "labels_baseline": False}
+    summary = run_experiment(validate_config(changed(BASE, strategy)), tmp_path / "soft")
+    row = {m["name"]: m for m in summary["models"]}["student_soft"]
+    assert row["method"] == "semi_supervised[teacher]→kd" and row["targets"] == "soft" and row["T"] == 4.0
+    assert "mask_rate" not in row and "threshold" not in row  # no threshold: every row learns the distribution
+    # the student's view is the weak view: the teacher labels that very view (not a view of its own)
+    assert row["teacher_outputs"]["kind"] == "views" and [v["kind"] for v in row["views"]["strong"]] == ["BatchAugment"]  # pre-drawn, replayed
+    epochs = [json.loads(line) for line in (tmp_path / "soft" / "metrics.jsonl").read_text().splitlines()]
+    terms = [e["terms"] for e in epochs if e["model"] == "student_soft"]
+    assert len(terms) == 2 and set(terms[0]) == {"ce", "kd"} and all(math.isfinite(v) and v > 0 for t in terms for v in t.values())
+    # with strong views the teacher keeps labelling a weak view of its own, as in FixMatch
+    strong = run_experiment(validate_config(changed(BASE, {**strategy, "strong": STRONG})), tmp_path / "strong")
+    assert {m["name"]: m for m in strong["models"]}["student_soft"]["teacher_outputs"]["kind"] == "online, another view"
+
+
 def test_bad_semi_supervised_input_exits_2_before_writing(tmp_path):
     too_many = run_cli(tmp_path / "a", changed(BASE, {"name": "semi_supervised"}, data={"name": "digits", "labels_per_class": 500}))
     assert too_many.exit_code == 2 and "data.labels_per_class: 500 is more than class" in too_many.output
@@ -181,7 +197,9 @@ def test_bad_semi_supervised_input_exits_2_before_writing(tmp_path):
     assert no_teacher.exit_code == 2 and "strategy.labeller" in no_teacher.output
     threshold = run_cli(tmp_path / "d", changed(BASE, {"name": "semi_supervised", "threshold": 1.5}))
     assert threshold.exit_code == 2 and "strategy.threshold" in threshold.output
-    assert not any((tmp_path / d / "out").exists() for d in "bcd")
+    soft = run_cli(tmp_path / "e", changed(BASE, {"name": "semi_supervised", "targets": "soft", "threshold": 0.9}))
+    assert soft.exit_code == 2 and "strategy: Value error, threshold (0.9)" in soft.output and "targets: soft" in soft.output
+    assert not any((tmp_path / d / "out").exists() for d in "bcde")
 
 
 def test_bracketed_methods_and_descriptions_print_as_text():

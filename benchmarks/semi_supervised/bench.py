@@ -12,7 +12,11 @@ with ``data.labels_per_class=K``:
 - ``ema``: FixMatch without a teacher: the student's EMA labels the weak views (the teacher of the
   ``teacher`` run is loaded but not used);
 - ``given``: FixMatch pseudo-labelled by the demo's shipped teacher, which was trained on all 55,000
-  labelled training images: a teacher that saw far more labels than the student (reported apart).
+  labelled training images: a teacher that saw far more labels than the student (reported apart);
+- ``soft``, ``given_soft``: ``configs/fashion_mnist/semi/soft_100_given_teacher.yaml`` (``targets:
+  soft``: the teacher's soft targets at T = 4 on every row of the student's own weak view, the demo's
+  student schedule, no strong view) with the teacher of the ``teacher`` run (trained on the same
+  labels) and with the shipped teacher.
 
 The fully supervised student (all 55,000 labels) comes from benchmarks/self_supervised (its
 ``student_scratch``, same seeds), read from ``--supervised DIR/results.json``.
@@ -36,6 +40,7 @@ from distil.experiment import run_experiment
 from distil.hardware import machine, set_threads
 
 CONFIG = Path("configs/fashion_mnist/semi/fixmatch_100.yaml")
+SOFT = Path("configs/fashion_mnist/semi/soft_100_given_teacher.yaml")
 SHIPPED = Path("configs/fashion_mnist/teacher.safetensors").resolve()
 SHIPPED_SHA = "4eb800c9d7879d145f516332a89ddf8314550322ba60d893511be2c26c037a9d"
 #: teacher epochs per labels-per-class: about 600-1,000 steps of batch 64 whatever the labelled count
@@ -45,15 +50,15 @@ GIVEN_FOR = {100}
 KEEP = ("name", "method", "accuracy", "val_accuracy", "params", "train_seconds", "epochs", "best_epoch", "mask_rate", "labeller_val_accuracy", "labelled", "unlabeled")
 
 
-def config(overrides: list[str]):
-    return resolve_paths(validate_config(read_raw(CONFIG, overrides), str(CONFIG)), CONFIG.parent)
+def config(overrides: list[str], path: Path = CONFIG):
+    return resolve_paths(validate_config(read_raw(path, overrides), str(path)), path.parent)
 
 
-def run(out: Path, overrides: list[str], steps: tuple[str, ...] = ("teacher", "scratch", "kd")) -> list[dict[str, Any]]:
+def run(out: Path, overrides: list[str], steps: tuple[str, ...] = ("teacher", "scratch", "kd"), path: Path = CONFIG) -> list[dict[str, Any]]:
     if not (out / "summary.json").is_file():  # finished before: the script can be rerun after an interruption
         print(f"--- {out}  {' '.join(overrides)}", flush=True)
         resume = (out / "config.yaml").is_file()
-        run_experiment(config(overrides), out, steps=steps, command=shlex.join(["python", *sys.argv]), resume=resume)
+        run_experiment(config(overrides, path), out, steps=steps, command=shlex.join(["python", *sys.argv]), resume=resume)
     return [{k: m.get(k) for k in KEEP} for m in json.loads((out / "summary.json").read_text())["models"]]
 
 
@@ -62,13 +67,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--labels", default="10,100", help="labels per class, comma-separated")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-semi"))
-    parser.add_argument("--only", help="run only these variants (comma-separated: labels,teacher,ema,given); no tables")
+    parser.add_argument("--only", help="run only these variants (comma-separated: labels,teacher,ema,given,soft,given_soft); no tables")
+    parser.add_argument("--soft", default="", help="config overrides for the soft-target runs only (after the common ones)")
     parser.add_argument("--supervised", type=Path, default=Path("runs/bench-ssl/results.json"), help="benchmarks/self_supervised results (the fully supervised student)")
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = parser.parse_args()
     set_threads()
     seeds, labels = [int(s) for s in args.seeds.split(",")], [int(k) for k in args.labels.split(",")]
-    only = set(args.only.split(",")) if args.only else {"labels", "teacher", "ema", "given"}
+    only = set(args.only.split(",")) if args.only else {"labels", "teacher", "ema", "given", "soft", "given_soft"}
+    soft = args.soft.split()
     start = time.time()
     results: dict[str, Any] = {"config": str(CONFIG), "overrides": args.overrides, "runs": {}}
     for k in labels:
@@ -78,7 +85,7 @@ def main() -> None:
             if "labels" in only:
                 student = ["student.batch_size=64", f"student.epochs={TEACHER_EPOCHS.get(k, 60)}", "student.lr=0.05"]
                 results["runs"][f"k{k}/seed{seed}/labels"] = run(root / "labels", [*common, *student], steps=("scratch",))
-            if {"teacher", "ema"} & only:
+            if {"teacher", "ema", "soft"} & only:  # ema and soft read the teacher this run trains
                 results["runs"][f"k{k}/seed{seed}/teacher"] = run(root / "teacher", [*common, "scratch=false", "strategy.labeller=teacher"])
             if "ema" in only:
                 trained = (root / "teacher" / "teacher.safetensors").resolve()
@@ -86,6 +93,13 @@ def main() -> None:
             if "given" in only and k in GIVEN_FOR:
                 given = [*common, "scratch=false", "strategy.labeller=teacher", f"teacher.weights={SHIPPED}", f"teacher.sha256={SHIPPED_SHA}"]
                 results["runs"][f"k{k}/seed{seed}/given"] = run(root / "given", given)
+            # soft targets: the demo's student schedule from SOFT, not the FixMatch overrides
+            labelled = [f"seed={seed}", f"data.labels_per_class={k}", "scratch=false", *soft]
+            if "soft" in only:
+                trained = (root / "teacher" / "teacher.safetensors").resolve()
+                results["runs"][f"k{k}/seed{seed}/soft"] = run(root / "soft", [*labelled, f"teacher.weights={trained}", "teacher.sha256=null"], path=SOFT)
+            if "given_soft" in only and k in GIVEN_FOR:
+                results["runs"][f"k{k}/seed{seed}/given_soft"] = run(root / "given_soft", labelled, path=SOFT)
     if args.only:
         return
     supervised = None
@@ -110,6 +124,8 @@ ROWS = {
     "student, FixMatch, EMA labeller (no teacher)": ("ema", "student_fixmatch"),
     "student, FixMatch, teacher labeller (teacher trained on the same labels)": ("teacher", "student_fixmatch"),
     "student, FixMatch, the shipped teacher labeller (trained on all 55,000 labels)": ("given", "student_fixmatch"),
+    "student, soft targets of the teacher trained on the same labels": ("soft", "student_soft"),
+    "student, soft targets of the shipped teacher (trained on all 55,000 labels)": ("given_soft", "student_soft"),
 }
 
 

@@ -198,7 +198,8 @@ class SelfSupervisedOptions(StrategyOptions):
 
 class SemiSupervisedOptions(StrategyOptions):
     """FixMatch (Sohn et al. 2020) with a pseudo-labeller of choice: the student learns the labels of the
-    few labelled samples and, on every sample, the confident pseudo-label of a weak view from its strong view."""
+    few labelled samples and, on every sample, the confident pseudo-label of a weak view from its strong view
+    (``targets: soft``: the labeller's softened distribution instead, as SimCLRv2 distils on unlabeled data)."""
 
     needs_teacher: ClassVar[bool] = False
 
@@ -207,8 +208,12 @@ class SemiSupervisedOptions(StrategyOptions):
         "ema", description="who pseudo-labels the weak views: the config's teacher (frozen), the student's EMA (Mean Teacher) or the student's current weights (FixMatch)"
     )
     momentum: float = Field(0.999, ge=0, lt=1, description="labeller ema: the average's momentum m in θ_t <- m·θ_t + (1-m)·θ_s, per step")
-    threshold: float = Field(0.95, ge=0, le=1, description="a pseudo-label counts where the labeller's max softmax(z/T) is at least this (FixMatch's τ)")
-    T: float = Field(1.0, gt=0, description="temperature of the labeller's softmax for the threshold")
+    targets: Literal["hard", "soft"] = Field(
+        "hard",
+        description="hard: FixMatch, the labeller's confident argmax (threshold); soft: its whole softened distribution on every row, Hinton KD at temperature T (no threshold)",
+    )
+    threshold: float = Field(0.95, ge=0, le=1, description="targets hard: a pseudo-label counts where the labeller's max softmax(z/T) is at least this (FixMatch's τ)")
+    T: float = Field(1.0, gt=0, description="temperature of the labeller's softmax: for the threshold (hard) or of the KD term, gradients × T² (soft)")
     unlabeled_ratio: int = Field(7, ge=1, description="μ: unlabeled samples per labelled one in a batch (the labelled samples are repeated to approach it)")
     weight: float = Field(1.0, ge=0, description="λ_u: weight of the FixMatch term (CE on the labelled rows has weight 1)")
     strong: ViewsConfig = Field(
@@ -220,6 +225,12 @@ class SemiSupervisedOptions(StrategyOptions):
     labels_baseline: bool = Field(
         True, description="also train student_labels: the same loop on the repeated labelled rows alone (same views, same passes over each label)"
     )
+
+    @model_validator(mode="after")
+    def _threshold_is_for_hard_targets(self) -> SemiSupervisedOptions:
+        if self.targets == "soft" and "threshold" in self.model_fields_set:
+            raise ValueError(f"threshold ({self.threshold}) keeps confident hard pseudo-labels; targets: soft learns the labeller's whole distribution on every row: remove threshold or set targets: hard")
+        return self
 
     def resolve_paths(self, resolve: Resolve) -> SemiSupervisedOptions:
         if self.transfer is None:

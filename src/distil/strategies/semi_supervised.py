@@ -12,7 +12,14 @@ labelled rows' pseudo-labels included): what is computed is
 
     L = 1/|L_b| Σ_{l ∈ L_b} CE(s(strong(x_l)), y_l) + λ_u · 1/|b| Σ_{i ∈ b} 1[max softmax(t_i/T) ≥ τ] · CE(s(strong(x_i)), argmax t_i)
 
-for a batch b whose labelled rows are L_b. Who labels is ``labeller``:
+for a batch b whose labelled rows are L_b. ``targets: soft`` replaces FixMatch's term by the labeller's
+whole distribution on every row, Hinton et al. 2015's KD at temperature T (no threshold):
+
+    L = 1/|L_b| Σ_{l ∈ L_b} CE(s(x_l), y_l) + λ_u · T² · 1/|b| Σ_{i ∈ b} KL(softmax(t_i/T) ‖ softmax(s_i/T)),
+
+which is how Chen et al. 2020 (SimCLRv2, "Big Self-Supervised Models are Strong Semi-Supervised
+Learners") turn a teacher fine-tuned on the few labels into a small student on the unlabeled images.
+Who labels is ``labeller``:
 
 - ``self`` — the student's current weights, as in FixMatch (an :class:`~distil.engine.ema.EmaModel`
   with momentum 0: a copy refreshed before every step, in eval mode);
@@ -46,7 +53,9 @@ grayscale images: a geometric change (RandAugment's translate/shear/rotate), an 
 (its brightness/contrast/solarize) and Cutout; no flip of its own, since the weak view's
 ``data.augment`` flips when asked. Text: token ids cannot be cropped or jittered, so the weak view is
 the sentence itself and the strong view is ``data.augment``'s masking and replacement (UDA's
-convention, Xie et al. 2020); ``strong`` must then be left unset.
+convention, Xie et al. 2020); ``strong`` must then be left unset. When the student's view *is* the weak view (images and signals
+with ``strong: {}``) and the teacher labels, the teacher labels that very view, as in ordinary
+distillation: consistent views (Beyer et al. 2022), cached when they fit (the session's teacher outputs).
 
 Honesty. Like every fit, the student's best epoch is chosen on the run's *labelled* validation split
 (``data.val_size`` samples). With 4 labels per class a validation split of 5,000 labelled samples
@@ -76,6 +85,7 @@ from distil.strategies.self_supervised import augment_settings
 from distil.strategies.transfer import inputs_without_labels
 
 NAME = "student_fixmatch"
+SOFT_NAME = "student_soft"  # targets: soft
 BASELINE = "student_labels"
 
 
@@ -126,44 +136,52 @@ def prepare(ctx: Context) -> Runner:
         f"({', '.join(f'{n:,} from {k}' for k, n in sources.items())}) = {len(train):,} rows per epoch"
     )
     student = ctx.build(cfg.student)
-    terms = [
-        TermSpec("CE", 1.0, params={"label_smoothing": cfg.student.label_smoothing}),
-        TermSpec("FixMatch", opts.weight, params={"threshold": opts.threshold, "T": opts.T}),
-    ]
+    unlabeled_term = (
+        TermSpec("FixMatch", opts.weight, params={"threshold": opts.threshold, "T": opts.T}) if opts.targets == "hard" else TermSpec("KD", opts.weight, params={"T": opts.T})
+    )
+    terms = [TermSpec("CE", 1.0, params={"label_smoothing": cfg.student.label_smoothing}), unlabeled_term]
     if opts.comatch > 0:
         terms.append(TermSpec("CoMatchGraph", opts.comatch, student="embedding", teacher="logits"))
     # The EMA (or the student itself) labels for the ema and self labellers: probe shapes on a copy of the student.
     objective = ctx.objective(student, ctx.teacher if opts.labeller == "teacher" else ctx.build(cfg.student), terms=terms, train=train)
-    method = f"semi_supervised[{opts.labeller}]→fixmatch" + ("+comatch" if opts.comatch > 0 else "")
+    method = f"semi_supervised[{opts.labeller}]→" + ("fixmatch" if opts.targets == "hard" else "kd") + ("+comatch" if opts.comatch > 0 else "")
+    # The student sees the weak view itself: a teacher labels that very view (consistent, cacheable).
+    same_view = opts.labeller == "teacher" and not text and not strong_views.enabled
     # The labels-only baseline of the same loop: the repeated labelled rows alone, the same strong views,
     # so it sees each label as often as the FixMatch student does (the run's student_scratch, trained
     # with the student's batch size on the few labelled samples, takes far fewer steps).
     labelled_rows = Split(train.x[: repeats * len(data.train)], train.y[: repeats * len(data.train)])
     baseline = ctx.build(cfg.student) if opts.labels_baseline else None
 
+    name = NAME if opts.targets == "hard" else SOFT_NAME
+
     def run(ctx: Context) -> None:
         device = ctx.device
         rows = train.to(device)
         student.to(device)
-        if opts.labeller == "teacher":
+        if same_view:
+            outputs = ctx.teacher_outputs(ctx.teacher, objective, rows)
+        elif opts.labeller == "teacher":
             outputs = ViewTeacher(ctx.teacher, rows.x, weak, objective.teacher_taps, seed=ctx.seed + 1)
         else:
             momentum = opts.momentum if opts.labeller == "ema" else 0.0
             outputs = ViewTeacher(EmaModel(student, momentum), rows.x, weak, objective.teacher_taps, seed=ctx.seed + 1, follow=student)
-        result = ctx.fit(NAME, student, objective, cfg.student, outputs=outputs, train=rows, augment=strong)
+        result = ctx.fit(name, student, objective, cfg.student, outputs=outputs, train=rows, augment=strong)
         # The labeller as training left it: the teacher, the final EMA, or (self) the student as recorded.
-        labeller = student if opts.labeller == "self" else outputs.model
-        mask_rate, per_class = confident_share(labeller, pool.x.to(device), opts.threshold, opts.T, ctx.data.num_classes)
-        extra = {}
+        labeller = student if opts.labeller == "self" else ctx.teacher if opts.labeller == "teacher" else outputs.model
+        extra: dict = {}
+        if opts.targets == "hard":
+            mask_rate, per_class = confident_share(labeller, pool.x.to(device), opts.threshold, opts.T, ctx.data.num_classes)
+            extra.update(threshold=opts.threshold, mask_rate=round(mask_rate, 6), confident_per_class=per_class)
         if opts.labeller == "ema":  # the EMA as a classifier (the row is the student's best epoch)
             extra["labeller_val_accuracy"] = accuracy(labeller, ctx.data.val.x, ctx.data.val.y)
         ctx.record(
-            NAME, "student", method, student, cfg.student, result,
-            teacher_outputs=outputs.info, labeller=opts.labeller, threshold=opts.threshold, labelled=len(data.train), labelled_repeats=repeats,
-            unlabeled=len(pool), unlabeled_sources=sources, mask_rate=round(mask_rate, 6), confident_per_class=per_class,
+            name, "student", method, student, cfg.student, result,
+            teacher_outputs=outputs.info, labeller=opts.labeller, targets=opts.targets, T=opts.T, labelled=len(data.train), labelled_repeats=repeats,
+            unlabeled=len(pool), unlabeled_sources=sources,
             views={"weak": augment_settings(weak) if weak is not None else [], "strong": augment_settings(strong)}, **extra,
         )  # fmt: skip
-        ctx.save_objective(NAME, objective)
+        ctx.save_objective(name, objective)
         if baseline is not None:
             fitted = ctx.train_on_labels(BASELINE, baseline, cfg.student, train=labelled_rows.to(device), augment=strong)
             ctx.record(BASELINE, "student", "semi_supervised→labels only", baseline, cfg.student, fitted, labelled=len(data.train), labelled_repeats=repeats)
