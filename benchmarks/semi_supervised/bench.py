@@ -14,8 +14,8 @@ with ``data.labels_per_class=K``:
 - ``given``: FixMatch pseudo-labelled by the demo's shipped teacher, which was trained on all 55,000
   labelled training images: a teacher that saw far more labels than the student (reported apart);
 - ``soft``, ``given_soft``: ``configs/fashion_mnist/semi/soft_100_given_teacher.yaml`` (``targets:
-  soft``: the teacher's soft targets at T = 4 on every row of the student's own weak view, the demo's
-  student schedule, no strong view) with the teacher of the ``teacher`` run (trained on the same
+  soft``: the teacher's soft targets at T = 4 on every row, no augmentation, the demo's student
+  schedule) with the teacher of the ``teacher`` run (trained on the same
   labels) and with the shipped teacher.
 
 The fully supervised student (all 55,000 labels) comes from benchmarks/self_supervised (its
