@@ -131,3 +131,12 @@ def test_kept_channels_round_to_the_simd_multiple():
     assert [prune.kept_channels(w, 0.3, 8) for w in (16, 32, 64)] == [8, 24, 48]
     assert [prune.kept_channels(w, 0.3, 16) for w in (16, 32, 64)] == [16, 16, 48]
     assert prune.kept_channels(4, 0.5, 8) == 4  # never more than the layer has
+
+
+def test_min_saving_leaves_layers_that_save_little_whole():
+    conv = nn.Conv2d(32, 64, 3, padding=1)
+    # ranks (48, 32): 32·32 + 32·48·9 + 48·64 = 17920 of 18432 multiply-adds, 3 % saved
+    rule = RankRule(ranks={"c": [48, 32]})
+    assert lowrank.plan("c", conv, rule).skipped is None
+    kept = lowrank.plan("c", conv, RankRule(ranks={"c": [48, 32]}, min_saving=0.25))
+    assert kept.skipped == "saves 3% of 18432 multiply-adds, less than min_saving 25%"

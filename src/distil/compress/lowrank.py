@@ -23,9 +23,10 @@
 At full rank every form reproduces the layer exactly (up to float rounding). The rank comes from
 ``rank_ratio`` (``r = ⌈ratio · full⌉``), or ``energy`` — the smallest ``r`` whose leading singular
 values hold that share of ``Σσ²`` — or a rank per layer; ranks may be rounded up to a multiple (SIMD
-width). A layer is left as it is when its factorized form would not need fewer multiply-adds
-(:func:`factorize` says which, and why), when it is a grouped convolution, or when it is the model's
-only path to an output that could not be factorized.
+width). A layer is left as it is when its factorized form would not need fewer multiply-adds, or
+saves less than ``min_saving`` of them (two or three layers where there was one cost more per call
+than a few percent of arithmetic saves), or when it is a grouped convolution; :func:`factorize`
+says which layers, and why.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class RankRule:
     rank_ratio: float | None = None
     ranks: Mapping[str, int | Sequence[int]] = field(default_factory=dict)
     multiple: int = 1
+    min_saving: float = 0.0
 
     def pick(self, name: str, mode: int, singular_values: torch.Tensor, full: int) -> int:
         """The rank of mode ``mode`` (0: output side, 1: input side) of layer ``name``."""
@@ -286,6 +288,8 @@ def plan(name: str, m: nn.Module, rule: RankRule, conv_form: str = "tucker2") ->
         p = Plan(name, "tucker2", (r_out, r_in), (m.out_channels, m.in_channels), conv_macs(m), tucker2_macs(m, r_out, r_in))
     if p.macs_after >= p.macs:
         p.skipped = f"not cheaper: {p.macs_after} multiply-adds factorized vs {p.macs}"
+    elif p.macs_after > (1.0 - rule.min_saving) * p.macs:
+        p.skipped = f"saves {1 - p.macs_after / p.macs:.0%} of {p.macs} multiply-adds, less than min_saving {rule.min_saving:.0%}"
     return p
 
 
@@ -339,7 +343,7 @@ def factorize(model: nn.Module, rule: RankRule, conv_form: str = "tucker2", only
     """
     if conv_form not in CONV_FORMS:
         raise ConfigError(f"compress.lowrank.conv must be one of {', '.join(CONV_FORMS)}, got {conv_form!r}")
-    rule = RankRule(rule.energy, rule.rank_ratio, normalized_ranks(model, rule.ranks, conv_form), rule.multiple)
+    rule = RankRule(rule.energy, rule.rank_ratio, normalized_ranks(model, rule.ranks, conv_form), rule.multiple, rule.min_saving)
     plans = []
     for name, m in layers(model).items():
         if only is not None and name not in only:

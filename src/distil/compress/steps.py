@@ -80,13 +80,13 @@ def lowrank_step(chain: Chain) -> list[dict[str, Any]]:
     model = copy.deepcopy(chain.model).cpu()
     example = chain.data.train.x[:1]
     macs = lowrank.model_macs(model, example)
-    rule = lowrank.RankRule(**c.rule, ranks=c.ranks, multiple=c.multiple_of)
+    rule = lowrank.RankRule(**c.rule, ranks=c.ranks, multiple=c.multiple_of, min_saving=c.min_saving)
     plans = lowrank.factorize(model, rule, c.conv)
     before_recovery = round(accuracy(model, chain.data.test.x, chain.data.test.y), 4)
     seconds = _recover(chain, model, c.epochs, c.lr) if c.epochs else 0.0
     name = f"{chain.name}.lowrank"
     path = save_weights(model, chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "role": "student", "method": "lowrank", "source": chain.name})
-    extra = {"lowrank": {**c.rule, "conv": c.conv, "multiple_of": c.multiple_of, "recovery_epochs": c.epochs, "accuracy_before_recovery": before_recovery,
+    extra = {"lowrank": {**c.rule, "conv": c.conv, "multiple_of": c.multiple_of, "min_saving": c.min_saving, "recovery_epochs": c.epochs, "accuracy_before_recovery": before_recovery,
                          "macs": macs, "macs_after": lowrank.model_macs(model, example),
                          "factorized": {p.layer: p.as_dict() for p in plans if p.skipped is None},
                          "left_whole": {p.layer: p.skipped for p in plans if p.skipped is not None}}}  # fmt: skip

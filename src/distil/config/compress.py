@@ -34,6 +34,7 @@ class LowRankConfig(Section):
     ranks: dict[str, int | list[int]] = Field(default_factory=dict, description="per layer (module path): a rank, or [r_out, r_in] for a Tucker-2 convolution; overrides energy/rank_ratio")
     conv: Literal["tucker2", "spatial"] = Field("tucker2", description="k×k convolutions: tucker2 (1×1, k×k core, 1×1; Kim et al. 2016) or spatial (k×1 then 1×k; Jaderberg et al. 2014)")
     multiple_of: int = Field(16, ge=1, description="ranks rounded up to a multiple of this (SIMD-friendly widths; 1: as chosen)")
+    min_saving: float = Field(0.25, ge=0, lt=1, description="leave a layer whole unless factorizing saves at least this share of its multiply-adds")
     epochs: int = Field(1, ge=0, description="KD recovery epochs after factorizing (0: none); lr, batch size and loss from compress.prune")
     lr: float = Field(0.01, gt=0, description="recovery learning rate (SGD, cosine)")
 
