@@ -23,7 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.compress.chain import COMPRESSED, Chain
-from distil.compress.steps import STEPS
+from distil.compress.steps import CLAIMS, STEPS
 from distil.errors import ConfigError, DistilError
 
 
@@ -90,6 +90,8 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
             continue
         for new in made:
             new["speedup"] = speedup(rows, new)
+            if new["speedup"] is not None:
+                new["speedup"]["claimed"] = "speed" in CLAIMS[name]
             rows.append(new)
         summary["compress"]["steps"].append({"step": name, "from": made[0]["source"], "status": "ok", "rows": [m["name"] for m in made], "seconds": round(time.perf_counter() - t0, 2)})
         run.write_summary(summary)
@@ -99,20 +101,24 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
 
 
 def reference(rows: list[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any] | None:
-    """The row ``new`` is faster or slower than — "the step before" it, in the same runtime where there is one:
+    """The row ``new`` is compared with — "the step before" it, the one it is most directly comparable to:
 
-    the latest earlier row of the same method and runtime (``student.pruned.onnx`` against
-    ``student.onnx``: did pruning pay once deployed), else, for ``onnx-int8``, the ONNX fp32 row of the
-    same model, else the row of the model it was made from (``student.onnx`` against ``student`` in
-    PyTorch, ``student.pruned`` against ``student``).
+    - an int8 form against the fp32 form of the same model: ``onnx-int8`` against that model's ONNX
+      row, PyTorch ``int8`` against the PyTorch model;
+    - the ONNX export of a changed model against the ONNX export of the model before the change
+      (``student.pruned.onnx`` against ``student.onnx``: did pruning pay once deployed);
+    - otherwise the row of the model it was made from (``student.onnx`` against ``student`` in
+      PyTorch, ``student.pruned`` against ``student``).
     """
-    same = [r for r in rows if r.get("method") == new["method"] and r.get("runtime") == new.get("runtime")]
-    if same:
-        return same[-1]
     by_name = {r["name"]: r for r in rows}
-    if new["method"] == "onnx-int8" and f"{new['source']}.onnx" in by_name:
-        return by_name[f"{new['source']}.onnx"]
-    return by_name.get(new.get("source", ""))
+    source = new.get("source", "")
+    if new["method"] == "onnx-int8" and f"{source}.onnx" in by_name:
+        return by_name[f"{source}.onnx"]
+    if new["method"] == "onnx":
+        earlier = [r for r in rows if r.get("method") == "onnx" and r.get("runtime") == new.get("runtime")]
+        if earlier:
+            return earlier[-1]
+    return by_name.get(source)
 
 
 def speedup(rows: list[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any] | None:
