@@ -32,12 +32,13 @@ from distil.hardware import machine, set_threads
 CHAIN = ["onnx", "onnx-int8", "prune", "int8", "onnx", "onnx-int8"]
 #: name → (what it shows, overrides of the run's config)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "exact": ("the demo chain as before: 30 % of the channels pruned exactly (16/32/64 → 11/22/45)",
-              [f"compress.steps={CHAIN}", "compress.prune.multiple_of=1"]),
-    "rounded": ("the demo chain with kept channels rounded to multiples of 16 (16/32/64 → 16/16/48)",
-                [f"compress.steps={CHAIN}", "compress.prune.multiple_of=16"]),
-    "lowrank": ("low-rank factorization (Tucker-2 of the convolutions, SVD of fc; energy 0.9, ranks multiples of 16), then the rounded pruning and int8",
-                ["compress.steps=[onnx, onnx-int8, lowrank, onnx, onnx-int8, prune, int8, onnx, onnx-int8]", "compress.prune.multiple_of=16"]),
+    "exact": ("the demo chain as before: 30 % of the channels pruned exactly (16/32/64 → 11/22/45), 1 epoch of KD recovery",
+              [f"compress.steps={CHAIN}", "compress.prune.multiple_of=1", "compress.prune.epochs=1"]),
+    "rounded": ("the demo chain with kept channels rounded to multiples of 16 (16/32/64 → 16/16/48), 4 epochs of KD recovery",
+                [f"compress.steps={CHAIN}", "compress.prune.multiple_of=16", "compress.prune.epochs=4"]),
+    "lowrank": ("low-rank factorization (Tucker-2, rank ratio 0.5, ranks multiples of 16, 2 epochs of KD recovery), then the rounded pruning (4 epochs) and int8",
+                ["compress.steps=[onnx, onnx-int8, lowrank, onnx, onnx-int8, prune, int8, onnx, onnx-int8]", "compress.lowrank.rank_ratio=0.5",
+                 "compress.lowrank.epochs=2", "compress.prune.multiple_of=16", "compress.prune.epochs=4"]),
 }  # fmt: skip
 #: rows that are deployed students (the goal's candidates)
 DEPLOYED = ("onnxruntime", "torch-int8")
