@@ -276,8 +276,9 @@ def plan(name: str, m: nn.Module, rule: RankRule, conv_form: str = "tucker2") ->
         r = rule.pick(name, 0, _svd(m.weight.flatten(1))[1], full[0])
         p = Plan(name, "svd", (r,), full, conv_macs(m), r * (m.in_channels * _stride_area(m) + m.out_channels))
     elif conv_form == "spatial":
-        if not isinstance(m, nn.Conv2d):
-            return Plan(name, "none", (), (), conv_macs(m), conv_macs(m), skipped="the spatial form is for 2-D convolutions")
+        if not isinstance(m, nn.Conv2d) or isinstance(m.padding, str):
+            why = "the spatial form is for 2-D convolutions" if not isinstance(m, nn.Conv2d) else f"padding {m.padding!r} cannot be split by axis"
+            return Plan(name, "none", (), (), conv_macs(m), conv_macs(m), skipped=why)
         full = full_ranks(m, "spatial")
         r = rule.pick(name, 0, _svd(spatial_matrix(m.weight))[1], full[0])
         p = Plan(name, "spatial", (r,), full, conv_macs(m), spatial_macs(m, r))
