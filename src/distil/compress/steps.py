@@ -193,8 +193,9 @@ def onnx_int8_step(chain: Chain) -> list[dict[str, Any]]:
 
 
 #: What each step's row claims to improve. ``onnx-int8`` claims size only: on the demo student, ONNX
-#: Runtime's int8 convolutions (QDQ or QOperator, per channel or per tensor) measured slower than its
-#: fp32 NCHWc ones at batch 1 and 256 (benchmarks/compress/README.md), so no speed is claimed for it.
+#: Runtime's int8 convolutions (QDQ or QOperator, per channel or per tensor) are slower than fp32 at
+#: batch 1 and 0.6–1.5× its throughput at batch 256, slower wherever the fp32 convolutions run in the
+#: blocked NCHWc layout (benchmarks/compress/README.md), so no speed is claimed for it.
 CLAIMS: dict[str, tuple[str, ...]] = {"prune": ("speed", "size"), "lowrank": ("speed", "size"), "int8": ("speed", "size"), "onnx": ("speed",), "onnx-int8": ("size",)}
 
 #: name → step; the names are the ones ``compress.steps`` accepts (distil.config.COMPRESS_STEPS)
