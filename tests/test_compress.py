@@ -212,7 +212,25 @@ def test_parity_failure_names_the_step(trained_cnn, digits, tmp_path):
 def test_every_configurable_step_has_a_function():
     """config validates ``compress.steps`` against COMPRESS_STEPS without importing compress; the
     pipeline must then find a function for each name, and have none the config would refuse."""
-    from distil.compress.steps import STEPS
+    from distil.compress.steps import CLAIMS, STEPS
 
-    assert tuple(STEPS) == COMPRESS_STEPS == ("prune", "int8", "onnx", "onnx-int8")
+    assert tuple(STEPS) == COMPRESS_STEPS == tuple(CLAIMS) == ("prune", "lowrank", "int8", "onnx", "onnx-int8")
     assert all(callable(fn) for fn in STEPS.values())
+
+
+def test_each_row_is_compared_with_the_step_before():
+    """int8 forms against the fp32 form of the same model, an ONNX export of a changed model against the
+    ONNX export before the change, anything else against the model it was made from."""
+    from distil.compress.pipeline import reference, speedup
+
+    def r(name, method, runtime, source=None, b1=1.0, b256=100.0):
+        return {"name": name, "method": method, "runtime": runtime, "source": source, "latency_ms_b1": b1, "throughput_b256": b256}
+
+    rows = [r("s", "kd", "torch"), r("s.onnx", "onnx", "onnxruntime", "s", b1=0.25, b256=400.0), r("s.onnx-int8", "onnx-int8", "onnxruntime", "s"),
+            r("s.pruned", "pruned", "torch", "s"), r("s.pruned.int8", "int8", "torch-int8", "s.pruned")]  # fmt: skip
+    expected = {"s.onnx": "s", "s.onnx-int8": "s.onnx", "s.pruned": "s", "s.pruned.int8": "s.pruned"}
+    for i, row in enumerate(rows[1:], start=1):
+        assert reference(rows[:i], row)["name"] == expected[row["name"]]
+    pruned_onnx = r("s.pruned.onnx", "onnx", "onnxruntime", "s.pruned", b1=0.2, b256=500.0)
+    assert speedup(rows, pruned_onnx) == {"over": "s.onnx", "b1": 1.25, "b256": 1.25}
+    assert reference(rows, r("s.pruned.onnx-int8", "onnx-int8", "onnxruntime", "s.pruned"))["name"] == "s.pruned"

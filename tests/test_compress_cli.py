@@ -153,3 +153,44 @@ def test_quantization_aware_training_with_kd(compressed_run):
     row = summary_of(out)["models"][-1]
     assert (row["name"], row["runtime"], row["int8"]["mode"]) == ("student_kd.int8", "torch-int8", "qat")
     assert row["parity"]["argmax_agreement"] >= 0.9 and row["train_seconds"] > 0
+
+
+def test_lowrank_then_channel_pruning_recovers_with_kd_and_states_speedups(compressed_run):
+    out, _ = compressed_run
+    result = invoke("compress", out, "--steps", "lowrank,prune,onnx", "--rank-ratio", "0.5", "--prune-method", "channels", "--sparsity", "0.5")
+    assert result.exit_code == 0, result.output
+    models = {m["name"]: m for m in summary_of(out)["models"]}
+    student, low = models["student_kd"], models["student_kd.lowrank"]
+    info = low["lowrank"]
+    # 64 → 32 at rank ⌈0.5 · 32⌉ = 16: 16 · (64 + 32) = 1536 < 2048 multiply-adds; 32 → 10 at rank 5 → 16 → 10 is not cheaper
+    assert info["factorized"] == {"layer1.linear": {"form": "svd", "rank": [16], "full_rank": [32], "macs": 2048, "macs_after": 1536}}
+    assert info["left_whole"] == {"fc": "not cheaper: 420 multiply-adds factorized vs 320"}
+    assert info["macs"] == 2048 + 320 and info["macs_after"] == 1536 + 320
+    assert low["params"] == student["params"] - 64 * 32 + 16 * (64 + 32)
+    assert low["accuracy"] >= info["accuracy_before_recovery"] and low["train_seconds"] > 0
+    # the factorized model is pruned further: the rank-16 space is already a multiple of 16, the 32 units are halved
+    pruned = models["student_kd.lowrank.pruned"]
+    assert pruned["prune"]["channels"] == {"layer1.linear.1": "32 → 16"}
+    assert low["speedup"]["over"] == "student_kd" and pruned["speedup"]["over"] == "student_kd.lowrank"
+    assert models["student_kd.lowrank.pruned.onnx"]["speedup"]["over"] == "student_kd.lowrank.pruned"
+    assert all(r["speedup"]["b1"] > 0 and r["speedup"]["b256"] > 0 and r["speedup"]["claimed"] for r in models.values() if r.get("source"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--energy", "1.5"), "compress.lowrank.energy"),
+        (("--energy", "0"), "compress.lowrank.energy"),
+        (("--rank-ratio", "0"), "compress.lowrank.rank_ratio"),
+        (("--energy", "0.8", "--rank-ratio", "0.5"), "give energy or rank_ratio, not both"),
+        (("compress.lowrank.ranks={layer1.linear: 40}",), "compress.lowrank.ranks.layer1.linear: rank 40 is outside 1..32, the rank of layer1.linear (32)"),
+        (("compress.lowrank.ranks={layer9: 4}",), "compress.lowrank.ranks.layer9"),
+    ],
+)
+def test_bad_lowrank_input_exits_2_naming_the_field_and_writes_nothing(compressed_run, args, message):
+    out, _ = compressed_run
+    before = (out / "summary.json").read_text()
+    result = invoke("compress", out, "--steps", "lowrank", *args)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert (out / "summary.json").read_text() == before

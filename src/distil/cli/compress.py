@@ -1,4 +1,4 @@
-"""``distil compress``: prune, quantize and export a finished run's student."""
+"""``distil compress``: prune, factorize, quantize and export a finished run's student."""
 
 from __future__ import annotations
 
@@ -21,10 +21,12 @@ class OnError(str, Enum):
 def compress(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory (from `distil run`)")],
     overrides: Annotated[list[str] | None, typer.Argument(help="overrides of the compress section, e.g. compress.prune.rounds=2 compress.int8.mode=dynamic")] = None,
-    steps: Annotated[str | None, typer.Option(help="comma-separated steps in order: prune, int8, onnx, onnx-int8")] = None,
+    steps: Annotated[str | None, typer.Option(help="comma-separated steps in order: prune, lowrank, int8, onnx, onnx-int8")] = None,
     sparsity: Annotated[float | None, typer.Option(help="pruning sparsity in [0, 1): fraction of channels (channels) or weights (magnitude) removed")] = None,
     prune_method: Annotated[str | None, typer.Option("--prune-method", help="channels (a smaller dense model) or magnitude (unstructured)")] = None,
     epochs: Annotated[int | None, typer.Option(help="KD recovery epochs after each pruning round")] = None,
+    energy: Annotated[float | None, typer.Option(help="lowrank: keep the smallest rank holding this share of Σσ², in (0, 1]")] = None,
+    rank_ratio: Annotated[float | None, typer.Option("--rank-ratio", help="lowrank: rank = ⌈ratio × the layer's rank⌉, in (0, 1] (instead of --energy)")] = None,
     student: Annotated[str | None, typer.Option(help="the model of summary.json to compress (default: student_<method>)")] = None,
     on_error: Annotated[OnError | None, typer.Option("--on-error", help="a failing step: stop (exit 2) or skip it and go on")] = None,
     compiled: Annotated[bool | None, typer.Option("--compiled/--no-compiled", help="also time the teacher and student with torch.compile")] = None,
@@ -36,7 +38,7 @@ def compress(
     """
     from distil.compress.pipeline import compress_run, run_config
 
-    given = {"steps": steps and f"[{steps}]", "prune.sparsity": sparsity, "prune.method": prune_method, "prune.epochs": epochs,
+    given = {"steps": steps and f"[{steps}]", "prune.sparsity": sparsity, "prune.method": prune_method, "prune.epochs": epochs, "lowrank.energy": energy, "lowrank.rank_ratio": rank_ratio,
              "student": student, "on_error": on_error and on_error.value, "compiled": compiled}  # fmt: skip
     items = [f"compress.{k}={v}" for k, v in given.items() if v is not None]
     bad = [o for o in overrides or [] if not o.startswith("compress.")]

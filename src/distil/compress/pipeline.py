@@ -2,7 +2,7 @@
 
 A step is a function named in ``STEPS`` (:mod:`distil.compress.steps`); it
 gets the :class:`Chain` (data, teacher, the current float model and its name) and its own section of
-the config, and returns the table rows it made. ``prune`` replaces the current model (later steps start
+the config, and returns the table rows it made. ``prune`` and ``lowrank`` replace the current model (later steps start
 from the pruned one); ``int8``, ``onnx`` and ``onnx-int8`` each add a deployable form of the current
 model. Every row is measured by :func:`distil.engine.measure.measure`, and the teacher and the starting
 student are re-measured in the same session so that ratios compare like with like.
@@ -23,7 +23,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.compress.chain import COMPRESSED, Chain
-from distil.compress.steps import STEPS
+from distil.compress.steps import CLAIMS, STEPS
 from distil.errors import ConfigError, DistilError
 
 
@@ -53,6 +53,7 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
     started = time.perf_counter()
     run_dir = Path(run_dir)
     config, summary, data, teacher, student, arch, base = load_run(run_dir, config)
+    check_steps(config.compress, student)
     out = run_dir / COMPRESSED
     # a new chain replaces the last one: its files and rows go first, so nothing stale looks valid
     shutil.rmtree(out, ignore_errors=True)
@@ -87,12 +88,55 @@ def compress_run(run_dir: str | Path, config=None, console: Console | None = Non
                 raise type(err)(f"compress step {name!r} on {chain.label}: {err}") from None
             console.print(f"[yellow]compress: step {name!r} skipped: {err}[/]", highlight=False)
             continue
-        rows.extend(made)
+        for new in made:
+            new["speedup"] = speedup(rows, new)
+            if new["speedup"] is not None:
+                new["speedup"]["claimed"] = "speed" in CLAIMS[name]
+            rows.append(new)
         summary["compress"]["steps"].append({"step": name, "from": made[0]["source"], "status": "ok", "rows": [m["name"] for m in made], "seconds": round(time.perf_counter() - t0, 2)})
         run.write_summary(summary)
     summary["compress"]["wall_seconds"] = round(time.perf_counter() - started, 2)
     run.write_summary(summary)
     return summary
+
+
+def reference(rows: list[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any] | None:
+    """The row ``new`` is compared with — "the step before" it, the one it is most directly comparable to:
+
+    - an int8 form against the fp32 form of the same model: ``onnx-int8`` against that model's ONNX
+      row, PyTorch ``int8`` against the PyTorch model;
+    - the ONNX export of a changed model against the ONNX export of the model before the change
+      (``student.pruned.onnx`` against ``student.onnx``: did pruning pay once deployed);
+    - otherwise the row of the model it was made from (``student.onnx`` against ``student`` in
+      PyTorch, ``student.pruned`` against ``student``).
+    """
+    by_name = {r["name"]: r for r in rows}
+    source = new.get("source", "")
+    if new["method"] == "onnx-int8" and f"{source}.onnx" in by_name:
+        return by_name[f"{source}.onnx"]
+    if new["method"] == "onnx":
+        earlier = [r for r in rows if r.get("method") == "onnx" and r.get("runtime") == new.get("runtime")]
+        if earlier:
+            return earlier[-1]
+    return by_name.get(source)
+
+
+def speedup(rows: list[dict[str, Any]], new: dict[str, Any]) -> dict[str, Any] | None:
+    """``new``'s speed-up over its :func:`reference` row, measured in this session: batch-1 latency and batch-256 throughput ratios (> 1: faster)."""
+    ref = reference(rows, new)
+    if ref is None or not new.get("latency_ms_b1") or not ref.get("latency_ms_b1"):
+        return None
+    return {"over": ref["name"], "b1": round(ref["latency_ms_b1"] / new["latency_ms_b1"], 3), "b256": round(new["throughput_b256"] / ref["throughput_b256"], 3)}
+
+
+def check_steps(compress, student: nn.Module) -> None:
+    """What can be checked against the starting student before anything is written: the per-layer ranks of
+    ``lowrank`` when no ``prune`` comes before it (a :class:`ConfigError` naming the field)."""
+    steps = compress.steps
+    if "lowrank" in steps and "prune" not in steps[: steps.index("lowrank")]:
+        from distil.compress.lowrank import check_ranks
+
+        check_ranks(student, compress.lowrank.ranks, compress.lowrank.conv)
 
 
 def run_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()):

@@ -1,6 +1,6 @@
 """The compression steps ``compress.steps`` may name, each registered in
 :data:`STEPS`: ``prune`` replaces the chain's current model (later steps start from
-the pruned one); ``int8``, ``onnx`` and ``onnx-int8`` each add a deployable form of the current model.
+the pruned one), and so does ``lowrank`` (factorized layers); ``int8``, ``onnx`` and ``onnx-int8`` each add a deployable form of the current model.
 
 Each pruning round, and int8 QAT, fine-tunes with KD against the teacher (:func:`_recover`); int8 and ONNX
 models are checked against the float model on held-out inputs, and ONNX files are written under a staging
@@ -52,7 +52,7 @@ def prune_step(chain: Chain) -> list[dict[str, Any]]:
         if p.method == "channels":
             # channels kept per round multiply: (1 − s)^(r/R) of the original after round r
             keep = (1.0 - p.sparsity) ** (1.0 / p.rounds)
-            info = prune.channel_prune(model, 1.0 - keep, example)
+            info = prune.channel_prune(model, 1.0 - keep, example, multiple_of=p.multiple_of)
         else:
             prune.magnitude_prune(model, 1.0 - (1.0 - p.sparsity) ** (r / p.rounds))
         accuracy_after_prune.append(round(accuracy(model, chain.data.test.x, chain.data.test.y), 4))
@@ -61,9 +61,36 @@ def prune_step(chain: Chain) -> list[dict[str, Any]]:
     prune.finalize(model)
     name = f"{chain.name}.pruned"
     path = save_weights(model, chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "role": "student", "method": "pruned", "source": chain.name})
-    extra = {"prune": {"method": p.method, "sparsity": p.sparsity, "rounds": p.rounds, "recovery_epochs": p.epochs,
+    extra = {"prune": {"method": p.method, "sparsity": p.sparsity, "rounds": p.rounds, "recovery_epochs": p.epochs, "multiple_of": p.multiple_of,
                        "accuracy_before_recovery": accuracy_after_prune, "weight_sparsity": round(prune.sparsity_of(model), 4), **info}}  # fmt: skip
     result = row(chain, name, "pruned", "torch", model, path, train_seconds=round(seconds, 2), **extra)
+    chain.model, chain.name, chain.onnx = model, name, None
+    return [result]
+
+
+def lowrank_step(chain: Chain) -> list[dict[str, Any]]:
+    """Low-rank factorization of the current model (:mod:`distil.compress.lowrank`), then KD recovery like pruning."""
+    import copy
+
+    from distil.compress import lowrank
+    from distil.engine.evaluate import accuracy
+    from distil.weights import save_weights
+
+    c = chain.compress.lowrank
+    model = copy.deepcopy(chain.model).cpu()
+    example = chain.data.train.x[:1]
+    macs = lowrank.model_macs(model, example)
+    rule = lowrank.RankRule(**c.rule, ranks=c.ranks, multiple=c.multiple_of, min_saving=c.min_saving)
+    plans = lowrank.factorize(model, rule, c.conv)
+    before_recovery = round(accuracy(model, chain.data.test.x, chain.data.test.y), 4)
+    seconds = _recover(chain, model, c.epochs, c.lr) if c.epochs else 0.0
+    name = f"{chain.name}.lowrank"
+    path = save_weights(model, chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "role": "student", "method": "lowrank", "source": chain.name})
+    extra = {"lowrank": {**c.rule, "conv": c.conv, "multiple_of": c.multiple_of, "min_saving": c.min_saving, "recovery_epochs": c.epochs, "accuracy_before_recovery": before_recovery,
+                         "macs": macs, "macs_after": lowrank.model_macs(model, example),
+                         "factorized": {p.layer: p.as_dict() for p in plans if p.skipped is None},
+                         "left_whole": {p.layer: p.skipped for p in plans if p.skipped is not None}}}  # fmt: skip
+    result = row(chain, name, "lowrank", "torch", model, path, train_seconds=round(seconds, 2), **extra)
     chain.model, chain.name, chain.onnx = model, name, None
     return [result]
 
@@ -165,6 +192,12 @@ def onnx_int8_step(chain: Chain) -> list[dict[str, Any]]:
     return [row(chain, f"{chain.name}.onnx-int8", "onnx-int8", "onnxruntime", OnnxModel(final), final, counted=chain.model, **extra)]
 
 
+#: What each step's row claims to improve. ``onnx-int8`` claims size only: on the demo student, ONNX
+#: Runtime's int8 convolutions (QDQ or QOperator, per channel or per tensor) are slower than fp32 at
+#: batch 1 and 0.6–1.5× its throughput at batch 256, slower wherever the fp32 convolutions run in the
+#: blocked NCHWc layout (benchmarks/compress/README.md), so no speed is claimed for it.
+CLAIMS: dict[str, tuple[str, ...]] = {"prune": ("speed", "size"), "lowrank": ("speed", "size"), "int8": ("speed", "size"), "onnx": ("speed",), "onnx-int8": ("size",)}
+
 #: name → step; the names are the ones ``compress.steps`` accepts (distil.config.COMPRESS_STEPS)
-STEPS: dict[str, Step] = {"prune": prune_step, "int8": int8_step, "onnx": onnx_step, "onnx-int8": onnx_int8_step}
-assert tuple(STEPS) == COMPRESS_STEPS, "every configurable step has a function, and no other"
+STEPS: dict[str, Step] = {"prune": prune_step, "lowrank": lowrank_step, "int8": int8_step, "onnx": onnx_step, "onnx-int8": onnx_int8_step}
+assert tuple(STEPS) == COMPRESS_STEPS == tuple(CLAIMS), "every configurable step has a function and a claim, and no other"

@@ -9,7 +9,7 @@ dataset), ``data.augment.build(data)`` (batched augmentation), ``cache.settings(
 
 from distil.config.base import Section
 from distil.config.cache import CacheConfig
-from distil.config.compress import COMPRESS_STEPS, CompressConfig, Int8Config, OnnxConfig, OnnxInt8Config, PruneConfig
+from distil.config.compress import COMPRESS_STEPS, CompressConfig, Int8Config, LowRankConfig, OnnxConfig, OnnxInt8Config, PruneConfig
 from distil.config.data import AugmentConfig, DataConfig, ViewsConfig
 from distil.config.distill import DistillConfig, TermConfig
 from distil.config.experiment import ExperimentConfig, LoggingConfig, MeasureConfig
@@ -40,6 +40,7 @@ __all__ = [
     "DistillConfig",
     "ExperimentConfig",
     "Int8Config",
+    "LowRankConfig",
     "LoggingConfig",
     "MeasureConfig",
     "ModelConfig",

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from distil.config.base import Section, registered
 
 #: The steps ``compress.steps`` may name; :data:`distil.compress.steps.STEPS` holds one function for each.
-COMPRESS_STEPS = ("prune", "int8", "onnx", "onnx-int8")
+COMPRESS_STEPS = ("prune", "lowrank", "int8", "onnx", "onnx-int8")
 
 
 class PruneConfig(Section):
@@ -23,6 +23,32 @@ class PruneConfig(Section):
     batch_size: int = Field(256, ge=1)
     temperature: float = Field(4.0, gt=0, description="KD temperature of the recovery objective")
     alpha: float = Field(0.9, ge=0, le=1, description="recovery objective: alpha × KD + (1 − alpha) × CE")
+    multiple_of: int = Field(16, ge=1, description="channels: kept channels rounded to a multiple of this (16: ONNX Runtime's NCHWc block on AVX-512, a multiple of AVX2's 8; 1: the exact sparsity)")
+
+
+class LowRankConfig(Section):
+    """Low-rank factorization (truncated SVD of Linear layers, Tucker-2 or spatial split of convolutions), then KD recovery."""
+
+    energy: float | None = Field(None, gt=0, le=1, description="keep the smallest rank whose singular values hold this share of Σσ², in (0, 1]")
+    rank_ratio: float | None = Field(None, gt=0, le=1, description="instead of energy: rank = ⌈ratio × the layer's rank⌉, in (0, 1] (0.5 when neither is given)")
+    ranks: dict[str, int | list[int]] = Field(default_factory=dict, description="per layer (module path): a rank, or [r_out, r_in] for a Tucker-2 convolution; overrides energy/rank_ratio")
+    conv: Literal["tucker2", "spatial"] = Field("tucker2", description="k×k convolutions: tucker2 (1×1, k×k core, 1×1; Kim et al. 2016) or spatial (k×1 then 1×k; Jaderberg et al. 2014)")
+    multiple_of: int = Field(16, ge=1, description="ranks rounded up to a multiple of this (SIMD-friendly widths; 1: as chosen)")
+    min_saving: float = Field(0.25, ge=0, lt=1, description="leave a layer whole unless factorizing saves at least this share of its multiply-adds")
+    epochs: int = Field(1, ge=0, description="KD recovery epochs after factorizing (0: none); lr, batch size and loss from compress.prune")
+    lr: float = Field(0.01, gt=0, description="recovery learning rate (SGD, cosine)")
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> LowRankConfig:
+        if self.energy is not None and self.rank_ratio is not None:
+            raise ValueError("give energy or rank_ratio, not both")
+        return self
+
+    @property
+    def rule(self) -> dict[str, float]:
+        """The rank rule in effect: ``{"energy": e}`` or ``{"rank_ratio": r}`` (0.5 by default: on the demo
+        student an energy of 0.9 keeps ranks so high that no layer saves a quarter of its multiply-adds)."""
+        return {"energy": self.energy} if self.energy is not None else {"rank_ratio": self.rank_ratio if self.rank_ratio is not None else 0.5}
 
 
 class Int8Config(Section):
@@ -58,15 +84,16 @@ class OnnxInt8Config(Section):
 class CompressConfig(Section):
     """``distil compress`` (and ``distil run`` when present): steps applied in order to the distilled student.
 
-    ``prune`` replaces the model the later steps start from; ``int8``, ``onnx`` and ``onnx-int8`` each
+    ``prune`` and ``lowrank`` replace the model the later steps start from; ``int8``, ``onnx`` and ``onnx-int8`` each
     add a deployable model of the current one. Every step adds a row to the run's table.
     """
 
     student: str | None = Field(None, description="the model of summary.json to compress (default: student_<distill.method>)")
-    steps: list[str] = Field(["onnx", "onnx-int8", "prune", "int8", "onnx", "onnx-int8"], description="steps in order: prune, int8, onnx, onnx-int8")
+    steps: list[str] = Field(["onnx", "onnx-int8", "prune", "int8", "onnx", "onnx-int8"], description="steps in order: prune, lowrank, int8, onnx, onnx-int8")
     on_error: Literal["stop", "skip"] = Field("stop", description="a failing step (unsupported layer, parity): stop with exit 2, or skip it and go on")
     compiled: bool = Field(False, description="also time the teacher and student with torch.compile (needs a C++ compiler)")
     prune: PruneConfig = Field(default_factory=PruneConfig)
+    lowrank: LowRankConfig = Field(default_factory=LowRankConfig)
     int8: Int8Config = Field(default_factory=Int8Config)
     onnx: OnnxConfig = Field(default_factory=OnnxConfig)
     onnx_int8: OnnxInt8Config = Field(default_factory=OnnxInt8Config)
