@@ -44,6 +44,9 @@ class Strategy:
     distributed: ClassVar[bool] = False
     #: works on tagging data (a tag per token, per-token logits); checked at start
     per_token: ClassVar[bool] = False
+    #: works on paired data (the teacher sees ``x_teacher``, the student ``x``: every model it builds,
+    #: trains and evaluates gets the input of its side); checked at start
+    paired: ClassVar[bool] = False
 
     def prepare(self, ctx: Context) -> Runner:
         """Build and check everything before any training; return the function that trains."""
