@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from distil.cli import app
 from distil.config import validate_config
 from distil.config.data import DataConfig
-from distil.data import BatchAugment, Split, load_dataset
+from distil.data import BatchAugment, Split
 from distil.data.labels import keep_labels
 from distil.data.pairs import StudentView
 from distil.engine.teacher_outputs import CacheSettings, teacher_outputs
@@ -199,6 +199,11 @@ def test_paired_run_from_the_cli_shows_both_inputs(tmp_path):
     assert "teacher: camera 1×8×8; students: sensor 1×4×4" in " ".join(result.output.split())
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["models"][-1]["teacher_outputs"]["paired"]
+    for role, row in (("teacher", 0), ("student", -1)):  # each model evaluated on its own test inputs
+        weights = tmp_path / "out" / summary["models"][row]["weights"]
+        evaluated = runner.invoke(app, ["eval", str(path), "--weights", str(weights), "--model", role])
+        assert evaluated.exit_code == 0, evaluated.output
+        assert json.loads(evaluated.output)["accuracy"] == pytest.approx(summary["models"][row]["accuracy"])
 
 
 @pytest.mark.parametrize(
@@ -218,3 +223,13 @@ def test_bad_paired_input_exits_2_and_writes_nothing(tmp_path, change, message):
     assert message in " ".join(result.output.split())
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_serving_a_paired_run_serves_the_student_only(paired_run):
+    """A request carries one input, the student's; the teacher would need the other modality."""
+    from distil.serve.repository import _from_run_dir
+
+    out, summary = paired_run
+    served = _from_run_dir(out, "torch", "student")
+    assert [m.role for m in served] == ["student"]
+    assert tuple(served[0].input.shape) == (1, 4, 4)

@@ -24,7 +24,7 @@ from typing import Any
 
 from distil.config.files import read_raw, resolve_paths, validate_config
 from distil.experiment import run_experiment
-from distil.hardware import machine, set_threads
+from distil.hardware import set_threads
 
 CONFIG = Path("configs/fashion_mnist/cross_modal/crd.yaml")
 METHODS = ("kd", "crd", "crd+kd")
@@ -85,7 +85,7 @@ def main() -> None:
     first = per_seed[seeds[0]]
     pair = first["data"]["paired"]
     inputs = f"teacher: {pair['teacher']['input']} {'×'.join(map(str, pair['teacher']['input_shape']))}; student: {pair['student']['input']} {'×'.join(map(str, pair['student']['input_shape']))} ({pair['student'].get('derived', '')})"
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     results = {
         "command": shlex.join(["python", *sys.argv]),
         "config": str(CONFIG),

@@ -47,7 +47,9 @@ class StudentView:
             raise DataError(f"student_view.noise must be >= 0 (the noise's std in normalized units), got {self.noise!r}")
 
     def describe(self, teacher_shape: tuple[int, ...], student_shape: tuple[int, ...]) -> str:
-        parts = [f"{self.downsample}×{self.downsample if len(teacher_shape) == 3 else 1} average pooling ({_shape(teacher_shape)} → {_shape(student_shape)})"] if self.downsample > 1 else []
+        k = self.downsample
+        window = f"{k}×{k}" if len(teacher_shape) == 3 else f"{k}-step"
+        parts = [f"{window} average pooling ({_shape(teacher_shape)} → {_shape(student_shape)})"] if k > 1 else []
         if self.noise > 0:
             parts.append(f"Gaussian noise σ={self.noise:g} (normalized units, fixed per sample, seed {self.seed})")
         return ", ".join(parts) or "the teacher's input as it is"
