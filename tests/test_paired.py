@@ -233,3 +233,20 @@ def test_serving_a_paired_run_serves_the_student_only(paired_run):
     served = _from_run_dir(out, "torch", "student")
     assert [m.role for m in served] == ["student"]
     assert tuple(served[0].input.shape) == (1, 4, 4)
+
+
+def test_ensemble_members_see_the_teachers_inputs(tmp_path):
+    raw = {**PAIRED_DIGITS, "scratch": False, "teacher": {**PAIRED_DIGITS["teacher"], "epochs": 2}, "student": {**PAIRED_DIGITS["student"], "epochs": 2}}
+    # An MLP member built for the student's 4×4 inputs would have 16 inputs and fail on the 8×8 teacher inputs.
+    raw["strategy"] = {"name": "ensemble", "teachers": [{"arch": "mlp", "kwargs": {"hidden": [32]}, "epochs": 2, "batch_size": 64, "lr": 0.1}]}
+    summary = run_experiment(validate_config(raw), tmp_path / "out")
+    models = {m["name"]: m for m in summary["models"]}
+    assert models["teacher_1"]["params"] == 64 * 32 + 32 + 32 * 10 + 10  # built for 1×8×8 inputs
+    assert models["teacher_ensemble"]["accuracy"] > 0.8
+    assert models["student_ensemble_kd"]["teacher_outputs"]["paired"]
+
+
+def test_tf_kd_needs_no_teacher_inputs_and_runs_on_paired_data(tmp_path):
+    raw = {**PAIRED_DIGITS, "scratch": False, "strategy": {"name": "tf_kd"}, "distill": {"method": "kd"}, "teacher": {**PAIRED_DIGITS["teacher"], "epochs": 1}}
+    summary = run_experiment(validate_config(raw), tmp_path / "out")
+    assert summary["models"][-1]["name"] == "student_tfkd_kd" and summary["models"][-1]["accuracy"] > 0.3
