@@ -28,7 +28,7 @@ from distil.hardware import set_threads
 
 CONFIG = Path("configs/fashion_mnist/cross_modal/crd.yaml")
 METHODS = ("kd", "crd", "crd+kd")
-ROWS = {"teacher": "teacher (camera, 1×28×28)", "student_scratch": "student, scratch", "student_kd": "student, KD", "student_crd": "student, CRD", "student_crd+kd": "student, CRD+KD"}
+ROWS = {"teacher": "teacher (camera image, 1×28×28)", "student_scratch": "student, scratch", "student_kd": "student, KD", "student_crd": "student, CRD", "student_crd+kd": "student, CRD+KD"}
 KEEP = ("name", "method", "accuracy", "val_accuracy", "params", "train_seconds", "best_epoch")
 
 
@@ -36,18 +36,20 @@ def config(overrides: list[str], path: Path = CONFIG):
     return resolve_paths(validate_config(read_raw(path, overrides), str(path)), path.parent)
 
 
-def run(out: Path, overrides: list[str]) -> dict[str, Any]:
+def run(out: Path, overrides: list[str], methods: list[str]) -> dict[str, Any]:
     if not (out / "summary.json").is_file():  # finished before: the script can be rerun after an interruption
         print(f"--- {out}  {' '.join(overrides)}", flush=True)
         resume = (out / "config.yaml").is_file()
-        run_experiment(config(overrides), out, methods=list(METHODS), resume=resume)
+        run_experiment(config(overrides), out, methods=methods, resume=resume)
     return json.loads((out / "summary.json").read_text())
 
 
 def table(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, label in ROWS.items():
-        found = [next(m for m in s["models"] if m["name"] == name) for s in per_seed.values()]
+        found = [m for s in per_seed.values() for m in s["models"] if m["name"] == name]
+        if not found:
+            continue
         acc = [100 * m["accuracy"] for m in found]
         secs = [m.get("train_seconds", 0.0) for m in found]
         rows.append({
@@ -75,12 +77,14 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", type=Path, required=True, help="run directories (kept out of the repository)")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent, help="where results.json and results.md go")
+    parser.add_argument("--methods", default=",".join(METHODS), help="distilled rows besides scratch")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. student.epochs=5")
     args = parser.parse_args()
     set_threads()
     seeds = [int(s) for s in args.seeds.split(",")]
     started = time.time()
-    per_seed = {seed: run(args.out / f"seed{seed}", [f"seed={seed}", *args.overrides]) for seed in seeds}
+    methods = args.methods.split(",")
+    per_seed = {seed: run(args.out / f"seed{seed}", [f"seed={seed}", *args.overrides], methods) for seed in seeds}
     rows = table(per_seed)
     first = per_seed[seeds[0]]
     pair = first["data"]["paired"]
@@ -91,6 +95,7 @@ def main() -> None:
         "config": str(CONFIG),
         "overrides": args.overrides,
         "seeds": seeds,
+        "methods": methods,
         "commit": commit,
         "machine": first["machine"],
         "wall_seconds": round(time.time() - started, 1),
