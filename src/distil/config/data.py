@@ -146,15 +146,16 @@ class DataConfig(Section):
 
     def _paired(self, data: Dataset) -> Dataset:
         """Paired data: the student's view derived (``student_view``), the two inputs named (``inputs``)."""
-        names = self.inputs or InputNames()
         if self.student_view is not None:
+            names = self.inputs or InputNames(teacher="original input", student="derived view")
             try:
-                return with_student_view(data, self.student_view.build(), teacher=self.inputs.teacher if self.inputs else "original input",
-                                         student=self.inputs.student if self.inputs else "derived view")  # fmt: skip
+                return with_student_view(data, self.student_view.build(), teacher=names.teacher, student=names.student)
             except DataError as err:
                 raise ConfigError(f"data.{err}") from None
         if data.pairing is None:
             if self.inputs is not None:
                 raise ConfigError(f"data.inputs names the two inputs of paired data, but {data.name!r} has one input per sample (no x_teacher, no student_view); remove it")
             return data
-        return replace(data, pairing=replace(data.pairing, teacher=names.teacher, student=names.student))
+        if self.inputs is None:
+            return data
+        return replace(data, pairing=replace(data.pairing, teacher=self.inputs.teacher, student=self.inputs.student))

@@ -52,11 +52,6 @@ class Split:
         return self.x.shape[0]
 
     @property
-    def paired(self) -> bool:
-        """Whether the teacher sees its own input of each sample (``x_teacher``)."""
-        return self.x_teacher is not None
-
-    @property
     def teacher_x(self) -> torch.Tensor:
         """What the teacher sees: ``x_teacher`` for paired data, else the student's own ``x``."""
         return self.x if self.x_teacher is None else self.x_teacher
