@@ -229,7 +229,7 @@ def test_serving_a_paired_run_serves_the_student_only(paired_run):
     """A request carries one input, the student's; the teacher would need the other modality."""
     from distil.serve.repository import _from_run_dir
 
-    out, summary = paired_run
+    out, _ = paired_run
     served = _from_run_dir(out, "torch", "student")
     assert [m.role for m in served] == ["student"]
     assert tuple(served[0].input.shape) == (1, 4, 4)
