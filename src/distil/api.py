@@ -68,7 +68,8 @@ def make_objective(
     ``distil run``'s, so the same terms and seed give the same connectors."""
     terms = list(terms) if terms is not None else [KD(T=temperature) * alpha, CE() * (1.0 - alpha)]
     probe = data.train.x[:8].to(_device_of(student))
-    return build_objective(terms, student, teacher, probe, n_data=len(data.train), seed=seed)
+    teacher_probe = None if data.train.x_teacher is None else data.train.x_teacher[:8].to(_device_of(student))  # paired data: the teacher's own inputs
+    return build_objective(terms, student, teacher, probe, n_data=len(data.train), seed=seed, teacher_probe_x=teacher_probe)
 
 
 def distill(
@@ -92,7 +93,8 @@ def distill(
     (``.between("stages")``); connectors are added where shapes differ and trained with the student.
     The teacher is frozen and its outputs are cached: exactly when ``augment`` is off, as pre-drawn
     views with it (``cache``: :class:`~distil.engine.teacher_outputs.CacheSettings`; in memory only
-    unless ``cache.store`` is set). ``options`` are :class:`TrainSettings` fields: ``epochs``, ``lr``,
+    unless ``cache.store`` is set). Paired data (``data.train.x_teacher``): the teacher sees its own
+    inputs, the student ``x``. ``options`` are :class:`TrainSettings` fields: ``epochs``, ``lr``,
     ``precision="bf16"`` (forwards under bf16 autocast; see engine/precision.py), ...
     """
     device = _device_of(student)
@@ -103,8 +105,9 @@ def distill(
     if objective.uses_teacher:
         settings = cache if cache is not None else CacheSettings(store=False, seed=seed)
         outputs = teacher_outputs(
-            teacher, train_split.x, augment, objective.teacher_taps, settings=settings, temperature=objective.temperature, exact_logits=objective.needs_exact_logits
-        )
+            teacher, train_split.x, augment, objective.teacher_taps, settings=settings, temperature=objective.temperature, exact_logits=objective.needs_exact_logits,
+            teacher_x=train_split.x_teacher,
+        )  # fmt: skip
     fit(student, train_split, val_split, objective, _settings(options), seed=seed, teacher=outputs, augment=augment, on_epoch=on_epoch)
     return student
 

@@ -22,6 +22,7 @@ from distil.data import Dataset
 from distil.engine import distributed
 from distil.engine.objective import task_objective
 from distil.engine.taps import LOGITS
+from distil.errors import ConfigError
 from distil.hardware import machine
 from distil.session import RunSession, read_summary
 from distil.session.checkpoints import check_resume
@@ -60,11 +61,17 @@ class Experiment:
             return read_summary(session.run_dir.path)
         data = cfg.data.load(cfg.seed)
         augment = cfg.data.augment.build(data)  # before any work: a field for the other kind of data is an error
+        if data.paired and cfg.compress is not None and "kd" in steps:
+            raise ConfigError(
+                f"compress: {data.name!r} is paired (the teacher sees other inputs than the student), which the compression "
+                "steps (their recovery KD) do not support yet; remove the compress section"
+            )
         described = data.describe()
         if session.dist is not None:
             data = self._shard(data, steps)
         # Build every model before training any, so a bad arch or weights file fails at once.
-        teacher = session.build(cfg.teacher, data) if {"teacher", "kd"} & set(steps) and cfg.teacher is not None else None
+        # Paired data: the teacher is built, trained and measured on its own inputs (data.for_teacher()).
+        teacher = session.build(cfg.teacher, data.for_teacher()) if {"teacher", "kd"} & set(steps) and cfg.teacher is not None else None
         if teacher is not None and cfg.teacher.weights:
             load_weights(teacher, cfg.teacher.weights, cfg.teacher.sha256)
         if {"scratch", "kd"} & set(steps):
@@ -82,6 +89,10 @@ class Experiment:
         per_rank = f" ({len(data.train)} per process × {session.dist.world_size})" if session.dist is not None else ""
         unlabeled = f" + {described['sizes']['unlabeled']:,} unlabeled" if "unlabeled" in described["sizes"] else ""
         session.say(f"data: {data.name} train {described['sizes']['train']}{per_rank}{unlabeled} / val {len(data.val)} / test {len(data.test)}, input {data.input_shape}, from {data.source}; device {session.device}")
+        if "paired" in described:
+            pair = described["paired"]
+            derived = f" ({pair['student']['derived']})" if "derived" in pair["student"] else ""
+            session.say(f"paired inputs: teacher sees {pair['teacher']['input']} {tuple(pair['teacher']['input_shape'])}, student sees {pair['student']['input']} {tuple(pair['student']['input_shape'])}{derived}")
         if "text" in described:
             text = described["text"]
             what = "tags per word" if text.get("task") == "tag" else "a label per text"
@@ -92,11 +103,12 @@ class Experiment:
 
         if teacher is not None:
             teacher.to(session.device)
+            teacher_data = data.for_teacher()
             if cfg.teacher.weights:
-                session.record("teacher", "teacher", "loaded", teacher, data, cfg.teacher, None)
+                session.record("teacher", "teacher", "loaded", teacher, teacher_data, cfg.teacher, None)
             else:
-                result = session.fit("teacher", teacher, data, task_objective(cfg.teacher.label_smoothing), cfg.teacher, augment)
-                session.record("teacher", "teacher", "trained", teacher, data, cfg.teacher, result)
+                result = session.fit("teacher", teacher, teacher_data, task_objective(cfg.teacher.label_smoothing), cfg.teacher, augment)
+                session.record("teacher", "teacher", "trained", teacher, teacher_data, cfg.teacher, result)
         if "scratch" in steps:
             student = session.build(cfg.student, data)
             result = session.fit("student_scratch", student, data, task_objective(cfg.student.label_smoothing), cfg.student, augment)

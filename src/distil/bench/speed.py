@@ -42,6 +42,7 @@ from distil.engine.objective import Objective, build_objective, task_objective
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.teacher_sources import OnlineTeacher
 from distil.engine.trainer import OPTIMIZERS, FitResult, TrainSettings, fit, fit_epochs, lr_factor
+from distil.errors import ConfigError
 from distil.hardware import machine, resolve_device
 from distil.weights import atomic_write, load_weights
 
@@ -195,6 +196,8 @@ def _timed(epochs: Iterator[Any]) -> Callable[[], tuple[float, float]]:
 def _load(config: ExperimentConfig, samples: int | None) -> tuple[Dataset, nn.Module, dict[str, Any]]:
     cfg = config
     data = cfg.data.load(cfg.seed)
+    if data.paired:
+        raise ConfigError(f"distil bench speed times one input per sample; {data.name!r} is paired (the teacher sees other inputs); bench it with distil run")
     if samples is not None and samples < len(data.train):
         data = replace(data, train=data.train.subset(torch.randperm(len(data.train), generator=torch.Generator().manual_seed(cfg.seed))[:samples]))
     teacher = cfg.teacher.build(data, cfg.seed)

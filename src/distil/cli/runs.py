@@ -80,6 +80,8 @@ def evaluate(
         from distil.errors import ConfigError
 
         raise ConfigError("the config has no teacher section; evaluate with --model student")
+    if model is Role.teacher:
+        data = data.for_teacher()  # paired data: the teacher's own inputs
     net = (cfg.teacher if model is Role.teacher else cfg.student).build(data, cfg.seed)
     load_weights(net, weights)
     device = resolve_device(cfg.device)

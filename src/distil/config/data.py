@@ -1,8 +1,9 @@
 """The ``data:`` section: which dataset, its validation split, its tokenizer (text), batched augmentation,
-and (semi-supervised) how many of the training labels to keep."""
+(semi-supervised) how many of the training labels to keep, and (cross-modal) the student's view of paired data."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -10,6 +11,7 @@ from pydantic import Field, model_validator
 from distil.config.base import Section
 from distil.data import Augment, BatchAugment, Dataset, TextAugment, load_dataset
 from distil.data.labels import with_few_labels
+from distil.data.pairs import StudentView, with_student_view
 from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, MIN_MAX_LENGTH
 from distil.data.views import StrongViews
 from distil.errors import ConfigError, DataError
@@ -80,6 +82,26 @@ class ViewsConfig(Section):
         return StrongViews(scale=self.scale, hflip=self.hflip, jitter=self.jitter, erase=self.erase, noise=self.noise)
 
 
+class StudentViewConfig(Section):
+    """Paired data by transform (cross-modal distillation): the teacher sees the dataset's inputs, the
+    student a cheap sensor's view derived from them — ``downsample``×``downsample`` average pooling,
+    then Gaussian noise fixed per sample (:mod:`distil.data.pairs`)."""
+
+    downsample: int = Field(1, ge=1, description="pooling factor: each student pixel averages downsample×downsample of the teacher's (signals: downsample steps)")
+    noise: float = Field(0.0, ge=0, description="std of the sensor noise added once per sample (normalized units)")
+    seed: int = Field(0, description="seed of the noise (per split; the same for every run seed)")
+
+    def build(self) -> StudentView:
+        return StudentView(downsample=self.downsample, noise=self.noise, seed=self.seed)
+
+
+class InputNames(Section):
+    """What the two inputs of paired data are, for the table and report (e.g. camera image / low-resolution sensor)."""
+
+    teacher: str = Field("x_teacher", min_length=1, description="the teacher's input, e.g. 'camera image'")
+    student: str = Field("x", min_length=1, description="the student's input, e.g. 'low-resolution sensor'")
+
+
 class DataConfig(Section):
     name: str = Field(description="a registered dataset (see `distil datasets`) or your loader as 'package.module:loader'")
     path: str | None = Field(None, description="where the data is; relative paths are relative to the config file")
@@ -95,6 +117,11 @@ class DataConfig(Section):
         None, gt=0, le=1, description="keep the labels of this fraction of each class's training samples (rounded, at least 1); the rest become unlabeled inputs"
     )
 
+    student_view: StudentViewConfig | None = Field(
+        None, description="paired data by transform: the teacher sees the inputs, the student this low-resolution noisy view of them"
+    )
+    inputs: InputNames | None = Field(None, description="paired data: names of the teacher's and the student's inputs (for the table and report)")
+
     @model_validator(mode="after")
     def _one_label_rule(self) -> DataConfig:
         if self.labels_per_class is not None and self.labelled_fraction is not None:
@@ -109,9 +136,26 @@ class DataConfig(Section):
         with ``labels_per_class`` / ``labelled_fraction``, only the labels of a subset chosen by ``seed``
         are kept (the rest of the training inputs are ``Dataset.unlabeled``; :mod:`distil.data.labels`)."""
         data = load_dataset(self.name, path=self.path, val_size=self.val_size, seed=seed, tokenizer=self.tokenizer, max_length=self.max_length, **self.options)
+        data = self._paired(data)
         if self.labels_per_class is None and self.labelled_fraction is None:
             return data
         try:
             return with_few_labels(data, per_class=self.labels_per_class, fraction=self.labelled_fraction, seed=seed)
         except DataError as err:
             raise ConfigError(f"data.{err}") from None
+
+    def _paired(self, data: Dataset) -> Dataset:
+        """Paired data: the student's view derived (``student_view``), the two inputs named (``inputs``)."""
+        if self.student_view is not None:
+            names = self.inputs or InputNames(teacher="original input", student="derived view")
+            try:
+                return with_student_view(data, self.student_view.build(), teacher=names.teacher, student=names.student)
+            except DataError as err:
+                raise ConfigError(f"data.{err}") from None
+        if data.pairing is None:
+            if self.inputs is not None:
+                raise ConfigError(f"data.inputs names the two inputs of paired data, but {data.name!r} has one input per sample (no x_teacher, no student_view); remove it")
+            return data
+        if self.inputs is None:
+            return data
+        return replace(data, pairing=replace(data.pairing, teacher=self.inputs.teacher, student=self.inputs.student))

@@ -65,11 +65,11 @@ def keep_labels(
     train: Split, num_classes: int, *, per_class: int | None = None, fraction: float | None = None, seed: int, class_names: tuple[str, ...] | None = None
 ) -> tuple[Split, Split]:
     """(labelled, unlabeled): the samples of ``train`` that keep their labels, and the others' inputs
-    (``y`` None), both in their original order. See :func:`labelled_mask` for the choice and its errors."""
+    (``y`` None; paired inputs kept), both in their original order. See :func:`labelled_mask` for the choice and its errors."""
     if train.y is None:
         raise DataError("labels_per_class / labelled_fraction: the training split has no labels to keep")
     keep = labelled_mask(train.y, num_classes, per_class=per_class, fraction=fraction, seed=seed, class_names=class_names).to(train.x.device)
-    return train.subset(keep), Split(train.x[~keep])
+    return train.subset(keep), train.subset(~keep).without_labels()
 
 
 def with_few_labels(data: Dataset, *, per_class: int | None = None, fraction: float | None = None, seed: int) -> Dataset:

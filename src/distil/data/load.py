@@ -24,7 +24,7 @@ import torch
 
 from distil.data.raw import RawData, RawTagged, RawText
 from distil.data.registry import check_options, lookup, qualified_name
-from distil.data.split import Dataset, Split
+from distil.data.split import Dataset, Pairing, Split
 from distil.data.text.build import check_raw_text, text_dataset
 from distil.data.text.tagging import check_raw_tagged, tagged_dataset
 from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, check_max_length
@@ -96,6 +96,9 @@ def load_dataset(
         test = Split(normalize(as_float(raw.test_x, None), mean, std), _labels(raw.test_y, None))
     else:
         test = Split(normalize(as_float(raw.train_x, test_index), mean, std), _labels(raw.train_y, test_index))
+    pairing = None
+    if raw.train_x_teacher is not None:
+        train, val, test, pairing = _paired(raw, (train, val, test), (train_index, val_index, test_index))
 
     return Dataset(
         name=name,
@@ -108,7 +111,20 @@ def load_dataset(
         mean=tuple(mean.tolist()),
         std=tuple(std.tolist()),
         source=source,
+        pairing=pairing,
     )
+
+
+def _paired(raw: RawData, splits: tuple[Split, Split, Split], indices: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> tuple[Split, Split, Split, Pairing]:
+    """The three splits with the teacher's inputs of the same rows, normalized with their own training statistics."""
+    assert raw.train_x_teacher is not None
+    train_index, val_index, test_index = indices
+    inputs = [as_float(raw.train_x_teacher, train_index), as_float(raw.train_x_teacher, val_index)]
+    inputs.append(as_float(raw.train_x_teacher, test_index) if test_index is not None else as_float(raw.test_x_teacher, None))  # type: ignore[arg-type]
+    mean, std = _channel_stats(inputs[0])
+    train, val, test = (Split(s.x, s.y, normalize(x, mean, std)) for s, x in zip(splits, inputs))
+    pairing = Pairing(tuple(int(d) for d in raw.train_x_teacher.shape[1:]), tuple(mean.tolist()), tuple(std.tolist()))
+    return train, val, test, pairing
 
 
 # --- splitting ----------------------------------------------------------------------------------------
@@ -219,6 +235,34 @@ def _check_raw(name: str, raw: Any) -> None:
     _check_arrays(who, "train", raw.train_x, raw.train_y, shape, len(raw.class_names))
     if raw.test_x is not None:
         _check_arrays(who, "test", raw.test_x, raw.test_y, shape, len(raw.class_names))
+    _check_paired(who, raw)
+
+
+def _check_paired(who: str, raw: RawData) -> None:
+    """The teacher's inputs of paired data: one per sample of each split, all of one numeric shape."""
+    if raw.train_x_teacher is None:
+        if raw.test_x_teacher is not None:
+            raise DataError(f"{who} returned test_x_teacher but no train_x_teacher; paired data need the teacher's inputs of every split")
+        return
+    if raw.test_x is not None and raw.test_x_teacher is None:
+        raise DataError(f"{who} returned train_x_teacher and a test split but no test_x_teacher; the teacher needs its input of every test sample too")
+    if raw.test_x is None and raw.test_x_teacher is not None:
+        raise DataError(f"{who} returned test_x_teacher but no test_x; give both or neither")
+    for split, x, x_teacher in (("train", raw.train_x, raw.train_x_teacher), ("test", raw.test_x, raw.test_x_teacher)):
+        if x_teacher is None:
+            continue
+        field = f"{split}_x_teacher"
+        if not isinstance(x_teacher, np.ndarray) or x_teacher.dtype.kind not in "biuf" or x_teacher.ndim < 2:
+            raise DataError(f"{who}: {field} must be a numeric numpy array of shape (N, ...), got {type(x_teacher).__name__} {getattr(x_teacher, 'shape', '')}")
+        if len(x_teacher) != len(x):
+            raise DataError(
+                f"{who}: {field} has {len(x_teacher)} samples but {split}_x has {len(x)}; paired inputs need one teacher input "
+                f"per sample (row i of {field} is the teacher's view of row i of {split}_x)"
+            )
+        if x_teacher.dtype.kind == "f" and not np.isfinite(x_teacher).all():
+            raise DataError(f"{who}: {field} contains NaN or infinite values")
+    if raw.test_x_teacher is not None and raw.test_x_teacher.shape[1:] != raw.train_x_teacher.shape[1:]:
+        raise DataError(f"{who}: test_x_teacher has samples of shape {raw.test_x_teacher.shape[1:]} but train_x_teacher has {raw.train_x_teacher.shape[1:]}; they must match")
 
 
 def _check_arrays(who: str, split: str, x: Any, y: Any, shape: tuple[int, ...], classes: int) -> None:

@@ -31,6 +31,11 @@ class RawData:
     ``test_y`` are ``None`` when the source has no test split; one is then carved from the training
     data. ``source`` says where the data came from (a path, ``"generated: ..."``); empty means "the
     path the loader was given".
+
+    Paired data (a teacher that sees another modality of the same samples): ``train_x_teacher`` (and
+    ``test_x_teacher`` when there is a test split) hold the teacher's input of every sample, row for
+    row with ``train_x``/``test_x``, in any shape (the same for all rows) and the same dtype conventions;
+    they are split and normalized (with their own statistics) like the student's.
     """
 
     train_x: np.ndarray
@@ -40,6 +45,8 @@ class RawData:
     class_names: tuple[str, ...]
     input_shape: tuple[int, ...]
     source: str = ""
+    train_x_teacher: np.ndarray | None = None
+    test_x_teacher: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)

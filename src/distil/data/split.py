@@ -6,7 +6,7 @@ Both are frozen: a split is made once by :func:`distil.data.load_dataset` and th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -23,14 +23,25 @@ class Split:
 
     ``y`` is ``None`` for unlabeled data. Tagging data have a label per token: ``y`` int64 ``(N, L)``
     like the token ids ``x``, :data:`~distil.data.tokens.IGNORE` where a token carries no tag.
+
+    Paired data (cross-modal distillation) carry a second input per sample: ``x_teacher``, what the
+    teacher sees of the same sample (another modality or resolution: any shape, the same number of
+    rows), while ``x`` is what the student sees. Row ``i`` of both is one sample; every operation
+    below keeps them aligned.
     """
 
     x: torch.Tensor
     y: torch.Tensor | None = None
+    x_teacher: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.x.dim() < 1:
             raise DataError(f"Split.x must have a sample dimension, got a tensor of shape {tuple(self.x.shape)}")
+        if self.x_teacher is not None and (self.x_teacher.dim() < 1 or len(self.x_teacher) != len(self.x)):
+            raise DataError(
+                f"Split.x_teacher has {len(self.x_teacher) if self.x_teacher.dim() else 0} samples but x has {len(self.x)}; "
+                "paired inputs need one teacher input per sample (row i of x_teacher and of x are the same sample)"
+            )
         if self.y is None:
             return
         per_token = self.y.dim() == 2 and self.x.dim() == 2 and self.y.shape == self.x.shape  # tagging: a label per token
@@ -40,14 +51,28 @@ class Split:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def teacher_x(self) -> torch.Tensor:
+        """What the teacher sees: ``x_teacher`` for paired data, else the student's own ``x``."""
+        return self.x if self.x_teacher is None else self.x_teacher
+
     def to(self, device: torch.device | str) -> Split:
         """The same split on ``device`` (no copy where it is already there)."""
-        return Split(self.x.to(device), None if self.y is None else self.y.to(device))
+        return Split(self.x.to(device), None if self.y is None else self.y.to(device), None if self.x_teacher is None else self.x_teacher.to(device))
 
     def subset(self, index: torch.Tensor) -> Split:
-        """The samples at ``index`` (integer indices or a boolean mask), in that order."""
+        """The samples at ``index`` (integer indices or a boolean mask), in that order (both inputs of a pair)."""
         index = index.to(self.x.device)
-        return Split(self.x[index], None if self.y is None else self.y[index])
+        x_teacher = None if self.x_teacher is None else self.x_teacher[index.to(self.x_teacher.device)]
+        return Split(self.x[index], None if self.y is None else self.y[index], x_teacher)
+
+    def without_labels(self) -> Split:
+        """The inputs alone (``y`` None), paired inputs kept."""
+        return Split(self.x, None, self.x_teacher)
+
+    def for_teacher(self) -> Split:
+        """The split as the teacher sees it: ``x_teacher`` as the inputs (the split itself when not paired)."""
+        return self if self.x_teacher is None else Split(self.x_teacher, self.y)
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,30 @@ class Dataset:
     text: TextInfo | None = None
     unlabeled: Split | None = None
     label_subset: dict[str, Any] | None = None
+    #: paired data: how the teacher's inputs (``Split.x_teacher``) look and what each model sees (see :class:`Pairing`)
+    pairing: Pairing | None = None
+
+    @property
+    def paired(self) -> bool:
+        return self.pairing is not None
+
+    def for_teacher(self) -> Dataset:
+        """The dataset as the teacher sees it: every split's ``x_teacher`` as its inputs, the teacher's
+        input shape and normalization (the dataset itself when not paired). Train or evaluate the teacher on it."""
+        if self.pairing is None:
+            return self
+        p = self.pairing
+        return replace(
+            self,
+            train=self.train.for_teacher(),
+            val=self.val.for_teacher(),
+            test=self.test.for_teacher(),
+            unlabeled=None if self.unlabeled is None else self.unlabeled.for_teacher(),
+            input_shape=p.input_shape,
+            mean=p.mean,
+            std=p.std,
+            pairing=None,
+        )
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: name, source, split sizes, input shape, classes and normalization (and the tokenizer)."""
@@ -100,4 +149,29 @@ class Dataset:
             summary["label_subset"] = dict(self.label_subset or {})
         if self.text is not None:
             summary["text"] = self.text.describe()
+        if self.pairing is not None:
+            summary["paired"] = self.pairing.describe(self.input_shape)
         return summary
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """The teacher's side of paired data: its input shape and normalization, and what each side is.
+
+    ``teacher``/``student`` name the two modalities for the table and report (e.g. ``"camera image"``
+    and ``"low-resolution sensor"``); ``derived`` says how the student's inputs were made from the
+    teacher's when a transform made them (:mod:`distil.data.pairs`), else ``None``.
+    """
+
+    input_shape: tuple[int, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    teacher: str = "x_teacher"
+    student: str = "x"
+    derived: str | None = None
+
+    def describe(self, student_shape: tuple[int, ...]) -> dict[str, Any]:
+        return {
+            "teacher": {"input": self.teacher, "input_shape": list(self.input_shape)},
+            "student": {"input": self.student, "input_shape": list(student_shape), **({"derived": self.derived} if self.derived else {})},
+        }

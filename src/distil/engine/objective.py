@@ -227,7 +227,14 @@ class TermSpec:
 
 
 def build_objective(
-    terms: Sequence[TermSpec | Term], student: nn.Module, teacher: nn.Module | None, probe_x: torch.Tensor, *, n_data: int, seed: int
+    terms: Sequence[TermSpec | Term],
+    student: nn.Module,
+    teacher: nn.Module | None,
+    probe_x: torch.Tensor,
+    *,
+    n_data: int,
+    seed: int,
+    teacher_probe_x: torch.Tensor | None = None,
 ) -> Objective:
     """The objective a run trains with: taps resolved, shapes probed, losses and connectors built.
 
@@ -240,27 +247,31 @@ def build_objective(
     connectors must work at every batch length: each model is probed once more, a token shorter, to
     find which axis of each feature is the length (:func:`~distil.engine.connectors.build_token_connector`).
 
+    Paired data: ``teacher_probe_x`` are the teacher's inputs of the same samples (another shape); the
+    teacher is probed on them, the student on ``probe_x`` (default: both on ``probe_x``).
+
     Raises ``KeyError`` (unknown loss, schedule or tap, with what exists) or ``ValueError`` (arguments,
     shapes no connector can bridge), each naming the term.
     """
     torch.manual_seed(seed)
+    teacher_x = probe_x if teacher_probe_x is None else teacher_probe_x
     expanded: list[tuple[int, TermSpec | Term, str, str, int]] = []
     for i, item in enumerate(terms):
         uses_teacher = _loss_class(i, item).uses_teacher
         try:
-            pairs = _pairs(item.student, item.teacher, uses_teacher, student, teacher, probe_x)
+            pairs = _pairs(item.student, item.teacher, uses_teacher, student, teacher, probe_x, teacher_x)
         except KeyError as err:
             raise KeyError(f"term {i} ({_loss_name(item)}): {err.args[0]}") from None
         expanded += [(i, item, s, t, len(pairs)) for s, t in pairs]
     s_taps = {s for _, _, s, _, _ in expanded}
     s_shapes = probe_shapes(student, probe_x, s_taps)
     wanted = {t for _, item, _, t, _ in expanded if _loss_class(0, item).uses_teacher}
-    t_shapes = probe_shapes(teacher, probe_x, wanted) if teacher is not None else {}
+    t_shapes = probe_shapes(teacher, teacher_x, wanted) if teacher is not None else {}
     built = [_term(i, item, s, t, copies, s_shapes, t_shapes, n_data) for i, item, s, t, copies in expanded]
     axes = None
     if is_tokens(probe_x) and teacher is not None and any(t.loss.uses_teacher and t.student != LOGITS for t in built):
         # Text: which axis of each feature is the length, which changes from batch to batch.
-        axes = (length_axes(student, probe_x, s_taps), length_axes(teacher, probe_x, wanted))
+        axes = (length_axes(student, probe_x, s_taps), length_axes(teacher, teacher_x, wanted))
     return connect(built, s_shapes, t_shapes, axes)
 
 
@@ -276,12 +287,14 @@ def _loss_class(i: int, item: TermSpec | Term) -> type:
     return LOSSES[item.loss]
 
 
-def _pairs(student_tap: str, teacher_tap: str | None, uses_teacher: bool, student: nn.Module, teacher: nn.Module | None, x: torch.Tensor) -> list[tuple[str, str]]:
+def _pairs(
+    student_tap: str, teacher_tap: str | None, uses_teacher: bool, student: nn.Module, teacher: nn.Module | None, x: torch.Tensor, teacher_x: torch.Tensor
+) -> list[tuple[str, str]]:
     """Concrete (student tap, teacher tap) pairs; groups pair stage by stage, from the last backwards."""
     s_taps = resolve_taps(student, x, student_tap)
     if not uses_teacher or teacher is None:
         return [(s, LOGITS) for s in s_taps]
-    t_taps = resolve_taps(teacher, x, teacher_tap or student_tap)
+    t_taps = resolve_taps(teacher, teacher_x, teacher_tap or student_tap)
     k = min(len(s_taps), len(t_taps))
     return list(zip(s_taps[len(s_taps) - k :], t_taps[len(t_taps) - k :]))
 

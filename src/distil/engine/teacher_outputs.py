@@ -2,6 +2,11 @@
 :mod:`distil.engine.teacher_sources` (exact cache, pre-drawn views, online forward) that the ``cache:``
 settings, the augmentation and the objective's taps allow, with what it would cost in memory.
 
+Paired data (cross-modal distillation, ``teacher_x``): the teacher sees its own input of each sample,
+``teacher_x[index]``, never the student's; it sees it un-augmented (the student's augmentation applies
+to the student's input only), so its outputs are a fixed function of the row and the exact cache
+serves them even when the student's inputs are augmented (:func:`plan_paired_outputs`).
+
 :func:`plan_teacher_outputs` decides from a probe batch alone; :func:`teacher_outputs` then builds (or
 loads from disk) the chosen source and records the choice and its reason in the source's ``info``.
 """
@@ -23,6 +28,7 @@ from distil.data.tokens import is_tokens
 from distil.engine.taps import LOGITS, probe_shapes
 from distil.engine.teacher_sources import CachedTeacher, OnlineTeacher, ViewCache
 from distil.engine.teacher_store import TeacherStore
+from distil.engine.view_teacher import ViewTeacher
 
 #: Default cap on what a cache may hold (all its tensors, in memory or mapped from disk).
 CACHE_BYTES = 4 * 1024**3
@@ -110,6 +116,19 @@ def plan_teacher_outputs(
     return TeacherOutputsPlan("views", f"training inputs are augmented: {settings.views} pre-drawn views per sample", need)
 
 
+def plan_paired_outputs(teacher: nn.Module, teacher_x: torch.Tensor, taps: Iterable[str], settings: CacheSettings) -> TeacherOutputsPlan:
+    """The source for paired data: the exact cache of the teacher's own inputs, unless ``cache.mode`` is
+    online or the cache would not fit ``max_bytes`` (then a forward on ``teacher_x[index]`` per batch)."""
+    taps = set(taps) | {LOGITS}
+    if settings.mode == "online":
+        return TeacherOutputsPlan("online", "cache.mode is online; paired inputs: the teacher sees its own input of each sample")
+    need = cache_bytes(teacher, teacher_x, taps)
+    if need > settings.max_bytes:
+        return TeacherOutputsPlan("online", f"the exact cache of the teacher's paired inputs would take {need:,} bytes > cache.max_bytes {settings.max_bytes:,}")
+    views = " (cache.mode views: nothing to pre-draw)" if settings.mode == "views" else ""
+    return TeacherOutputsPlan("exact", f"paired inputs: the teacher sees its own input of each sample, un-augmented{views}", need)
+
+
 def teacher_outputs(
     teacher: nn.Module,
     train_x: torch.Tensor,
@@ -118,15 +137,21 @@ def teacher_outputs(
     settings: CacheSettings | None = None,
     temperature: float = 1.0,
     exact_logits: bool = False,
-) -> CachedTeacher | ViewCache | OnlineTeacher:
+    teacher_x: torch.Tensor | None = None,
+) -> CachedTeacher | ViewCache | OnlineTeacher | ViewTeacher:
     """The cheapest source of teacher outputs the settings allow (see :func:`plan_teacher_outputs`).
 
     ``taps``, ``temperature`` and ``exact_logits`` are the objective's (``objective.teacher_taps``,
     ``objective.temperature``, ``objective.needs_exact_logits``). ``augment=True`` (a bool, no augmentation object) means augmented
     inputs whose views cannot be pre-drawn: the online teacher. Builds the cache (or loads it from
     disk) and records the choice in the returned object's ``info``.
+
+    ``teacher_x`` (paired data): the teacher's own inputs, row for row with ``train_x``; the teacher
+    then sees ``teacher_x[index]`` (un-augmented) instead of the student's batch.
     """
     settings = settings or CacheSettings(store=False)
+    if teacher_x is not None:
+        return _paired_outputs(teacher, teacher_x, taps, settings)
     if augment is True:
         augment, settings = None, replace(settings, mode="online")
     elif augment is False:
@@ -161,3 +186,27 @@ def teacher_outputs(
         info.update(views=outputs.views.count, top_k=outputs.top_k, T=outputs.T)
     outputs.info = info
     return outputs
+
+
+def _paired_outputs(teacher: nn.Module, teacher_x: torch.Tensor, taps: Iterable[str], settings: CacheSettings) -> CachedTeacher | ViewTeacher:
+    """Paired data: the exact cache of ``teacher_x``, or the teacher run on ``teacher_x[index]`` with each batch."""
+    taps = set(taps) | {LOGITS}
+    plan = plan_paired_outputs(teacher, teacher_x, taps, settings)
+    info: dict[str, Any] = {"kind": plan.kind, "reason": plan.reason, "taps": sorted(taps), "paired": True}
+    if plan.kind == "online":
+        return ViewTeacher(teacher, teacher_x, None, taps, seed=settings.seed, details=info)
+    store = TeacherStore(settings.dir) if settings.store else None
+    start = time.perf_counter()
+    cached = CachedTeacher(teacher, teacher_x, taps, store=store)
+    seconds = time.perf_counter() - start
+    info.update(
+        bytes=cached.nbytes,
+        max_bytes=settings.max_bytes,
+        seconds=round(seconds, 2),
+        inputs=len(teacher_x),
+        inputs_per_second=None if cached.loaded else round(len(teacher_x) / max(seconds, 1e-9), 1),
+        from_disk=cached.loaded,
+        file=str(Path(store.paths(cached.key)[0])) if store is not None and cached.key else None,
+    )
+    cached.info = info
+    return cached

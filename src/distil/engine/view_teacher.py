@@ -35,8 +35,9 @@ View = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 class ViewTeacher:
     """No-grad, eval-mode teacher outputs (``taps`` and the logits) on a view of ``inputs[index]``.
 
-    ``view=None`` shows the teacher the stored inputs as they are. ``follow``: the student whose EMA
-    ``teacher`` is (an :class:`EmaModel`); it is updated from the student on every call.
+    ``view=None`` shows the teacher the stored inputs as they are (paired data: its own inputs, another
+    modality than the student's). ``follow``: the student whose EMA ``teacher`` is (an :class:`EmaModel`);
+    it is updated from the student on every call. ``details`` add to :attr:`info`.
     """
 
     views = None  # never replays pre-drawn views: the trainer draws the student's view itself
@@ -50,6 +51,7 @@ class ViewTeacher:
         *,
         seed: int,
         follow: nn.Module | None = None,
+        details: dict[str, Any] | None = None,
     ) -> None:
         if follow is not None and not isinstance(teacher, EmaModel):
             raise TypeError("follow= needs the teacher to be an EmaModel of the student it follows")
@@ -66,6 +68,7 @@ class ViewTeacher:
             "kind": "online, another view" if view is not None else "online",
             "taps": sorted(self.taps),
             **({"ema_momentum": teacher.momentum} if isinstance(teacher, EmaModel) else {}),
+            **(details or {}),
         }
 
     @property

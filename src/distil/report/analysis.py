@@ -160,7 +160,7 @@ def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Prediction
     test split; for text data also the test sentences (decoded from their token ids), else None.
 
     Tagging data: a prediction per tagged word (every tagged token of the test split, in order), and
-    no sentences."""
+    no sentences. Paired data: the teacher predicts from its own inputs of the same test samples."""
     from distil.engine.evaluate import predict_logits
     from distil.weights import load_weights
 
@@ -175,8 +175,9 @@ def predictions(run_dir: Path, summary: dict[str, Any]) -> tuple[list[Prediction
     for name, model_cfg in wanted:
         if name not in entries or model_cfg is None or entries[name]["arch"] != model_cfg.arch:
             continue
-        model = load_weights(model_cfg.build(data, cfg.seed), run_dir / entries[name]["weights"], entries[name].get("sha256"))
-        logits, labels = predict_logits(model, data.test.x).float(), data.test.y
+        side = data.for_teacher() if name == "teacher" else data  # paired data: the teacher's own inputs
+        model = load_weights(model_cfg.build(side, cfg.seed), run_dir / entries[name]["weights"], entries[name].get("sha256"))
+        logits, labels = predict_logits(model, side.test.x).float(), side.test.y
         if labels.dim() == 2:  # a tag per token: the tagged tokens are the samples
             keep = labels != IGNORE
             logits, labels = logits[keep], labels[keep]

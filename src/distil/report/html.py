@@ -30,7 +30,7 @@ from distil.report.analysis import (
     read_metrics,
 )
 from distil.report.plots import confusion_plot, curves_plot, pareto_plot, reliability_plot
-from distil.report.table import LEFT, columns, rows
+from distil.report.table import LEFT, columns, inputs_line, rows
 from distil.session import CONFIG, SUMMARY, read_summary
 from distil.weights import atomic_write
 
@@ -157,6 +157,9 @@ def render_report(run_dir: str | Path) -> str:
     )
     parts = [f"<h1>{html.escape(title)}</h1>", f'<p class="meta">{meta}</p>']
     parts.append("<h2>Models (test split)</h2>" + _table(columns(summary), rows(summary), LEFT))
+    paired = inputs_line(summary)
+    if paired:
+        parts.append(f'<p class="meta">{html.escape(paired)}</p>')
     metrics = read_metrics(run_dir)
     if metrics:
         parts.append(_section("Training curves", curves_plot, metrics))

@@ -77,8 +77,22 @@ def rows(summary: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def inputs_line(summary: dict[str, Any]) -> str | None:
+    """Paired data: what each model sees, e.g. ``teacher: camera image 1×28×28; students: low-resolution sensor 1×7×7 (…)``; else None."""
+    pair = summary.get("data", {}).get("paired")
+    if not pair:
+        return None
+    teacher, student = pair["teacher"], pair["student"]
+    derived = f" ({student['derived']})" if student.get("derived") else ""
+    return f"inputs — teacher: {teacher['input']} {_shape(teacher['input_shape'])}; students: {student['input']} {_shape(student['input_shape'])}{derived}"
+
+
+def _shape(shape: list[int]) -> str:
+    return "×".join(map(str, shape))
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"{summary.get('name', '')} — {summary['dataset']} (test split)")
+    table = Table(title=f"{summary.get('name', '')} — {summary['dataset']} (test split)", caption=inputs_line(summary))
     for col in columns(summary):
         table.add_column(col, justify="left" if col in LEFT else "right")
     for row in rows(summary):

@@ -208,7 +208,9 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
     model_input = text_input(text, str(run)) if text is not None else TensorInput("input", shape, tuple(data["mean"]), tuple(data["std"]))
     common = {"class_names": tuple(data["class_names"]), "mean": model_input.mean, "std": model_input.std, "input": model_input}
     served = [_run_model(run, name, "student", student, shape, runtime, common)]
-    if "teacher" in rows and (run / rows["teacher"]["weights"]).is_file():
+    if "paired" in data:  # the teacher takes another input (another modality) than the one a request carries
+        log.info("%s: paired data (the teacher sees %s); serving the student only", run, data["paired"]["teacher"]["input"])
+    elif "teacher" in rows and (run / rows["teacher"]["weights"]).is_file():
         if name == "teacher":
             raise ModelError("--model-name teacher clashes with the run's teacher, served as 'teacher'; choose another name")
         served.append(_run_model(run, "teacher", "teacher", rows["teacher"], shape, runtime, common))

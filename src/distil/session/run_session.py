@@ -135,7 +135,8 @@ class RunSession:
                 if _uses_target(s):
                     raise ConfigError(f"{where}: term {_loss_name(s)} needs labels, but the training data have none")
         try:
-            objective = build_objective(specs, student, teacher, data.train.x[:PROBE], n_data=len(train), seed=self.seed)
+            teacher_probe = data.train.x_teacher[:PROBE] if data.train.x_teacher is not None else None  # paired: the teacher's own inputs
+            objective = build_objective(specs, student, teacher, data.train.x[:PROBE], n_data=len(train), seed=self.seed, teacher_probe_x=teacher_probe)
         except (KeyError, ValueError) as err:
             raise ConfigError(f"{where}: {err.args[0]}") from None
         if not head_from_probe and LOGITS not in objective.student_taps:
@@ -149,14 +150,15 @@ class RunSession:
 
     def teacher_outputs(self, teacher: nn.Module, objective: Objective, train: Split, augment: Augment) -> TeacherOutputs:
         """The teacher's outputs over ``train`` that ``objective`` reads: the cheapest source the
-        ``cache`` section allows (exact cache, pre-drawn views, or a forward per batch); ``.info`` says which."""
+        ``cache`` section allows (exact cache, pre-drawn views, or a forward per batch); ``.info`` says which.
+        Paired data: the teacher sees its own inputs ``train.x_teacher``, un-augmented."""
         outputs = teacher_outputs(
             teacher, train.x, augment, objective.teacher_taps, settings=self.config.cache.settings(self.seed), temperature=objective.temperature,
-            exact_logits=objective.needs_exact_logits,
+            exact_logits=objective.needs_exact_logits, teacher_x=train.x_teacher,
         )  # fmt: skip
         info = outputs.info
         if info["kind"] != "online":
-            unit = "sentences" if is_tokens(train.x) else "inputs"
+            unit = "sentences" if is_tokens(train.teacher_x) else "inputs"
             where = "loaded from disk" if info["from_disk"] else f"computed in {info['seconds']} s ({info['inputs']:,} {unit}, {info['inputs_per_second']:,.0f} {unit}/s)"
             self.say(f"teacher outputs: {info['kind']} cache, {info['bytes']:,} bytes, {where}")
         return outputs

@@ -15,6 +15,9 @@ distributions, renormalised).
 Feature and relation terms (``distill.method: crd``, ``at``, ...) are made once per member and summed,
 as in CRD's ensemble variant (Tian et al. 2020, CRD-EN): the student's tap is compared with
 ``members.<i>.<tap>`` of each member; each term gets its own loss (and connector or CRD heads).
+
+Paired data (cross-modal): every member is built, trained and measured on the teacher's inputs
+(``data.for_teacher()``), and the ensemble's outputs come from the teacher's input of each row.
 """
 
 from __future__ import annotations
@@ -91,22 +94,23 @@ def ensemble_objective(ctx: Context, student: nn.Module, ensemble: Ensemble) -> 
     return ctx.objective(student, ensemble, terms=on_logits + per_member)
 
 
-@register_strategy("ensemble", "Hinton 2015 §3: `teacher` + `teachers` (archs or seeds), soft targets = weighted mean of softmax(z/T); feature terms per member, summed (CRD-EN)", benchmark="MNIST-1D", distributed=True)
+@register_strategy("ensemble", "Hinton 2015 §3: `teacher` + `teachers` (archs or seeds), soft targets = weighted mean of softmax(z/T); feature terms per member, summed (CRD-EN)", benchmark="MNIST-1D", distributed=True, paired=True)
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
+    teacher_data = ctx.data.for_teacher()  # paired data: the members see the teacher's inputs
     configs = [cfg.teacher, *opts.teachers]
     names = ["teacher"] + [f"teacher_{i}" for i in range(1, len(configs))]
     seeds = [cfg.seed] + [t.seed if t.seed is not None else cfg.seed + i for i, t in enumerate(opts.teachers, start=1)]
     members: list[nn.Module] = [ctx.teacher]
     for name, member_cfg, seed in zip(names[1:], opts.teachers, seeds[1:]):
-        member = ctx.build(member_cfg, seed)
+        member = ctx.build(member_cfg, seed, data=teacher_data)
         if member_cfg.weights:
             try:
                 load_weights(member, member_cfg.weights, member_cfg.sha256)
             except ModelError as err:  # e.g. weights of a model with another number of classes
                 raise ModelError(f"strategy ensemble: {name} ({member_cfg.arch}, {ctx.data.num_classes} classes): {err}") from None
         members.append(member)
-    check_class_counts(members, [f"{n} ({c.arch})" for n, c in zip(names, configs)], ctx.data.train.x[:2], ctx.data.num_classes)
+    check_class_counts(members, [f"{n} ({c.arch})" for n, c in zip(names, configs)], teacher_data.train.x[:2], ctx.data.num_classes)
     student = ctx.build(cfg.student)
     ensemble = Ensemble(members, opts.weights, opts.combine)
     objective = ensemble_objective(ctx, student, ensemble)
@@ -114,15 +118,16 @@ def prepare(ctx: Context) -> Runner:
     arch = f"ensemble({', '.join(c.arch for c in configs)})"
 
     def run(ctx: Context) -> None:
+        on_device = ctx.data.for_teacher()  # the runner's data are on the device
         for name, member, member_cfg, seed in zip(names[1:], members[1:], configs[1:], seeds[1:]):
             member.to(ctx.device)
             if member_cfg.weights:
-                ctx.record(name, "teacher", "loaded", member, member_cfg, None)
+                ctx.record(name, "teacher", "loaded", member, member_cfg, None, data=on_device)
             else:
-                result = ctx.train_on_labels(name, member, member_cfg, seed=seed)
-                ctx.record(name, "teacher", "trained", member, member_cfg, result)
+                result = ctx.train_on_labels(name, member, member_cfg, seed=seed, data=on_device)
+                ctx.record(name, "teacher", "trained", member, member_cfg, result, data=on_device)
         ensemble.to(ctx.device)
-        ctx.record("teacher_ensemble", "ensemble", f"mean of {len(members)} ({opts.combine})", ensemble, ModelConfig(arch=arch), None)
+        ctx.record("teacher_ensemble", "ensemble", f"mean of {len(members)} ({opts.combine})", ensemble, ModelConfig(arch=arch), None, data=on_device)
         ctx.distil(f"student_ensemble_{cfg.distill.method}", f"ensemble→{cfg.distill.method}", student, cfg.student, target, objective)
 
     return run

@@ -36,6 +36,12 @@ def prepare_strategy(session: RunSession, data: Dataset, teacher: nn.Module | No
             f"strategy: {cfg.strategy.name!r} does not work on tagging data ({data.name!r}: a tag per token) yet; "
             f"use none or one of {', '.join(works)}"
         )
+    if data.paired and not strategy.paired:
+        works = sorted(name for name, s in strategies().items() if s.paired)
+        raise ConfigError(
+            f"strategy: {cfg.strategy.name!r} does not work on paired data yet ({data.name!r}: the teacher sees x_teacher, the student x; "
+            f"it would show a model the other side's inputs); use none{''.join(', ' + w for w in works)}"
+        )
     if session.dist is not None and not strategy.distributed:
         raise ConfigError(f"strategy: {cfg.strategy.name!r} is not supported with torchrun yet; run it in one process (python -m distil run ...)")
     context = Context(session, data, teacher, cfg.data.augment.build(data))

@@ -44,6 +44,9 @@ class Strategy:
     distributed: ClassVar[bool] = False
     #: works on tagging data (a tag per token, per-token logits); checked at start
     per_token: ClassVar[bool] = False
+    #: works on paired data (the teacher sees ``x_teacher``, the student ``x``: every model it builds,
+    #: trains and evaluates gets the input of its side); checked at start
+    paired: ClassVar[bool] = False
 
     def prepare(self, ctx: Context) -> Runner:
         """Build and check everything before any training; return the function that trains."""
@@ -53,9 +56,12 @@ class Strategy:
 class _PrepareFunction(Strategy):
     """A strategy given as a ``prepare`` function (the built-ins)."""
 
-    def __init__(self, prepare: Prepare, options: type[StrategyOptions], description: str, benchmark: str, distributed: bool, per_token: bool) -> None:
+    def __init__(
+        self, prepare: Prepare, options: type[StrategyOptions], description: str, benchmark: str, distributed: bool, per_token: bool, paired: bool = False
+    ) -> None:
         self._prepare = prepare
         self.Options, self.description, self.benchmark, self.distributed, self.per_token = options, description, benchmark, distributed, per_token  # type: ignore[misc]
+        self.paired = paired  # type: ignore[misc]
 
     def prepare(self, ctx: Context) -> Runner:
         return self._prepare(ctx)
@@ -77,12 +83,14 @@ def register_strategy(
     benchmark: str = "",
     distributed: bool = False,
     per_token: bool = False,
+    paired: bool = False,
 ) -> Callable[[P], P]:
     """Decorator: make a ``prepare`` function (or a :class:`Strategy` subclass) the strategy ``name``.
 
     ``options`` validate its ``strategy:`` section (default: a subclass's ``Options``; for a function,
     the options already registered under ``name``, as the built-ins' are in :mod:`distil.config.strategy`).
-    ``distributed``: it runs under torchrun; ``per_token``: it works on tagging data (per-token logits).
+    ``distributed``: it runs under torchrun; ``per_token``: it works on tagging data (per-token logits);
+    ``paired``: it works on paired data (every teacher it builds sees ``data.for_teacher()``, every student ``data``).
     """
 
     def add(target: P) -> P:
@@ -91,7 +99,7 @@ def register_strategy(
             chosen = options or target.Options
         elif callable(target):
             chosen = options or strategy_options(name)
-            strategy = _PrepareFunction(target, chosen, description, benchmark, distributed, per_token)
+            strategy = _PrepareFunction(target, chosen, description, benchmark, distributed, per_token, paired)
         else:
             raise ConfigError(f"register_strategy({name!r}) must decorate a prepare function or a Strategy subclass, got {target!r}")
         register_options(name, chosen)

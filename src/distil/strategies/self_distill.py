@@ -61,7 +61,7 @@ def prepare_born_again(ctx: Context) -> Runner:
     return run
 
 
-@register_strategy("tf_kd", "Yuan 2020 teacher-free KD: a virtual teacher with logits log p^d, p^d(y)=correct_prob, the rest uniform; no teacher needed", benchmark="MNIST-1D", distributed=True)
+@register_strategy("tf_kd", "Yuan 2020 teacher-free KD: a virtual teacher with logits log p^d, p^d(y)=correct_prob, the rest uniform; no teacher needed", benchmark="MNIST-1D", distributed=True, paired=True)
 def prepare_tf_kd(ctx: Context) -> Runner:
     cfg = ctx.config
     if ctx.data.train.y is None:

@@ -1,5 +1,9 @@
 """A NumPy ``.npz`` file with arrays ``x`` and ``y``, and optionally ``x_test`` and ``y_test``.
 
+Paired data (cross-modal distillation): ``x_teacher`` (and ``x_test_teacher`` with a test split) hold
+the teacher's input of each sample, row for row with ``x`` (``x_test``), in a shape of their own; ``x``
+is then what the student sees.
+
 ``x`` is ``(N, L)`` signals, ``(N, H, W)`` grayscale images or ``(N, C, H, W)`` images (a channel
 axis of 1 is added to the first two). ``uint8`` values are pixels and are scaled by 1/255; any other
 numeric dtype is taken as is. ``y`` holds integer labels ``0 .. K-1``; the class names are
@@ -17,10 +21,10 @@ from distil.data.raw import RawData
 from distil.data.registry import register_dataset, required_path
 from distil.errors import DataError
 
-WHAT = "a .npz file with arrays x and y (and optionally x_test and y_test)"
+WHAT = "a .npz file with arrays x and y (and optionally x_test and y_test; for paired data x_teacher and x_test_teacher)"
 
 
-@register_dataset("npz", "a .npz file with arrays x, y and optionally x_test, y_test (uint8 x is scaled by 1/255)")
+@register_dataset("npz", "a .npz file with arrays x, y and optionally x_test, y_test; paired: x_teacher, x_test_teacher (uint8 x is scaled by 1/255)")
 def load_npz(path: Path | None) -> RawData:
     """Read ``x``/``y`` (and ``x_test``/``y_test`` when present) from the npz file at ``path``."""
     file = required_path("npz", path, WHAT)
@@ -33,6 +37,7 @@ def load_npz(path: Path | None) -> RawData:
         if test_x.shape[1:] != x.shape[1:]:
             shapes = f"x_test has samples of shape {arrays['x_test'].shape[1:]} but x has {arrays['x'].shape[1:]}"
             raise DataError(f"{file}: {shapes}; they must match")
+    x_teacher, test_x_teacher = _teacher_inputs(file, arrays)
     all_labels = y if test_y is None else np.concatenate([y, test_y])
     classes = int(all_labels.max()) + 1
     missing = sorted(set(range(classes)) - set(np.unique(all_labels).tolist()))
@@ -49,7 +54,36 @@ def load_npz(path: Path | None) -> RawData:
         class_names=tuple(str(k) for k in range(classes)),
         input_shape=tuple(int(d) for d in x.shape[1:]),
         source=str(file),
+        train_x_teacher=x_teacher,
+        test_x_teacher=test_x_teacher,
     )
+
+
+def _teacher_inputs(file: Path, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``x_teacher`` and ``x_test_teacher`` (paired data), each with one row per row of its ``x``; DataError naming the array otherwise."""
+    if "x_teacher" not in arrays:
+        if "x_test_teacher" in arrays:
+            raise DataError(f"{file}: has x_test_teacher but no x_teacher; paired data need the teacher's input of every sample")
+        return None, None
+    if "x_test" in arrays and "x_test_teacher" not in arrays:
+        raise DataError(f"{file}: has x_teacher and x_test but no x_test_teacher; the teacher needs its input of every test sample too")
+    if "x_test" not in arrays and "x_test_teacher" in arrays:
+        raise DataError(f"{file}: has x_test_teacher but no x_test; give both or neither")
+    out = []
+    for key, student in (("x_teacher", "x"), ("x_test_teacher", "x_test")):
+        if key not in arrays:
+            out.append(None)
+            continue
+        teacher = _inputs(file, key, arrays[key])
+        if len(teacher) != len(arrays[student]):
+            raise DataError(
+                f"{file}: array {key!r} has {len(teacher)} samples but {student!r} has {len(arrays[student])}; paired inputs need "
+                f"one teacher input per sample (row i of {key} is the teacher's view of row i of {student})"
+            )
+        out.append(teacher)
+    if out[1] is not None and out[1].shape[1:] != out[0].shape[1:]:  # type: ignore[union-attr]
+        raise DataError(f"{file}: x_test_teacher has samples of shape {out[1].shape[1:]} but x_teacher has {out[0].shape[1:]}; they must match")  # type: ignore[union-attr]
+    return out[0], out[1]
 
 
 def _read(file: Path) -> dict[str, np.ndarray]:
@@ -65,7 +99,7 @@ def _read(file: Path) -> dict[str, np.ndarray]:
                 raise DataError(f"{file}: missing array {absent}; the file has: {', '.join(keys) or '(no arrays)'}; expected {WHAT}")
             if ("x_test" in keys) != ("y_test" in keys):
                 raise DataError(f"{file}: has only one of x_test and y_test (arrays present: {', '.join(keys)}); give both or neither")
-            return {k: _array(file, archive, k) for k in ("x", "y", "x_test", "y_test") if k in keys}
+            return {k: _array(file, archive, k) for k in ("x", "y", "x_test", "y_test", "x_teacher", "x_test_teacher") if k in keys}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"{file}: cannot be read as .npz ({error}); expected {WHAT}") from None
 
