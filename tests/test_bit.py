@@ -12,7 +12,9 @@ from safetensors.torch import load_file
 from strategy_helpers import changed, run_cli
 from torch import nn
 
+from distil.data import load_dataset
 from distil.engine.trainer import lr_factor
+from distil.errors import DataError
 from distil.models import build_model
 from distil.models.resnet_v2 import StdConv2d
 from distil.strategies.bit import MixUp, MixUpCE, bit_hyperrule, rule_config
@@ -62,6 +64,13 @@ def test_resnet_v2_has_no_batch_statistics_batch_of_one_equals_its_row(train):
         together = model(x)
         alone = torch.cat([model(x[i : i + 1]) for i in range(6)])
     torch.testing.assert_close(alone, together, atol=1e-5, rtol=1e-5)
+
+
+def test_digits_upsampled_by_the_size_option():
+    small, big = load_dataset("digits", seed=0), load_dataset("digits", seed=0, size=28)
+    assert small.input_shape == (1, 8, 8) and big.input_shape == (1, 28, 28) and len(big.test) == len(small.test)
+    with pytest.raises(DataError, match="option size must be a positive integer"):
+        load_dataset("digits", seed=0, size=0)
 
 
 # --- the BiT-HyperRule -----------------------------------------------------------------------------------
