@@ -216,7 +216,7 @@ def prepare(ctx: Context) -> Runner:
     if opts.mixup is not None:
         rule = replace(rule, mixup=opts.mixup)
     tune_cfg = rule_config(rule, opts.arch, opts.kwargs, n, opts.batch_size, opts.base_lr)
-    steps = schedule(rule, tune_cfg, n)
+    described = schedule(rule, tune_cfg, n)
     method = f"BiT-HyperRule, {tune_cfg.epochs * math.ceil(n / tune_cfg.batch_size)} steps"
     tuned: nn.Module = MixUp(net, rule.mixup) if rule.mixup else net
     tune_objective = Objective([Term(MixUpCE(tuned))]) if isinstance(tuned, MixUp) else None
@@ -228,13 +228,13 @@ def prepare(ctx: Context) -> Runner:
     distilled = {name: ctx.build(cfg.student) for name in students}
     objectives = {name: ctx.objective(student, net, train=students[name]) for name, student in distilled.items()}
     upstream = {"weights": str(opts.weights), "sha256": file_sha256(opts.weights), "arch": opts.arch, "head": head}
-    ctx.say(f"strategy bit: BiT-HyperRule for {n} training samples: {steps}; BiT would resize to {rule.resolution}, kept at {tuple(data.input_shape[1:])}")
+    ctx.say(f"strategy bit: BiT-HyperRule for {n} training samples: {described}; BiT would resize to {rule.resolution}, kept at {tuple(data.input_shape[1:])}")
 
     def run(ctx: Context) -> None:
         torch.manual_seed(ctx.seed)  # MixUp's draws
         tuned.to(ctx.device)
         result = ctx.fit("bit_finetuned", tuned, tune_objective, tune_cfg) if tune_objective is not None else ctx.train_on_labels("bit_finetuned", tuned, tune_cfg)
-        ctx.record("bit_finetuned", "teacher", method, net, tune_cfg, result, schedule=steps, hyperrule=asdict(rule), upstream=upstream)
+        ctx.record("bit_finetuned", "teacher", method, net, tune_cfg, result, schedule=described, hyperrule=asdict(rule), upstream=upstream)
         if scratch is not None and scratch_cfg is not None:
             ctx.record("bit_scratch", "baseline", "same architecture from random weights", scratch, scratch_cfg, ctx.train_on_labels("bit_scratch", scratch, scratch_cfg))
         for name, student in distilled.items():
