@@ -65,7 +65,7 @@ def cli(tmp_path: Path, strategy: dict, **changes):
 
 def test_every_strategy_is_listed_and_has_an_example_config():
     listed = list_strategies()
-    assert set(listed) == {"ensemble", "unlabeled", "noisy_student", "born_again", "tf_kd", "takd", "mutual", "frozen_backbone", "specialists", "self_supervised", "semi_supervised"}
+    assert set(listed) == {"ensemble", "unlabeled", "noisy_student", "born_again", "tf_kd", "takd", "mutual", "frozen_backbone", "specialists", "self_supervised", "semi_supervised", "bit"}
     result = runner.invoke(app, ["strategies"])
     assert result.exit_code == 0 and "born_again" in result.output
     examples = Path(__file__).parent.parent / "configs" / "strategies"

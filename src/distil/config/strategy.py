@@ -177,6 +177,42 @@ class FrozenBackboneOptions(StrategyOptions):
         return self.model_copy(update={"data": self.data.model_copy(update={"path": resolve(self.data.path)})})
 
 
+class BiTOptions(StrategyOptions):
+    """Kolesnikov et al. 2020, Big Transfer (BiT): a model pre-trained upstream, a new zero-initialised head,
+    fine-tuned on the run's data with the BiT-HyperRule (steps, lr schedule, MixUp by the data's size), then
+    the teacher of the config's student (``distill.method``)."""
+
+    needs_teacher: ClassVar[bool] = False
+
+    name: Literal["bit"]
+    arch: str = Field("resnet_v2", description="the pre-trained model's architecture (a registered model or 'package.module:factory')")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="arguments of its factory, as when it was pre-trained")
+    weights: str = Field(description="the upstream weights (.safetensors; e.g. DIR/teacher.safetensors of `distil train`); relative to the config file")
+    sha256: str | None = Field(None, description="expected sha256 of the weights file")
+    head: str | None = Field(None, description="module path of the head to replace (default: the last nn.Linear)")
+    batch_size: int = Field(512, ge=1, description="the rule's batch (BiT: 512); a training split smaller than it is one batch; lr scales as batch_size/512")
+    base_lr: float = Field(0.003, gt=0, description="the rule's learning rate at batch 512 (BiT: 0.003)")
+    steps: int | None = Field(None, ge=1, description="override the rule's schedule length (default: 500 / 10k / 20k steps by the training split's size)")
+    mixup: float | None = Field(None, ge=0, description="override the rule's MixUp alpha (default: 0.1 from 20k training samples, else 0; 0: off)")
+    scratch: TrainConfig | None = Field(None, description="also train the same architecture from random weights on the run's data with these settings (the baseline)")
+    unlabeled: bool = Field(True, description="the student also learns the fine-tuned model's outputs on the data's unlabeled inputs (data.labels_per_class's rest), as student_<method>_unlabeled")
+
+    @field_validator("kwargs")
+    @classmethod
+    def _data_decides_shapes(cls, kwargs: dict[str, Any]) -> dict[str, Any]:
+        taken = sorted({"input_shape", "num_classes"} & set(kwargs))
+        if taken:
+            raise ValueError(f"{', '.join(taken)} come from the data and the weights file; remove them from kwargs")
+        return kwargs
+
+    def model(self) -> ModelConfig:
+        """The pre-trained architecture as a model section (its training settings are the rule's, set by the strategy)."""
+        return ModelConfig(arch=self.arch, kwargs=self.kwargs)
+
+    def resolve_paths(self, resolve: Resolve) -> BiTOptions:
+        return self.model_copy(update={"weights": resolve(self.weights)})
+
+
 class SelfSupervisedOptions(StrategyOptions):
     """Self-supervised distillation on inputs without labels: a frozen teacher's representation, or the
     student's own EMA (BYOL / DINO), matched across two augmented views; judged by a linear probe and k-NN."""
@@ -263,7 +299,7 @@ for _name, _options in {
     "none": NoStrategy, "ensemble": EnsembleOptions, "unlabeled": UnlabeledOptions, "noisy_student": NoisyStudentOptions,
     "born_again": BornAgainOptions, "tf_kd": TfKDOptions, "takd": TAKDOptions, "mutual": MutualOptions,
     "frozen_backbone": FrozenBackboneOptions, "specialists": SpecialistsOptions, "self_supervised": SelfSupervisedOptions,
-    "semi_supervised": SemiSupervisedOptions,
+    "semi_supervised": SemiSupervisedOptions, "bit": BiTOptions,
 }.items():  # fmt: skip
     register_options(_name, _options)
 

@@ -1,7 +1,7 @@
 """Model architectures by name, and any ``nn.Module`` as ``"package.module:factory"``.
 
 ``build_model(name, input_shape=..., num_classes=..., **kwargs)`` builds a registered architecture
-(``list_models()`` names them all: mlp, cnn, cnn1d, CIFAR ResNets, WideResNets, MobileNetV2; the
+(``list_models()`` names them all: mlp, cnn, cnn1d, CIFAR ResNets, WideResNets, BiT's ResNet-v2 (GroupNorm + Weight Standardization), MobileNetV2; the
 text students bilstm, lstm, textcnn, boe, text_transformer; the MiniLM teacher), a Hugging Face
 folder (``"hf:PATH"``) or imports a user's factory. Every model takes only ``x`` in ``forward`` and returns logits of shape
 ``(N, num_classes)``; its stages are named submodules (``layer1..layer3`` for the residual
@@ -19,6 +19,7 @@ from distil.models import mlp  # noqa: F401  isort: skip
 from distil.models import cnn  # noqa: F401  isort: skip
 from distil.models import resnet  # noqa: F401  isort: skip
 from distil.models import wrn  # noqa: F401  isort: skip
+from distil.models import resnet_v2  # noqa: F401  isort: skip
 from distil.models import mobilenetv2  # noqa: F401  isort: skip
 from distil.models import text_students  # noqa: F401  isort: skip
 from distil.models import text_transformer  # noqa: F401  isort: skip

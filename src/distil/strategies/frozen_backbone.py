@@ -53,22 +53,22 @@ class FrozenBackbone(nn.Module):
         return self.net(x)
 
 
-def last_linear(model: nn.Module) -> str:
+def last_linear(model: nn.Module, who: str = "strategy frozen_backbone") -> str:
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not linears:
-        raise ConfigError(f"strategy frozen_backbone: {type(model).__name__} has no nn.Linear head; name it with strategy.head")
+        raise ConfigError(f"{who}: {type(model).__name__} has no nn.Linear head; name it with strategy.head")
     return linears[-1]
 
 
-def with_new_head(model: nn.Module, head: str, num_classes: int) -> nn.Module:
+def with_new_head(model: nn.Module, head: str, num_classes: int, who: str = "strategy frozen_backbone") -> nn.Module:
     """A deep copy of ``model`` whose ``head`` (an ``nn.Linear``) is replaced by a fresh one for ``num_classes``."""
     net = copy.deepcopy(model)
     try:
         old = net.get_submodule(head)
     except AttributeError:
-        raise ConfigError(f"strategy frozen_backbone: the teacher has no module {head!r}") from None
+        raise ConfigError(f"{who}: the model has no module {head!r}") from None
     if not isinstance(old, nn.Linear):
-        raise ConfigError(f"strategy frozen_backbone: head {head!r} is a {type(old).__name__}; it must be an nn.Linear")
+        raise ConfigError(f"{who}: head {head!r} is a {type(old).__name__}; it must be an nn.Linear")
     parent, _, leaf = head.rpartition(".")
     setattr(net.get_submodule(parent) if parent else net, leaf, nn.Linear(old.in_features, num_classes).to(old.weight.device))
     return net

@@ -70,7 +70,7 @@ class _PrepareFunction(Strategy):
 STRATEGIES: dict[str, Strategy] = {}
 
 #: The built-in strategies' modules, imported on first use so ``distil.config`` stays light.
-BUILTIN = ("ensemble", "transfer", "self_distill", "assistants", "mutual", "frozen_backbone", "specialists", "self_supervised", "semi_supervised")
+BUILTIN = ("ensemble", "transfer", "self_distill", "assistants", "mutual", "frozen_backbone", "specialists", "self_supervised", "semi_supervised", "bit")
 
 P = TypeVar("P", bound=Callable)
 
