@@ -250,3 +250,16 @@ def test_tf_kd_needs_no_teacher_inputs_and_runs_on_paired_data(tmp_path):
     raw = {**PAIRED_DIGITS, "scratch": False, "strategy": {"name": "tf_kd"}, "distill": {"method": "kd"}, "teacher": {**PAIRED_DIGITS["teacher"], "epochs": 1}}
     summary = run_experiment(validate_config(raw), tmp_path / "out")
     assert summary["models"][-1]["name"] == "student_tfkd_kd" and summary["models"][-1]["accuracy"] > 0.3
+
+
+def test_born_again_generations_are_students_on_the_students_inputs(tmp_path):
+    """Every born-again teacher is a student: the generations all see the 4×4 sensor inputs, the run's
+    8×8 teacher none of their batches (an MLP student fed 8×8 inputs would fail on its 16 inputs)."""
+    raw = {**PAIRED_DIGITS, "strategy": {"name": "born_again", "generations": 2}, "distill": {"method": "kd"}, "teacher": {**PAIRED_DIGITS["teacher"], "epochs": 1}}
+    summary = run_experiment(validate_config(raw), tmp_path / "out")
+    rows = {m["name"]: m for m in summary["models"]}
+    assert list(rows) == ["teacher", "student_scratch", "student_ban1", "student_ban2"]
+    for name in ("student_ban1", "student_ban2"):
+        assert rows[name]["params"] == rows["student_scratch"]["params"] == 16 * 32 + 32 + 32 * 10 + 10  # built for 1×4×4
+        assert not rows[name]["teacher_outputs"].get("paired") and rows[name]["accuracy"] > 0.3
+    assert summary["data"]["paired"]["student"]["input_shape"] == [1, 4, 4]

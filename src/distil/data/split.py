@@ -74,6 +74,10 @@ class Split:
         """The split as the teacher sees it: ``x_teacher`` as the inputs (the split itself when not paired)."""
         return self if self.x_teacher is None else Split(self.x_teacher, self.y)
 
+    def for_student(self) -> Split:
+        """The split as the students see it: ``x`` alone, ``x_teacher`` dropped (the split itself when not paired)."""
+        return self if self.x_teacher is None else Split(self.x, self.y)
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -129,6 +133,20 @@ class Dataset:
             input_shape=p.input_shape,
             mean=p.mean,
             std=p.std,
+            pairing=None,
+        )
+
+    def for_student(self) -> Dataset:
+        """The dataset as the students see it, unpaired: every split's ``x`` alone (the dataset itself when
+        not paired). For strategies whose teachers are students too (born-again generations)."""
+        if self.pairing is None:
+            return self
+        return replace(
+            self,
+            train=self.train.for_student(),
+            val=self.val.for_student(),
+            test=self.test.for_student(),
+            unlabeled=None if self.unlabeled is None else self.unlabeled.for_student(),
             pairing=None,
         )
 

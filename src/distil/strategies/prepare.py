@@ -17,9 +17,13 @@ from distil.strategies.registry import Runner, get_strategy, strategies
 class PreparedStrategy:
     context: Context
     runner: Runner
+    #: paired data, a strategy whose models are all students: it sees the students' side alone
+    students_side: bool = False
 
     def run(self, data: Dataset, teacher: nn.Module | None, augment: Augment) -> None:
         """Train with the data now on the device and the teacher trained (or loaded)."""
+        if self.students_side:
+            data, teacher = data.for_student(), None
         self.context.data, self.context.teacher, self.context.augment = data, teacher, augment
         self.runner(self.context)
 
@@ -44,5 +48,8 @@ def prepare_strategy(session: RunSession, data: Dataset, teacher: nn.Module | No
         )
     if session.dist is not None and not strategy.distributed:
         raise ConfigError(f"strategy: {cfg.strategy.name!r} is not supported with torchrun yet; run it in one process (python -m distil run ...)")
+    students_side = data.paired and strategy.paired == "students"
+    if students_side:  # born-again generations: every teacher is a student, on the students' inputs
+        data, teacher = data.for_student(), None
     context = Context(session, data, teacher, cfg.data.augment.build(data))
-    return PreparedStrategy(context, strategy.prepare(context))
+    return PreparedStrategy(context, strategy.prepare(context), students_side)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar
 
 from distil.config import StrategyOptions, register_options, strategy_options
 from distil.errors import ConfigError
@@ -45,8 +45,10 @@ class Strategy:
     #: works on tagging data (a tag per token, per-token logits); checked at start
     per_token: ClassVar[bool] = False
     #: works on paired data (the teacher sees ``x_teacher``, the student ``x``: every model it builds,
-    #: trains and evaluates gets the input of its side); checked at start
-    paired: ClassVar[bool] = False
+    #: trains and evaluates gets the input of its side); ``"students"``: every model it trains, and every
+    #: teacher it uses, is a student (born-again generations): it runs on ``data.for_student()``, the
+    #: run's teacher unused; checked at start
+    paired: ClassVar[bool | Literal["students"]] = False
 
     def prepare(self, ctx: Context) -> Runner:
         """Build and check everything before any training; return the function that trains."""
@@ -57,7 +59,8 @@ class _PrepareFunction(Strategy):
     """A strategy given as a ``prepare`` function (the built-ins)."""
 
     def __init__(
-        self, prepare: Prepare, options: type[StrategyOptions], description: str, benchmark: str, distributed: bool, per_token: bool, paired: bool = False
+        self, prepare: Prepare, options: type[StrategyOptions], description: str, benchmark: str, distributed: bool, per_token: bool,
+        paired: bool | Literal["students"] = False,
     ) -> None:
         self._prepare = prepare
         self.Options, self.description, self.benchmark, self.distributed, self.per_token = options, description, benchmark, distributed, per_token  # type: ignore[misc]
@@ -83,14 +86,15 @@ def register_strategy(
     benchmark: str = "",
     distributed: bool = False,
     per_token: bool = False,
-    paired: bool = False,
+    paired: bool | Literal["students"] = False,
 ) -> Callable[[P], P]:
     """Decorator: make a ``prepare`` function (or a :class:`Strategy` subclass) the strategy ``name``.
 
     ``options`` validate its ``strategy:`` section (default: a subclass's ``Options``; for a function,
     the options already registered under ``name``, as the built-ins' are in :mod:`distil.config.strategy`).
     ``distributed``: it runs under torchrun; ``per_token``: it works on tagging data (per-token logits);
-    ``paired``: it works on paired data (every teacher it builds sees ``data.for_teacher()``, every student ``data``).
+    ``paired``: it works on paired data (every teacher it builds sees ``data.for_teacher()``, every student ``data``;
+    ``"students"``: all its models, teachers included, are students and see ``data.for_student()``).
     """
 
     def add(target: P) -> P:

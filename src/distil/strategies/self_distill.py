@@ -43,7 +43,7 @@ class VirtualTeacher:
         return {LOGITS: self.logits[index]}
 
 
-@register_strategy("born_again", "Furlanello 2018 born-again networks: generation k (same arch) teaches generation k+1, K generations; no teacher needed", benchmark="MNIST-1D", distributed=True, per_token=True)
+@register_strategy("born_again", "Furlanello 2018 born-again networks: generation k (same arch) teaches generation k+1, K generations; no teacher needed", benchmark="MNIST-1D", distributed=True, per_token=True, paired="students")
 def prepare_born_again(ctx: Context) -> Runner:
     cfg, generations = ctx.config, ctx.options.generations
     models = [ctx.build(cfg.student, ctx.seed + k) for k in range(generations + 1)]
