@@ -140,3 +140,32 @@ def test_min_saving_leaves_layers_that_save_little_whole():
     assert lowrank.plan("c", conv, rule).skipped is None
     kept = lowrank.plan("c", conv, RankRule(ranks={"c": [48, 32]}, min_saving=0.25))
     assert kept.skipped == "saves 3% of 18432 multiply-adds, less than min_saving 25%"
+
+
+def test_custom_convolutions_are_left_whole_and_1d_layers_under_the_spatial_form_too():
+    """BiT's StdConv2d standardizes its weight in the forward: factorizing the raw weight would not
+    reproduce it, so it stays whole (named); a Conv1d under conv=spatial is left whole, not a crash."""
+    from distil.models.resnet_v2 import StdConv2d
+
+    torch.manual_seed(0)
+    model = nn.Sequential(StdConv2d(8, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 4 * 4, 10))
+    x = torch.randn(2, 8, 4, 4)
+    before = model(x)
+    plans = {p.layer: p for p in lowrank.factorize(model, RankRule(rank_ratio=0.5, multiple=1))}
+    assert "custom layer (StdConv2d)" in plans["0"].skipped and isinstance(model[0], StdConv2d)
+    assert plans["3"].skipped is None  # the Linear is factorized
+    assert model(x).shape == before.shape
+    one_d = nn.Sequential(nn.Conv1d(4, 32, 3), nn.Flatten(), nn.Linear(32 * 6, 5))
+    lowrank.check_ranks(one_d, {}, "spatial")
+    assert lowrank.plan("0", one_d[0], RankRule(rank_ratio=0.5), "spatial").skipped == "the spatial form is for 2-D convolutions"
+
+
+def test_serving_picks_the_models_own_onnx_file_not_a_factorized_one(tmp_path):
+    from distil.serve.repository import compressed_onnx
+
+    (tmp_path / "compressed").mkdir()
+    for stem in ("student_kd.lowrank", "student_kd.lowrank.pruned", "student_kd", "student_kd.int8"):
+        (tmp_path / "compressed" / f"{stem}.onnx").write_bytes(b"")
+    assert compressed_onnx(tmp_path, "student_kd").name == "student_kd.onnx"
+    (tmp_path / "compressed" / "student_kd.onnx").unlink()
+    assert compressed_onnx(tmp_path, "student_kd").name == "student_kd.int8.onnx"  # no plain export: the first compressed one

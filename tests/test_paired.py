@@ -263,3 +263,12 @@ def test_born_again_generations_are_students_on_the_students_inputs(tmp_path):
         assert rows[name]["params"] == rows["student_scratch"]["params"] == 16 * 32 + 32 + 32 * 10 + 10  # built for 1×4×4
         assert not rows[name]["teacher_outputs"].get("paired") and rows[name]["accuracy"] > 0.15  # above chance (0.1)
     assert summary["data"]["paired"]["student"]["input_shape"] == [1, 4, 4]
+
+
+def test_compressing_a_paired_run_is_refused_before_writing(paired_run):
+    """The recovery KD and the teacher's measurement would show the teacher the student's inputs."""
+    out, _ = paired_run
+    result = runner.invoke(app, ["compress", str(out), "--steps", "onnx"])
+    assert result.exit_code == 2, result.output
+    assert "are paired" in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (out / "compressed").exists()

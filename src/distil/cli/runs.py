@@ -123,6 +123,8 @@ def trainable_weights(
     if section is None:
         raise ConfigError(f"{config}: the config has no {model.value} section")
     data = cfg.data.load(cfg.seed)
+    if model is Role.teacher:
+        data = data.for_teacher()  # paired data: the teacher is built for its own inputs
     built = load_weights(section.build(data, cfg.seed), weights)
     frozen = sum(p.numel() for p in built.parameters() if not p.requires_grad)
     if not frozen:

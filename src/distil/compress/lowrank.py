@@ -256,14 +256,17 @@ def full_ranks(m: nn.Module, conv_form: str = "tucker2") -> tuple[int, ...]:
         return (min(m.in_features, m.out_features),)
     if _is_pointwise(m):
         return (min(m.in_channels, m.out_channels),)
-    if conv_form == "spatial":
+    if conv_form == "spatial" and isinstance(m, nn.Conv2d):
         o, i, kh, kw = m.weight.shape
         return (min(i * kh, o * kw),)
-    return (m.out_channels, m.in_channels)
+    return (m.out_channels, m.in_channels)  # (the spatial form leaves 1-D convolutions whole: plan)
 
 
 def plan(name: str, m: nn.Module, rule: RankRule, conv_form: str = "tucker2") -> Plan:
     """How ``m`` (named ``name``) would be factorized under ``rule``, and whether it pays."""
+    if type(m) not in (nn.Linear, *CONVS):  # e.g. BiT's StdConv2d: its forward is not its raw weight's
+        macs = linear_macs(m) if isinstance(m, nn.Linear) else conv_macs(m) // m.groups
+        return Plan(name, "none", (), (), macs, macs, skipped=f"a custom layer ({type(m).__name__}): its forward is not a plain product with its weight")
     if isinstance(m, nn.Linear):
         u_s = _svd(m.weight)[1]
         full = full_ranks(m)

@@ -171,6 +171,11 @@ def load_run(run_dir: Path, config=None):
         raise ConfigError(f"{run_dir}: the run has no teacher; the recovery fine-tune distils from it")
     cfg = config
     data = cfg.data.load(cfg.seed)
+    if data.paired:
+        raise ConfigError(
+            f"{run_dir}: the run's data ({data.name!r}) are paired (the teacher sees other inputs than the student), which the "
+            "compression steps (their recovery KD and the teacher's measurement) do not support yet"
+        )
     teacher = load_weights(cfg.teacher.build(data, cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
     student = load_weights(cfg.student.build(data, cfg.seed), run_dir / entries[base]["weights"]).eval()
     return config, summary, data, teacher, student, cfg.student.arch, base

@@ -24,6 +24,7 @@ the add loses the same channels, chosen by their summed importance.
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -260,9 +261,9 @@ def kept_channels(width: int, sparsity: float, multiple_of: int = 1) -> int:
     ONNX Runtime's and oneDNN's convolutions than narrower odd ones: on the demo student, 11/22/45
     channels measured slower than the unpruned 16/32/64 (benchmarks/compress/README.md).
     """
-    keep = max(1, round(width * (1.0 - sparsity)))
+    keep = max(1, math.floor(width * (1.0 - sparsity) + 0.5))  # halves round up (Python's round() goes to even)
     if multiple_of > 1:
-        keep = max(multiple_of, multiple_of * round(keep / multiple_of))
+        keep = max(multiple_of, multiple_of * math.floor(keep / multiple_of + 0.5))
     return min(width, keep)
 
 
@@ -285,6 +286,7 @@ def channel_prune(model: nn.Module, sparsity: float, example: torch.Tensor, mult
         width = _out_channels(model.get_submodule(space.producers[0]))
         keep_n = kept_channels(width, sparsity, multiple_of)
         if keep_n >= width:
+            skipped[label] = f"{width} channels: none to remove once rounded to a multiple of {multiple_of} (compress.prune.multiple_of)" if multiple_of > 1 else f"{width} channels: none to remove at this sparsity"
             continue
         keep = _importance(model, space).topk(keep_n).indices.sort().values
         for name in space.producers:

@@ -247,10 +247,13 @@ def _run_model(run: Path, name: str, role: str, row: dict[str, Any], shape: tupl
 
 def compressed_onnx(run: Path, role: str) -> Path | None:
     """The ONNX file ``distil compress`` left for ``role``: the fp32 one when there are several."""
+    exact = run / "compressed" / f"{role}.onnx"  # the model itself, exported: what its row measured
+    if exact.is_file():
+        return exact
     files = sorted((run / "compressed").glob(f"{role}*.onnx"))
     if not files:
         return None
-    plain = [f for f in files if not any(tag in f.stem for tag in ("int8", "fp16", "quant", "pruned"))]
+    plain = [f for f in files if not any(tag in f.stem for tag in ("int8", "fp16", "quant", "pruned", "lowrank"))]
     return (plain or files)[0]
 
 
