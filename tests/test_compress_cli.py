@@ -194,3 +194,19 @@ def test_bad_lowrank_input_exits_2_naming_the_field_and_writes_nothing(compresse
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split()), result.output
     assert (out / "summary.json").read_text() == before
+
+
+def test_a_rank_rule_on_the_command_line_replaces_the_configs_other_rule(compressed_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    out, _ = compressed_run
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["compress"] = {**(config.get("compress") or {}), "lowrank": {"energy": 0.9}}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    result = invoke("compress", run, "--steps", "lowrank", "--rank-ratio", "0.5")
+    assert result.exit_code == 0, result.output
+    assert summary_of(run)["models"][-1]["lowrank"]["factorized"]["layer1.linear"]["rank"] == [16]  # ⌈0.5 · 32⌉, not the energy's

@@ -41,6 +41,8 @@ def compress(
     given = {"steps": steps and f"[{steps}]", "prune.sparsity": sparsity, "prune.method": prune_method, "prune.epochs": epochs, "lowrank.energy": energy, "lowrank.rank_ratio": rank_ratio,
              "student": student, "on_error": on_error and on_error.value, "compiled": compiled}  # fmt: skip
     items = [f"compress.{k}={v}" for k, v in given.items() if v is not None]
+    if (energy is None) != (rank_ratio is None):  # one rank rule on the command line replaces the config's other one
+        items.append(f"compress.lowrank.{'energy' if energy is None else 'rank_ratio'}=null")
     bad = [o for o in overrides or [] if not o.startswith("compress.")]
     if bad:
         from distil.errors import ConfigError

@@ -225,6 +225,8 @@ def prepare(ctx: Context) -> Runner:
     students = {f"student_{cfg.distill.method}": data.train}
     if opts.unlabeled and data.unlabeled is not None and len(data.unlabeled):
         students[f"student_{cfg.distill.method}_unlabeled"] = with_unlabeled(data.train, data.unlabeled)
+    elif opts.unlabeled:
+        ctx.say("note: strategy bit: unlabeled is on but the data have no unlabeled inputs (set data.labels_per_class); no student_*_unlabeled row")
     distilled = {name: ctx.build(cfg.student) for name in students}
     objectives = {name: ctx.objective(student, net, train=students[name]) for name, student in distilled.items()}
     upstream = {"weights": str(opts.weights), "sha256": file_sha256(opts.weights), "arch": opts.arch, "head": head}
