@@ -19,8 +19,8 @@ whole distribution on every row, Hinton et al. 2015's KD at temperature T (no th
 
 with ``s`` the student's logits on its view (the strong one when ``strong`` is set, the weak one with
 ``strong: {}``) and ``t`` the labeller's on the weak view (the student's very view when there is no
-strong one and the teacher labels) — which is how Chen et al. 2020 (SimCLRv2, "Big Self-Supervised Models are Strong Semi-Supervised
-Learners") turn a teacher fine-tuned on the few labels into a small student on the unlabeled images.
+strong one and the teacher labels) — which is how Chen et al. 2020 (SimCLRv2, "Big Self-Supervised
+Models are Strong Semi-Supervised Learners") turn a teacher fine-tuned on the few labels into a small student on the unlabeled images.
 Who labels is ``labeller``:
 
 - ``self`` — the student's current weights, as in FixMatch (an :class:`~distil.engine.ema.EmaModel`
