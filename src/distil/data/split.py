@@ -6,6 +6,7 @@ Both are frozen: a split is made once by :func:`distil.data.load_dataset` and th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -124,31 +125,17 @@ class Dataset:
         if self.pairing is None:
             return self
         p = self.pairing
-        return replace(
-            self,
-            train=self.train.for_teacher(),
-            val=self.val.for_teacher(),
-            test=self.test.for_teacher(),
-            unlabeled=None if self.unlabeled is None else self.unlabeled.for_teacher(),
-            input_shape=p.input_shape,
-            mean=p.mean,
-            std=p.std,
-            pairing=None,
-        )
+        return replace(self._each_split(Split.for_teacher), input_shape=p.input_shape, mean=p.mean, std=p.std)
 
     def for_student(self) -> Dataset:
         """The dataset as the students see it, unpaired: every split's ``x`` alone (the dataset itself when
         not paired). For strategies whose teachers are students too (born-again generations)."""
-        if self.pairing is None:
-            return self
-        return replace(
-            self,
-            train=self.train.for_student(),
-            val=self.val.for_student(),
-            test=self.test.for_student(),
-            unlabeled=None if self.unlabeled is None else self.unlabeled.for_student(),
-            pairing=None,
-        )
+        return self if self.pairing is None else self._each_split(Split.for_student)
+
+    def _each_split(self, side: Callable[[Split], Split]) -> Dataset:
+        """Every split (and the unlabeled pool) through ``side``; the pairing dropped."""
+        unlabeled = None if self.unlabeled is None else side(self.unlabeled)
+        return replace(self, train=side(self.train), val=side(self.val), test=side(self.test), unlabeled=unlabeled, pairing=None)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: name, source, split sizes, input shape, classes and normalization (and the tokenizer)."""
