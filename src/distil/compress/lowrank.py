@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distil.compress.prune import replace_module
 from distil.errors import ConfigError, DistilError
 
 CONVS = (nn.Conv1d, nn.Conv2d)
@@ -355,16 +356,11 @@ def factorize(model: nn.Module, rule: RankRule, conv_form: str = "tucker2", only
         p = plan(name, m, rule, conv_form)
         plans.append(p)
         if p.skipped is None:
-            _replace(model, name, _build(m, p))
+            replace_module(model, name, _build(m, p))
     if not any(p.skipped is None for p in plans):
         reasons = "; ".join(f"{p.layer}: {p.skipped}" for p in plans) or "no Linear or convolution"
         raise LowRankError(f"low-rank factorization leaves every layer of {type(model).__name__} whole ({reasons})")
     return plans
-
-
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
 def model_macs(model: nn.Module, example: torch.Tensor) -> int:

@@ -290,11 +290,11 @@ def channel_prune(model: nn.Module, sparsity: float, example: torch.Tensor, mult
             continue
         keep = _importance(model, space).topk(keep_n).indices.sort().values
         for name in space.producers:
-            _replace(model, name, _slice_out(model.get_submodule(name), keep))
+            replace_module(model, name, _slice_out(model.get_submodule(name), keep))
         for name in space.norms:
-            _replace(model, name, _slice_norm(model.get_submodule(name), keep))
+            replace_module(model, name, _slice_norm(model.get_submodule(name), keep))
         for name in space.consumers:
-            _replace(model, name, _slice_in(model.get_submodule(name), keep))
+            replace_module(model, name, _slice_in(model.get_submodule(name), keep))
         kept[label] = f"{width} → {keep_n}"
     if not kept:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "no conv or linear layer"
@@ -306,7 +306,8 @@ def _out_channels(m: nn.Module) -> int:
     return m.out_features if isinstance(m, nn.Linear) else m.out_channels
 
 
-def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` where the submodule ``name`` (a module path) of ``model`` is."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
@@ -365,7 +366,7 @@ def resize_to(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
         if shape == m.weight.shape:
             continue
         if isinstance(m, NORMS):
-            _replace(model, name, type(m)(shape[0], eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats))
+            replace_module(model, name, type(m)(shape[0], eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats))
         else:
-            _replace(model, name, _new_like(m, shape[1], shape[0]))
+            replace_module(model, name, _new_like(m, shape[1], shape[0]))
     return model

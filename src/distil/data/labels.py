@@ -19,6 +19,7 @@ from dataclasses import replace
 import torch
 
 from distil.data.split import Dataset, Split
+from distil.data.tokens import IGNORE, concat
 from distil.errors import DataError
 
 
@@ -77,3 +78,12 @@ def with_few_labels(data: Dataset, *, per_class: int | None = None, fraction: fl
     labelled, unlabeled = keep_labels(data.train, data.num_classes, per_class=per_class, fraction=fraction, seed=seed, class_names=data.class_names)
     rule = {"labels_per_class": per_class} if per_class is not None else {"labelled_fraction": fraction}
     return replace(data, train=labelled, unlabeled=unlabeled, label_subset={**rule, "seed": seed, "stratified": True})
+
+
+def labelled_then_unlabeled(labelled: Split, pool: Split, repeats: int = 1) -> Split:
+    """One training split: ``labelled`` repeated ``repeats`` times, then the inputs of ``pool`` labelled
+    ``IGNORE`` (−100), which CE leaves out — the teacher's terms read every row, the labels only the labelled ones."""
+    assert labelled.y is not None and labelled.y.dim() == 1
+    x = concat([labelled.x] * repeats + [pool.x])
+    y = torch.cat([labelled.y.repeat(repeats), torch.full((len(pool),), IGNORE, dtype=labelled.y.dtype, device=labelled.y.device)])
+    return Split(x, y)

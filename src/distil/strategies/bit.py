@@ -49,12 +49,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from distil.config import ModelConfig
-from distil.data import Dataset, Split
-from distil.data.tokens import concat
+from distil.data import Dataset
+from distil.data.labels import labelled_then_unlabeled
 from distil.engine.objective import Objective
 from distil.errors import ConfigError, DataError
 from distil.losses import Loss, Term
-from distil.losses.response import NO_LABEL
 from distil.strategies.context import Context
 from distil.strategies.frozen_backbone import last_linear, with_new_head
 from distil.strategies.registry import Runner, register_strategy
@@ -186,11 +185,6 @@ def pretrained_with_new_head(ctx: Context, cfg: ModelConfig, path: str, sha256: 
     return net, head
 
 
-def with_unlabeled(train: Split, unlabeled: Split) -> Split:
-    """The labelled rows and the unlabeled ones (label −100: no CE, only the teacher's terms)."""
-    return Split(concat([train.x, unlabeled.x]), torch.cat([train.y, torch.full((len(unlabeled),), NO_LABEL, dtype=train.y.dtype)]))
-
-
 def schedule(rule: HyperRule, cfg: ModelConfig, train_size: int) -> str:
     """The rule in words, as the row and the console show it (steps made of epochs: the loop counts epochs)."""
     per_epoch = math.ceil(train_size / cfg.batch_size)
@@ -224,7 +218,7 @@ def prepare(ctx: Context) -> Runner:
     scratch = ctx.build(scratch_cfg) if scratch_cfg is not None else None
     students = {f"student_{cfg.distill.method}": data.train}
     if opts.unlabeled and data.unlabeled is not None and len(data.unlabeled):
-        students[f"student_{cfg.distill.method}_unlabeled"] = with_unlabeled(data.train, data.unlabeled)
+        students[f"student_{cfg.distill.method}_unlabeled"] = labelled_then_unlabeled(data.train, data.unlabeled)
     elif opts.unlabeled:
         ctx.say("note: strategy bit: unlabeled is on but the data have no unlabeled inputs (set data.labels_per_class); no student_*_unlabeled row")
     distilled = {name: ctx.build(cfg.student) for name in students}

@@ -74,7 +74,8 @@ import torch
 from torch import nn
 
 from distil.data import Split
-from distil.data.tokens import IGNORE, concat, is_tokens
+from distil.data.labels import labelled_then_unlabeled
+from distil.data.tokens import is_tokens
 from distil.data.views import Chain
 from distil.engine.ema import EmaModel
 from distil.engine.evaluate import accuracy, predict_logits
@@ -94,11 +95,8 @@ BASELINE = "student_labels"
 def mixed_split(labelled: Split, pool: Split, ratio: int) -> tuple[Split, int]:
     """One training split: ``labelled`` repeated ``r`` times, then ``pool`` labelled ``IGNORE``; and ``r``
     (``max(1, round(|pool| / (ratio·|labelled|)))``: about ``ratio`` unlabeled rows per labelled row)."""
-    assert labelled.y is not None and labelled.y.dim() == 1
     repeats = max(1, round(len(pool) / (ratio * len(labelled))))
-    x = concat([labelled.x] * repeats + [pool.x])
-    y = torch.cat([labelled.y.repeat(repeats), torch.full((len(pool),), IGNORE, dtype=labelled.y.dtype, device=labelled.y.device)])
-    return Split(x, y), repeats
+    return labelled_then_unlabeled(labelled, pool, repeats), repeats
 
 
 def confident_share(model: nn.Module, x: torch.Tensor, threshold: float, T: float, num_classes: int) -> tuple[float, list[int]]:
