@@ -20,7 +20,8 @@ whole distribution on every row, Hinton et al. 2015's KD at temperature T (no th
 with ``s`` the student's logits on its view (the strong one when ``strong`` is set, the weak one with
 ``strong: {}``) and ``t`` the labeller's on the weak view (the student's very view when there is no
 strong one and the teacher labels) — which is how Chen et al. 2020 (SimCLRv2, "Big Self-Supervised
-Models are Strong Semi-Supervised Learners") turn a teacher fine-tuned on the few labels into a small student on the unlabeled images.
+Models are Strong Semi-Supervised Learners") turn a teacher fine-tuned on the few labels into a
+small student on the unlabeled images.
 Who labels is ``labeller``:
 
 - ``self`` — the student's current weights, as in FixMatch (an :class:`~distil.engine.ema.EmaModel`
@@ -55,8 +56,8 @@ grayscale images: a geometric change (RandAugment's translate/shear/rotate), an 
 (its brightness/contrast/solarize) and Cutout; no flip of its own, since the weak view's
 ``data.augment`` flips when asked. Text: token ids cannot be cropped or jittered, so the weak view is
 the sentence itself and the strong view is ``data.augment``'s masking and replacement (UDA's
-convention, Xie et al. 2020); ``strong`` must then be left unset. When the student's view *is* the weak view (images and signals
-with ``strong: {}``) and the teacher labels, the teacher labels that very view, as in ordinary
+convention, Xie et al. 2020); ``strong`` must then be left unset. When the student's view *is* the
+weak view (images and signals with ``strong: {}``) and the teacher labels, the teacher labels that very view, as in ordinary
 distillation: consistent views (Beyer et al. 2022), cached when they fit (the session's teacher outputs).
 
 Honesty. Like every fit, the student's best epoch is chosen on the run's *labelled* validation split
