@@ -298,6 +298,11 @@ def process_group(device: str = "auto") -> Iterator[Distributed | None]:
             torch_dist.init_process_group(backend)
     try:
         yield Distributed(rank, world, local_rank, local_world, dev, torch_dist.get_backend())
+        if owner:
+            # Every rank leaves together: a rank that tears gloo down while its peer is still finishing
+            # (rank 0 writes the outputs) can abort in gloo's threads ("terminate called without an
+            # active exception"). Only on a normal exit: after an error a peer may never arrive.
+            torch_dist.barrier()
     finally:
         if owner:
             torch_dist.destroy_process_group()
