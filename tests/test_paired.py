@@ -210,7 +210,8 @@ def test_paired_run_from_the_cli_shows_both_inputs(tmp_path):
     ("change", "message"),
     [
         ({"data": {"name": "npz", "path": "p.npz"}}, "array 'x_teacher' has 89 samples but 'x' has 90"),
-        ({"strategy": {"name": "mutual"}}, "strategy: 'mutual' does not work on paired data"),
+        ({"strategy": {"name": "self_supervised"}}, "strategy: 'self_supervised' does not work on paired data"),
+        ({"strategy": {"name": "mutual", "teacher_trains": True}}, "teacher_trains does not work on paired data"),
         ({"data": {"name": "digits", "inputs": {"teacher": "a", "student": "b"}}}, "data.inputs names the two inputs of paired data"),
     ],
 )
@@ -252,6 +253,39 @@ def test_tf_kd_needs_no_teacher_inputs_and_runs_on_paired_data(tmp_path):
     assert summary["models"][-1]["name"] == "student_tfkd_kd" and summary["models"][-1]["accuracy"] > 0.3
 
 
+def test_takd_assistants_are_students_taught_first_by_the_teachers_inputs(tmp_path):
+    """The assistant (an MLP built for the 4×4 sensor) learns from the 8×8 teacher, then teaches the student on 4×4."""
+    raw = {**PAIRED_DIGITS, "scratch": False, "distill": {"method": "kd"}, "teacher": {**PAIRED_DIGITS["teacher"], "epochs": 3}}
+    raw["student"] = {**PAIRED_DIGITS["student"], "epochs": 8, "lr": 0.1}
+    raw["strategy"] = {"name": "takd", "assistants": [{"arch": "mlp", "kwargs": {"hidden": [64]}, "epochs": 8, "batch_size": 64, "lr": 0.1}]}
+    summary = run_experiment(validate_config(raw), tmp_path / "out")
+    rows = {m["name"]: m for m in summary["models"]}
+    assert list(rows) == ["teacher", "assistant_1", "student_takd_kd"]
+    assert rows["assistant_1"]["params"] == 16 * 64 + 64 + 64 * 10 + 10  # built for 1×4×4
+    assert rows["assistant_1"]["teacher_outputs"]["paired"]  # the teacher saw its own inputs
+    assert not rows["student_takd_kd"]["teacher_outputs"].get("paired")  # the assistant saw the student's
+    assert rows["student_takd_kd"]["accuracy"] > 0.5
+
+
+def test_mutual_cohort_learns_on_the_students_inputs(tmp_path):
+    raw = {**PAIRED_DIGITS, "scratch": False, "distill": {"method": "kd"}, "teacher": {**PAIRED_DIGITS["teacher"], "epochs": 1}, "strategy": {"name": "mutual", "students": 2}}
+    summary = run_experiment(validate_config(raw), tmp_path / "out")
+    rows = {m["name"]: m for m in summary["models"]}
+    assert rows["student_dml1"]["params"] == rows["student_dml2"]["params"] == 16 * 32 + 32 + 32 * 10 + 10
+    assert rows["student_dml1"]["accuracy"] > 0.3 and rows["student_dml2"]["accuracy"] > 0.3
+
+
+def test_specialists_see_the_teachers_inputs(tmp_path):
+    """Specialists of the generalist's architecture start from its 8×8 weights and train on 8×8 inputs."""
+    raw = {**PAIRED_DIGITS, "scratch": False, "distill": {"method": "kd"}, "teacher": {**PAIRED_DIGITS["teacher"], "epochs": 2},
+           "student": {**PAIRED_DIGITS["student"], "epochs": 8, "lr": 0.1}, "strategy": {"name": "specialists", "count": 1, "size": 3}}  # fmt: skip
+    summary = run_experiment(validate_config(raw), tmp_path / "out")
+    rows = {m["name"]: m for m in summary["models"]}
+    assert rows["teacher_specialists"]["accuracy"] > 0.8  # evaluated on the 8×8 test inputs
+    assert rows["specialist_1"]["accuracy"] > 0.5
+    assert rows["student_specialists_kd"]["teacher_outputs"]["paired"] and rows["student_specialists_kd"]["accuracy"] > 0.5
+
+
 def test_born_again_generations_are_students_on_the_students_inputs(tmp_path):
     """Every born-again teacher is a student: the generations all see the 4×4 sensor inputs, the run's
     8×8 teacher none of their batches (an MLP student fed 8×8 inputs would fail on its 16 inputs)."""
@@ -265,10 +299,32 @@ def test_born_again_generations_are_students_on_the_students_inputs(tmp_path):
     assert summary["data"]["paired"]["student"]["input_shape"] == [1, 4, 4]
 
 
-def test_compressing_a_paired_run_is_refused_before_writing(paired_run):
-    """The recovery KD and the teacher's measurement would show the teacher the student's inputs."""
-    out, _ = paired_run
-    result = runner.invoke(app, ["compress", str(out), "--steps", "onnx"])
-    assert result.exit_code == 2, result.output
-    assert "are paired" in " ".join(result.output.split()) and "Traceback" not in result.output
-    assert not (out / "compressed").exists()
+def test_compressing_a_paired_run_keeps_the_teacher_on_its_own_inputs(paired_run, tmp_path):
+    """Prune (with its recovery KD) and export the sensor student; the teacher's cache, probe and
+    re-measurement use the 8×8 camera inputs, the student's rows the 4×4 sensor inputs."""
+    import shutil
+
+    from distil.compress.chain import Chain, recovery_objective
+    from distil.compress.pipeline import load_run
+    from distil.engine.evaluate import accuracy
+
+    out = tmp_path / "run"
+    shutil.copytree(paired_run[0], out)
+    config, summary, data, teacher, student, arch, base = load_run(out)
+    seen = data.for_teacher().test
+    assert accuracy(teacher, seen.x, seen.y) == pytest.approx(summary["models"][0]["accuracy"])
+    chain = Chain(config=config, data=data, teacher=teacher, model=student, name=base, out=out, console=None, arch=arch)
+    outputs = chain.teacher_outputs(config.data.augment.build(data))
+    assert outputs.info["paired"]
+    index = torch.arange(5)
+    with torch.no_grad():
+        expected = teacher(data.train.x_teacher[:5])
+    assert torch.allclose(outputs(index, data.train.x[:5])["logits"], expected, atol=1e-5)
+    recovery_objective(config, student, teacher, data)  # probes the teacher on 8×8, the student on 4×4
+
+    steps = ["--steps", "prune,onnx", "--epochs", "1", "--sparsity", "0.5"]
+    result = runner.invoke(app, ["compress", str(out), *steps])
+    assert result.exit_code == 0, result.output
+    rows = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
+    assert {"student_kd.pruned", "student_kd.pruned.onnx"} <= set(rows)
+    assert rows["student_kd.pruned"]["accuracy"] > 0.5 and rows["student_kd.pruned.onnx"]["accuracy"] == pytest.approx(rows["student_kd.pruned"]["accuracy"], abs=0.02)

@@ -12,7 +12,8 @@ from distil.cli import app
 from distil.config import STRATEGY_OPTIONS, StrategyOptions, validate_config
 from distil.errors import ConfigError
 from distil.experiment import run_experiment
-from distil.strategies import STRATEGIES, Context, Strategy, register_strategy
+from distil.strategies import Context, Strategy, register_strategy
+from distil.strategies.registry import strategies
 
 TRAIN = {"epochs": 1, "batch_size": 64, "lr": 0.1}
 BASE = {
@@ -107,7 +108,7 @@ class Repeat(StrategyOptions):
 
 
 def test_strategy_registered_from_python(tmp_path, monkeypatch):
-    monkeypatch.setattr("distil.strategies.registry.STRATEGIES", dict(STRATEGIES))
+    monkeypatch.setattr("distil.strategies.registry.STRATEGIES", dict(strategies()))  # built-ins imported into the real registry first
     monkeypatch.setattr("distil.config.strategy.STRATEGY_OPTIONS", dict(STRATEGY_OPTIONS))
 
     @register_strategy("repeat_kd", "distil the student `times` times from the teacher, seeds run seed + k", options=Repeat)
@@ -132,7 +133,7 @@ def test_strategy_registered_from_python(tmp_path, monkeypatch):
 
 
 def test_strategy_class_registered_from_python(monkeypatch):
-    monkeypatch.setattr("distil.strategies.registry.STRATEGIES", dict(STRATEGIES))
+    monkeypatch.setattr("distil.strategies.registry.STRATEGIES", dict(strategies()))  # built-ins imported into the real registry first
     monkeypatch.setattr("distil.config.strategy.STRATEGY_OPTIONS", dict(STRATEGY_OPTIONS))
 
     @register_strategy("noop")

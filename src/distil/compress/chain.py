@@ -86,7 +86,8 @@ class Chain:
         from distil.engine.teacher_outputs import teacher_outputs
 
         if self._teacher_outputs is None:
-            self._teacher_outputs = teacher_outputs(self.teacher, self.data.train.x, augment.enabled, set())
+            # paired data: the teacher sees its own input of each sample (x_teacher), un-augmented
+            self._teacher_outputs = teacher_outputs(self.teacher, self.data.train.x, augment.enabled, set(), teacher_x=self.data.train.x_teacher)
         return self._teacher_outputs
 
 
@@ -107,13 +108,15 @@ def row(chain: Chain, name: str, method: str, runtime: str, model: nn.Module, pa
 
 def recovery_objective(config: Any, model: nn.Module, teacher: nn.Module, data: Any) -> Objective:
     """What pruning and QAT fine-tune with: ``alpha × KD(T) + (1 − alpha) × CE`` against the run's
-    teacher (``compress.prune.temperature``, ``.alpha``), built like every objective, with the run's seed."""
+    teacher (``compress.prune.temperature``, ``.alpha``), built like every objective, with the run's seed.
+    Paired data: the teacher is probed on its own inputs (``train.x_teacher``)."""
     from distil.engine.objective import build_objective
     from distil.losses import CE, KD
 
     p = config.compress.prune
     terms = [KD(T=p.temperature) * p.alpha, CE() * (1.0 - p.alpha)]
-    return build_objective(terms, model, teacher, data.train.x[:8], n_data=len(data.train), seed=config.seed)
+    teacher_probe = None if data.train.x_teacher is None else data.train.x_teacher[:8]  # paired: the teacher's own inputs
+    return build_objective(terms, model, teacher, data.train.x[:8], n_data=len(data.train), seed=config.seed, teacher_probe_x=teacher_probe)
 
 
 # ------------------------------------------------------------------------------------------------ driver

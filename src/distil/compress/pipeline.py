@@ -32,12 +32,13 @@ def _remeasure(chain: Chain, entry: dict[str, Any], model: nn.Module, path: Path
     from distil.engine.measure import measure, timing_input
 
     cfg = chain.config
+    data = chain.data.for_teacher() if entry.get("role") == "teacher" else chain.data  # paired: the teacher's own inputs
     kw = dict(latency_repeats=cfg.measure.latency_repeats, throughput_repeats=cfg.measure.throughput_repeats)
-    entry.update(chain.with_tokenizer(measure(model, timing_input(chain.data), runtime="torch", size_bytes=path.stat().st_size, **kw)))
+    entry.update(chain.with_tokenizer(measure(model, timing_input(data), runtime="torch", size_bytes=path.stat().st_size, **kw)))
     extra = []
     if chain.compress.compiled:
         compiled = {**entry, "name": f"{entry['name']}.compiled", "method": entry["method"], "source": entry["name"]}
-        compiled.update(measure(model, timing_input(chain.data), runtime="torch-compiled", test=(chain.data.test.x, chain.data.test.y), size_bytes=path.stat().st_size, **kw))
+        compiled.update(measure(model, timing_input(data), runtime="torch-compiled", test=(data.test.x, data.test.y), size_bytes=path.stat().st_size, **kw))
         extra.append(compiled)
     return extra
 
@@ -171,11 +172,7 @@ def load_run(run_dir: Path, config=None):
         raise ConfigError(f"{run_dir}: the run has no teacher; the recovery fine-tune distils from it")
     cfg = config
     data = cfg.data.load(cfg.seed)
-    if data.paired:
-        raise ConfigError(
-            f"{run_dir}: the run's data ({data.name!r}) are paired (the teacher sees other inputs than the student), which the "
-            "compression steps (their recovery KD and the teacher's measurement) do not support yet"
-        )
-    teacher = load_weights(cfg.teacher.build(data, cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
+    # paired data: the teacher is built for (and measured on) its own inputs, data.for_teacher()
+    teacher = load_weights(cfg.teacher.build(data.for_teacher(), cfg.seed), run_dir / entries["teacher"]["weights"]).eval()
     student = load_weights(cfg.student.build(data, cfg.seed), run_dir / entries[base]["weights"]).eval()
     return config, summary, data, teacher, student, cfg.student.arch, base

@@ -64,7 +64,7 @@ class Context:
 
     def objective(
         self, student: nn.Module, teacher: nn.Module | None, *, transfer: Split | None = None, terms: list[TermSpec | Term] | None = None, train: Split | None = None,
-        head_from_probe: bool = False,
+        head_from_probe: bool = False, data: Dataset | None = None,
     ) -> Objective:  # fmt: skip
         """``distill.method`` with ``distill.terms`` (or ``terms``) between ``student`` and ``teacher``.
 
@@ -73,10 +73,12 @@ class Context:
         ``train``: a labelled split the student will train on instead (its labels checked, its samples counted).
         ``head_from_probe``: the strategy fits the student's classifier itself (a linear probe), so an
         objective without a term on the logits is fine.
+        ``data``: instead of the run's data, e.g. ``ctx.data.for_student()`` when the teacher is a student
+        on paired data (a teacher assistant teaching the next one).
         """
         split = transfer if transfer is not None else train
         return self.session.objective(
-            student, teacher, self.data, terms=terms, train=split, transfer=transfer is not None, context=f"strategy {self.options.name}", head_from_probe=head_from_probe
+            student, teacher, data or self.data, terms=terms, train=split, transfer=transfer is not None, context=f"strategy {self.options.name}", head_from_probe=head_from_probe
         )
 
     def fit(
@@ -101,10 +103,12 @@ class Context:
 
     def distil(
         self, name: str, method: str, student: nn.Module, cfg: ModelConfig, teacher: nn.Module, objective: Objective, *,
-        role: str = "student", train: Split | None = None, seed: int | None = None,
+        role: str = "student", train: Split | None = None, seed: int | None = None, data: Dataset | None = None,
     ) -> FitResult:  # fmt: skip
-        """The session's distillation step (teacher outputs, fit, record, objective saved), on ``train`` if given."""
-        data = self.data if train is None else replace(self.data, train=train)
+        """The session's distillation step (teacher outputs, fit, record, objective saved), on ``train`` if
+        given; on ``data`` instead of the run's data if given (``ctx.data.for_student()``: a student teaches)."""
+        data = data or self.data
+        data = data if train is None else replace(data, train=train)
         return self.session.distil(name, method, student, cfg, teacher, objective, data, self.augment, role=role, seed=seed)
 
     def annotate(self, name: str, **details: Any) -> None:

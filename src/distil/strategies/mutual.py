@@ -14,6 +14,10 @@ loss (the paper alternates the updates within a step). With ``teacher_trains`` t
 — trained or loaded first as usual — joins the cohort and keeps training while it teaches. The cohort
 trains with the student's settings; its validation accuracy (which picks the best epoch) is that of
 the members' averaged probabilities.
+
+Paired data: the cohort of students learns on the students' inputs (``data.for_student()``).
+``teacher_trains`` is refused there: the cohort's one forward would have to give the teacher its own
+inputs and the students theirs.
 """
 
 from __future__ import annotations
@@ -63,11 +67,17 @@ def mutual_objective(k: int, T: float = 1.0, label_smoothing: float = 0.0) -> Ob
     return Objective(terms)
 
 
-@register_strategy("mutual", "Zhang 2018 deep mutual learning: a cohort of students (and optionally the teacher, still training) each distilling from the others' current outputs", benchmark="MNIST-1D", distributed=True)
+@register_strategy("mutual", "Zhang 2018 deep mutual learning: a cohort of students (and optionally the teacher, still training) each distilling from the others' current outputs", benchmark="MNIST-1D", distributed=True,
+                   paired=True)  # fmt: skip
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
     if opts.teacher_trains and ctx.teacher is None:
         raise ConfigError("strategy mutual: teacher_trains is true but the config has no teacher section")
+    if opts.teacher_trains and ctx.data.paired:
+        raise ConfigError(
+            f"strategy mutual: teacher_trains does not work on paired data ({ctx.data.name!r}): the teacher sees x_teacher, the students x, "
+            "and the cohort trains on one input per batch; set strategy.teacher_trains: false (the students learn from each other on their inputs)"
+        )
     if cfg.distill.method != "kd" or cfg.distill.terms:
         ctx.say("note: mutual learning trains with its own objective (CE + KL to the peers); distill.method and distill.terms are not used")
     students = [ctx.build(cfg.student, ctx.seed + i) for i in range(opts.students)]
@@ -78,10 +88,11 @@ def prepare(ctx: Context) -> Runner:
         for m in members:
             m.requires_grad_(True)
         cohort = Cohort(members)
-        result = ctx.fit("cohort", cohort, objective, cfg.student, outputs=PeerOutputs(cohort))
+        students_side = ctx.data.for_student()  # paired data: the students' inputs alone
+        result = ctx.fit("cohort", cohort, objective, cfg.student, outputs=PeerOutputs(cohort), data=students_side)
         if opts.teacher_trains:
             ctx.record("teacher_online", "teacher", "mutual (kept training)", ctx.teacher, cfg.teacher, result)
         for i, student in enumerate(students, start=1):
-            ctx.record(f"student_dml{i}", "student", "mutual", student, cfg.student, result)
+            ctx.record(f"student_dml{i}", "student", "mutual", student, cfg.student, result, data=students_side)
 
     return run

@@ -17,6 +17,10 @@
    found per sample by gradient descent on q's logits, starting from the generalist's (Adam, 100
    steps; the problem is convex in q). :class:`SpecialistEnsemble` returns ``log q`` as logits, so
    the student's ``KD(T)`` term reads ``softmax(log q / T)`` like any teacher's.
+
+Paired data: the generalist and the specialists are teachers and see the teacher's inputs
+(``data.for_teacher()``: confusion, training, their rows); the student learns from the combined
+distribution on its own inputs.
 """
 
 from __future__ import annotations
@@ -133,10 +137,10 @@ def specialist_data(data: Dataset, subset: Sequence[int], seed: int) -> tuple[Da
     return task, torch.cat([inside, outside[pick]]).sort().values
 
 
-@register_strategy("specialists", "Hinton 2015 §5: specialists on confusable class subsets (+ dustbin), combined with the generalist (KL fit) into soft targets", benchmark="MNIST-1D")
+@register_strategy("specialists", "Hinton 2015 §5: specialists on confusable class subsets (+ dustbin), combined with the generalist (KL fit) into soft targets", benchmark="MNIST-1D", paired=True)
 def prepare(ctx: Context) -> Runner:
     opts, cfg = ctx.options, ctx.config
-    data = ctx.data
+    data = ctx.data.for_teacher()  # paired data: the specialists are teachers and see the teacher's inputs
     for spec in cfg.distill.term_specs():
         if LOSSES[spec.loss].uses_teacher and (spec.student != LOGITS or (spec.teacher or LOGITS) != LOGITS):
             raise ConfigError(f"strategy specialists: the combined teacher has only logits, but term {spec.loss} reads {spec.teacher or spec.student}; use a logit method (kd, dkd, dist, ...)")
@@ -152,15 +156,16 @@ def prepare(ctx: Context) -> Runner:
 
     def run(ctx: Context) -> None:
         found = subsets
+        seen = ctx.data.for_teacher()  # the teacher's side of paired data (the data themselves otherwise)
         if found is None:
-            predicted = predict_logits(ctx.teacher, ctx.data.train.x).argmax(1).cpu()
-            k = ctx.data.num_classes
-            confusion = torch.bincount(ctx.data.train.y.cpu() * k + predicted, minlength=k * k).view(k, k)
+            predicted = predict_logits(ctx.teacher, seen.train.x).argmax(1).cpu()
+            k = seen.num_classes
+            confusion = torch.bincount(seen.train.y.cpu() * k + predicted, minlength=k * k).view(k, k)
             found = confusable_subsets(confusion, opts.count, opts.size)
-        names = [[ctx.data.class_names[c] for c in s] for s in found]
+        names = [[seen.class_names[c] for c in s] for s in found]
         ctx.say(f"specialist subsets: {names}")
         for k, (model, subset) in enumerate(zip(specialists, found), start=1):
-            task, index = specialist_data(ctx.data, subset, ctx.seed + k)
+            task, index = specialist_data(seen, subset, ctx.seed + k)
             model.to(ctx.device)
             if opts.specialist is None:  # same architecture: start from the generalist (all but the head)
                 own = model.state_dict()
@@ -168,7 +173,7 @@ def prepare(ctx: Context) -> Runner:
             result = ctx.train_on_labels(f"specialist_{k}", model, spec_cfg, data=task, train=task.train.subset(index), seed=ctx.seed + k)
             ctx.record(f"specialist_{k}", "specialist", f"classes {'/'.join(names[k - 1])} + dustbin", model, spec_cfg, result, data=task)
         combined = SpecialistEnsemble(ctx.teacher, specialists, found).to(ctx.device)
-        ctx.record("teacher_specialists", "ensemble", f"generalist + {len(found)} specialists", combined, ModelConfig(arch=f"{cfg.teacher.arch} + {len(found)} × {spec_cfg.arch}"), None)
+        ctx.record("teacher_specialists", "ensemble", f"generalist + {len(found)} specialists", combined, ModelConfig(arch=f"{cfg.teacher.arch} + {len(found)} × {spec_cfg.arch}"), None, data=seen)
         ctx.distil(f"student_specialists_{method}", f"specialists→{method}", student, cfg.student, combined, objective)
 
     return run

@@ -36,7 +36,7 @@ SWORD_ROOT = Path("/usr/share/sword/modules/texts/ztext")
 #: The two modules distil knows by name, and the Debian package of each.
 MODULES = {"kjv": ("engKJV2006eb", "sword-text-kjv"), "rv1909": ("spaRV1909eb", "sword-text-sparv")}
 
-_NOTE = re.compile(r"<note\b[^>]*>.*?</note>", re.S)
+_NOTE = re.compile(r"<note\b[^>]*>.*?</note>", re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
 _SPACE = re.compile(r"\s+")
 _BOOK = re.compile(r'<div\b(?![^>]*\beID=)[^>]*type="book"[^>]*>')  # a book's start (sID), not its end (eID)
