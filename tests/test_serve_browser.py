@@ -6,6 +6,7 @@ latency, side by side; the student's top class must be what `/predict` answers f
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import httpx
@@ -72,7 +73,12 @@ def test_page_upload_and_drawing_show_student_and_teacher(browser, server, tmp_p
     shown = results(browser)
     assert set(shown) == {"student", "teacher"} and all(len(v) == 5 for v in shown.values())
     assert shown["student"][0] == expected
-    assert "ms" in browser.find_element(By.CSS_SELECTOR, ".model-result .latency").text
+    assert "compute" in browser.find_element(By.CSS_SELECTOR, ".model-result .latency").text  # the forward pass apart from decode and queue
+    assert browser.find_element(By.ID, "sent").get_attribute("src").startswith("blob:")  # the uploaded image is shown
+    card = {r.get_attribute("data-model"): [c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in browser.find_elements(By.CSS_SELECTOR, "#model-card tbody tr")}
+    summary = {m["name"]: m for m in json.loads((tiny_run() / "summary.json").read_text())["models"]}
+    assert card["student"][1] == "student_kd" and card["student"][2] == f"{100 * summary['student_kd']['accuracy']:.2f} %"
+    assert card["teacher"][1] == "teacher" and card["teacher"][3] == f"{summary['teacher']['params']:,}"
 
     browser.find_element(By.ID, "clear").click()
     assert not browser.find_elements(By.CSS_SELECTOR, ".model-result")

@@ -23,6 +23,10 @@ def serve(
     host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps the server local")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8080,
     model_name: Annotated[str, typer.Option(help="the student's name in /v2/models/{name}")] = "student",
+    row: Annotated[
+        str | None,
+        typer.Option("--model", help="the summary row to serve (e.g. student_kd.onnx); default: the fastest ONNX row within 0.5 point of the best student"),
+    ] = None,
     runtime: Annotated[Runtime, typer.Option(help="onnxruntime (an .onnx from compressed/ or exported at start), or torch")] = Runtime.onnxruntime,
     max_batch: Annotated[int, typer.Option(min=1, help="samples per forward pass")] = 32,
     max_delay_ms: Annotated[float, typer.Option(min=0, help="how long a batch waits to fill")] = 2.0,
@@ -39,11 +43,14 @@ def serve(
 
     from distil.serve import BatchSettings, ServeSettings, create_app, feedback_writer, load_models
 
-    models = load_models(target, runtime.value, model_name)
+    models = load_models(target, runtime.value, model_name, row)
     writer = feedback_writer(models[0], feedback, feedback_max, int(feedback_max_mb * 2**20)) if feedback is not None else None
     settings = ServeSettings(BatchSettings(max_batch, max_delay_ms, queue_size), int(max_body_mb * 2**20), timeout_s, max_text_bytes=max_text_bytes)
     for m in models:
         takes = f"text ({m.input.description['tokenizer']} tokenizer)" if m.is_text else f"input {list(m.input_shape)}"
         err.print(f"{m.name}: {m.role}, {m.backend.name}, {takes}, {m.num_classes} classes, from {m.info.get('weights', m.info.get('source'))}", highlight=False)
+        if "row" in m.info:
+            acc = m.info.get("accuracy")
+            err.print(f"  row {m.info['row']} ({m.info.get('method')}, accuracy {acc if acc is None else f'{100 * acc:.2f} %'}): {m.info['selected_by']}", highlight=False)
     err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
     uvicorn.run(create_app(models, settings, writer), host=host, port=port, log_level="warning")

@@ -12,6 +12,7 @@ answers 503), so memory stays bounded however many clients push.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -27,11 +28,23 @@ class BatchSettings:
     queue_size: int = 256  # requests waiting, at most
 
 
+@dataclass(frozen=True)
+class Timing:
+    """Where one request's time went inside the server: waiting for its batch, and the batch's forward pass."""
+
+    queue_ms: float  # from submit to the start of its batch's forward pass
+    compute_ms: float  # the forward pass of the whole batch (the model's own time)
+    batch: int  # samples in that forward pass
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"queue_ms": round(self.queue_ms, 3), "compute_ms": round(self.compute_ms, 3), "batch": self.batch}
+
+
 class QueueFull(Exception):
     """The model's queue is full: the client should retry later (HTTP 503)."""
 
 
-Item = tuple[np.ndarray, asyncio.Future]
+Item = tuple[np.ndarray, asyncio.Future, float]  # inputs, their answer, when they were submitted
 
 
 class Batcher:
@@ -66,10 +79,14 @@ class Batcher:
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
         """The logits of ``x`` (a batch), once its batch has run; QueueFull when the queue is."""
+        return (await self.submit_timed(x))[0]
+
+    async def submit_timed(self, x: np.ndarray) -> tuple[np.ndarray, Timing]:
+        """The logits of ``x`` and where its time went (:class:`Timing`); QueueFull when the queue is full."""
         assert self._queue is not None and self._arrived is not None, "Batcher.start() was not called"
         future = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait((x, future))
+            self._queue.put_nowait((x, future, time.perf_counter()))
         except asyncio.QueueFull:
             raise QueueFull(f"the queue holds {self.settings.queue_size} requests already; retry later") from None
         self._arrived.set()
@@ -78,23 +95,24 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             batch = await self._gather()
-            live = [(x, f) for x, f in batch if not f.done()]  # timed-out requests are dropped
+            live = [item for item in batch if not item[1].done()]  # timed-out requests are dropped
             if not live:
                 continue
-            xs = join([x for x, _ in live])
+            xs = join([x for x, _, _ in live])
             if self.on_batch:
                 self.on_batch(len(xs))
+            began = time.perf_counter()
             try:
-                logits = await asyncio.to_thread(self.predict, xs)
+                logits, compute_s = await asyncio.to_thread(_timed, self.predict, xs)
             except Exception as err:  # noqa: BLE001  a model failure fails the requests of this batch, not the server
-                for _, f in live:
+                for _, f, _ in live:
                     if not f.done():
                         f.set_exception(err)
                 continue
             start = 0
-            for x, f in live:
+            for x, f, submitted in live:
                 if not f.done():
-                    f.set_result(own_rows(logits, start, x))
+                    f.set_result((own_rows(logits, start, x), Timing(1000 * (began - submitted), 1000 * compute_s, len(xs))))
                 start += len(x)
 
     async def _gather(self) -> list[Item]:
@@ -124,6 +142,13 @@ class Batcher:
             items.append(item)
             size += len(item[0])
         return items
+
+
+def _timed(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> tuple[np.ndarray, float]:
+    """``predict(x)`` and the seconds it took, measured in the worker thread (not the event loop's wait)."""
+    start = time.perf_counter()
+    out = predict(x)
+    return out, time.perf_counter() - start
 
 
 def join(parts: list[np.ndarray]) -> np.ndarray:

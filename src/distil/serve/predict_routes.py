@@ -41,10 +41,13 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
             batch = await state.prepare(served.input.encode, served, texts, state.settings.limits)
             answer["tokenize_ms"] = round((time.perf_counter() - start) * 1000, 3)
         else:
+            start = time.perf_counter()
             batch = Batch(normalize(await _raw_input(request, served, state.settings.max_request_batch), served.mean, served.std))
+            answer["decode_ms"] = round((time.perf_counter() - start) * 1000, 3)
         start = time.perf_counter()
-        logits = await state.logits(served, batch)
-        answer["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
+        logits, timing = await state.timed_logits(served, batch)
+        answer["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)  # queue + model + hand-back, in the server
+        answer |= timing.as_dict()  # compute_ms: the forward pass alone; queue_ms: waiting for it
         probs = softmax(logits)
         if served.tags_words:
             assert batch.words is not None

@@ -32,6 +32,7 @@ import numpy as np
 from distil.errors import ModelError
 from distil.serve.backends import Backend, OnnxBackend, TorchBackend
 from distil.serve.inputs import Batch, Limits, TensorInput, TextInput
+from distil.serve.selection import Selection, choose_row
 from distil.serve.text_runs import text_input, vocabulary_args
 
 log = logging.getLogger("distil.serve")
@@ -146,13 +147,16 @@ def word_tags(batch: Batch, probabilities: np.ndarray) -> list[list[tuple[int, f
     return out
 
 
-def load_models(target: str | Path, runtime: str = "onnxruntime", name: str = "student") -> list[ServedModel]:
-    """The models to serve from a run directory or an ``.onnx`` file; the first is the main one."""
+def load_models(target: str | Path, runtime: str = "onnxruntime", name: str = "student", row: str | None = None) -> list[ServedModel]:
+    """The models to serve from a run directory or an ``.onnx`` file; the first is the main one.
+
+    The student row of a run is chosen by :func:`~distil.serve.selection.choose_row` (the stated rule,
+    or ``row`` by name); its own numbers are what the model reports."""
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     path = Path(target)
     if path.is_dir():
-        return _from_run_dir(path, runtime, name)
+        return _from_run_dir(path, runtime, name, row)
     if path.is_file() and path.suffix == ".onnx":
         return [_from_onnx_file(path, name)]
     raise ModelError(f"{path}: expected a run directory (with summary.json) or an .onnx file")
@@ -185,50 +189,58 @@ def _from_onnx_file(path: Path, name: str) -> ServedModel:
     return ServedModel(name, backend, class_names, model_input.mean, model_input.std, "student", {"source": str(path)}, model_input)
 
 
-def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
+def _from_run_dir(run: Path, runtime: str, name: str, wanted: str | None = None) -> list[ServedModel]:
     summary_path = run / "summary.json"
     if not summary_path.is_file():
         raise ModelError(f"{run}: no summary.json; serve a finished run directory (`distil run ... --out {run}`) or an .onnx file")
     try:
         summary = json.loads(summary_path.read_text())
         data = summary["data"]
-        # rows of other runtimes (distil compress adds ONNX rows) are found through compressed/ instead
-        rows = {m["name"]: m for m in summary.get("models", []) if str(m.get("weights", "")).endswith(".safetensors")}
+        models = [m for m in summary.get("models", []) if isinstance(m, dict) and "name" in m]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"{summary_path}: not a distil run summary ({err})") from None
-    students = [m for m in rows.values() if m.get("role") == "student" and m.get("method") != "scratch"] or [
-        m for m in rows.values() if m.get("role") == "student"
-    ]
-    if not students:
-        raise ModelError(f"{run}/summary.json lists no student model")
-    student = students[-1]
+    selection = choose_row(run, models, runtime, wanted)
     shape = tuple(data["input_shape"])
     text = data.get("text")
     # one input for both models: the tokenizer is loaded once and student and teacher read the same ids
     model_input = text_input(text, str(run)) if text is not None else TensorInput("input", shape, tuple(data["mean"]), tuple(data["std"]))
     common = {"class_names": tuple(data["class_names"]), "mean": model_input.mean, "std": model_input.std, "input": model_input}
-    served = [_run_model(run, name, "student", student, shape, runtime, common)]
+    rows = {m["name"]: m for m in models}
+    served = [_run_model(run, name, "student", selection, shape, runtime, common, rows)]
+    teacher = rows.get("teacher")
     if "paired" in data:  # the teacher takes another input (another modality) than the one a request carries
         log.info("%s: paired data (the teacher sees %s); serving the student only", run, data["paired"]["teacher"]["input"])
-    elif "teacher" in rows and (run / rows["teacher"]["weights"]).is_file():
+    elif teacher is not None and (run / teacher["weights"]).is_file():
         if name == "teacher":
             raise ModelError("--model-name teacher clashes with the run's teacher, served as 'teacher'; choose another name")
-        served.append(_run_model(run, "teacher", "teacher", rows["teacher"], shape, runtime, common))
+        served.append(_run_model(run, "teacher", "teacher", Selection(teacher, "the run's teacher"), shape, runtime, common, rows))
     return served
 
 
-def _run_model(run: Path, name: str, role: str, row: dict[str, Any], shape: tuple[int, ...], runtime: str, common: dict) -> ServedModel:
-    info = {k: row[k] for k in ("arch", "method", "accuracy", "params") if k in row} | {"source": str(run)}
+def _run_model(
+    run: Path, name: str, role: str, selection: Selection, shape: tuple[int, ...], runtime: str, common: dict, rows: dict[str, dict]
+) -> ServedModel:
+    """The model of ``selection``'s row: its ONNX file, or its safetensors rebuilt (and exported when ONNX Runtime serves)."""
+    row = selection.row
     model_input: TensorInput | TextInput = common["input"]
     backend: Backend | None = None
-    if runtime == "onnxruntime":
-        onnx_file = compressed_onnx(run, role)
-        if onnx_file is not None:
-            candidate = OnnxBackend(onnx_file)
-            if isinstance(model_input, TensorInput) or candidate.graph_input.takes_any_length:
-                backend, info["weights"] = candidate, str(onnx_file)
-            else:
-                log.warning("%s takes %s %s, not token ids of any length; not used", onnx_file, candidate.input_type, candidate.input_shape)
+    if str(row["weights"]).endswith(".onnx"):
+        candidate = OnnxBackend(run / row["weights"])
+        if isinstance(model_input, TensorInput) or candidate.graph_input.takes_any_length:
+            backend = candidate
+        elif row.get("source") in rows:  # a text graph of one fixed length: serve the row it was made from instead
+            log.warning("%s takes %s %s, not token ids of any length; serving %s", row["weights"], candidate.input_type, candidate.input_shape, row["source"])
+            selection = Selection(rows[row["source"]], f"{selection.reason}; {row['name']} takes one fixed length", selection.best)
+            row = selection.row
+        else:
+            raise ModelError(f"{run / row['weights']}: a text model must take token ids of any length")
+    card = selection.card()
+    card["measured_runtime"] = card.pop("runtime", None)
+    info = {**card, "source": str(run)}
+    if backend is not None:
+        info["weights"] = str(run / row["weights"])
+    elif role == "teacher" and runtime == "onnxruntime" and (onnx_file := compressed_onnx(run, role)) is not None:
+        backend, info["weights"] = OnnxBackend(onnx_file), str(onnx_file)
     if backend is None:
         model = _rebuild(run, role, row, shape)
         info["weights"] = str(run / row["weights"])

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from distil.serve.batching import Batcher, BatchSettings
+from distil.serve.batching import Batcher, BatchSettings, Timing
 from distil.serve.feedback import FeedbackWriter, TextFeedbackWriter
 from distil.serve.inputs import DEFAULT_MAX_TEXT_BYTES, Batch, Limits
 from distil.serve.metrics import ServerMetrics
@@ -85,12 +85,16 @@ class ServeState:
 
         Inputs the main model answers are captured as feedback (when on), with its predictions.
         """
+        return (await self.timed_logits(model, batch))[0]
+
+    async def timed_logits(self, model: ServedModel, batch: Batch) -> tuple[np.ndarray, Timing]:
+        """:meth:`logits` and where the time went: queueing apart from the forward pass (:class:`Timing`)."""
         try:
-            logits = await asyncio.wait_for(self.batchers[model.name].submit(batch.x), self.settings.timeout_s)
+            logits, timing = await asyncio.wait_for(self.batchers[model.name].submit_timed(batch.x), self.settings.timeout_s)
         except TimeoutError:
             raise InferError(f"the request timed out after {self.settings.timeout_s} s in the queue and model", 504) from None
         if self.feedback is not None and model.name == self.main:
             kept = await asyncio.to_thread(self.feedback.capture, model, batch, logits)
             self.metrics.feedback.inc(kept)
-        return logits
+        return logits, timing
 
