@@ -30,6 +30,7 @@ def page_html(models: list[ServedModel]) -> str:
             "runtime": m.backend.name,
             **{k: m.info[k] for k in ("arch", "accuracy") if k in m.info},
             "card": {k: m.info[k] for k in CARD if k in m.info},
+            "class_names": list(m.class_names),
         }
         for m in models
     ]

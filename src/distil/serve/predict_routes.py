@@ -9,6 +9,7 @@ and the tokenizer's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -45,9 +46,11 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
             batch = Batch(normalize(await _raw_input(request, served, state.settings.max_request_batch), served.mean, served.std))
             answer["decode_ms"] = round((time.perf_counter() - start) * 1000, 3)
         start = time.perf_counter()
-        logits, timing = await state.timed_logits(served, batch)
+        logits, timing, ids = await state.timed_logits(served, batch)
         answer["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)  # queue + model + hand-back, in the server
         answer |= timing.as_dict()  # compute_ms: the forward pass alone; queue_ms: waiting for it
+        if ids:
+            answer["feedback_ids"] = ids  # POST /feedback {"id", "label"} corrects a prediction
         probs = softmax(logits)
         if served.tags_words:
             assert batch.words is not None
@@ -61,6 +64,20 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
             [{"class": served.class_names[i], "index": int(i), "probability": float(p[i])} for i in row] for row, p in zip(order, probs)
         ]
         return answer
+
+    @app.post("/feedback")
+    async def feedback(request: Request) -> dict:
+        """A person's label for a captured sample: ``{"id": <feedback_id>, "label": <class name>}``."""
+        if state.feedback is None or not hasattr(state.feedback, "correct"):
+            raise InferError("feedback is off: start the server with --feedback DIR (image and tensor models)", 409)
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InferError(f"the body is not valid JSON: {err}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not isinstance(body.get("label"), str):
+            raise InferError('expected {"id": "<feedback_id from /predict>", "label": "<class name>"}', 422)
+        stored = await asyncio.to_thread(state.feedback.correct, body["id"], body["label"])
+        return {"stored": stored}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:

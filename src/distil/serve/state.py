@@ -87,14 +87,17 @@ class ServeState:
         """
         return (await self.timed_logits(model, batch))[0]
 
-    async def timed_logits(self, model: ServedModel, batch: Batch) -> tuple[np.ndarray, Timing]:
-        """:meth:`logits` and where the time went: queueing apart from the forward pass (:class:`Timing`)."""
+    async def timed_logits(self, model: ServedModel, batch: Batch) -> tuple[np.ndarray, Timing, list[str]]:
+        """:meth:`logits`, where the time went (queueing apart from the forward pass: :class:`Timing`) and
+        the feedback ids of the captured samples (empty when none were: feedback off, full, text)."""
         try:
             logits, timing = await asyncio.wait_for(self.batchers[model.name].submit_timed(batch.x), self.settings.timeout_s)
         except TimeoutError:
             raise InferError(f"the request timed out after {self.settings.timeout_s} s in the queue and model", 504) from None
         if self.feedback is not None and model.name == self.main:
             kept = await asyncio.to_thread(self.feedback.capture, model, batch, logits)
-            self.metrics.feedback.inc(kept)
-        return logits, timing
+            ids = kept if isinstance(kept, list) else []
+            self.metrics.feedback.inc(len(kept) if isinstance(kept, list) else kept)
+            return logits, timing, ids
+        return logits, timing, []
 
