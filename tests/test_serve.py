@@ -343,7 +343,7 @@ def test_feedback_capture_respects_cap_and_is_a_transfer_set(tmp_path):
         np.testing.assert_allclose(first["x"], sent[0] * 0.25 + 0.5, atol=1e-6)  # stored at raw scale
         assert first["y"].tolist() == sent[0].reshape(2, -1)[:, :10].argmax(1).tolist()
     again = FeedbackWriter(tmp_path / "fb", tuple(str(k) for k in range(10)), (1, 8, 8), max_samples=5)
-    assert again.written == 5 and again.add(samples(1), np.zeros(1, np.int64)) == 0  # the cap holds across restarts
+    assert again.written == 5 and again.add(samples(1), np.zeros(1, np.int64)) == []  # the cap holds across restarts
 
 
 def compressed_copy(tmp_path, run, int8_drop: float) -> tuple:
