@@ -37,6 +37,11 @@ def serve(
     feedback_max: Annotated[int, typer.Option(min=1, help="feedback cap: samples")] = 10_000,
     feedback_max_mb: Annotated[float, typer.Option(min=0.001, help="feedback cap: MB of inputs")] = 256.0,
     max_text_bytes: Annotated[int, typer.Option(min=1, help="text models: UTF-8 bytes per text; beyond it 413")] = 10_000,
+    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="serve the versions `distil loop` promotes into RUN/versions as they appear")] = True,
+    keep_versions: Annotated[int, typer.Option(min=1, help="versions kept loaded; older ones answer 503")] = 3,
+    admin_token: Annotated[
+        str | None, typer.Option(envvar="DISTIL_ADMIN_TOKEN", help="enables POST /admin/reload (localhost only, Authorization: Bearer TOKEN)")
+    ] = None,
 ) -> None:
     """Serve a run's student (and teacher) over the Open Inference Protocol v2, with /predict and a page at /."""
     import uvicorn
@@ -45,7 +50,10 @@ def serve(
 
     models = load_models(target, runtime.value, model_name, row)
     writer = feedback_writer(models[0], feedback, feedback_max, int(feedback_max_mb * 2**20)) if feedback is not None else None
-    settings = ServeSettings(BatchSettings(max_batch, max_delay_ms, queue_size), int(max_body_mb * 2**20), timeout_s, max_text_bytes=max_text_bytes)
+    settings = ServeSettings(
+        BatchSettings(max_batch, max_delay_ms, queue_size), int(max_body_mb * 2**20), timeout_s, max_text_bytes=max_text_bytes,
+        keep_versions=keep_versions, admin_token=admin_token,
+    )  # fmt: skip
     for m in models:
         takes = f"text ({m.input.description['tokenizer']} tokenizer)" if m.is_text else f"input {list(m.input_shape)}"
         err.print(f"{m.name}: {m.role}, {m.backend.name}, {takes}, {m.num_classes} classes, from {m.info.get('weights', m.info.get('source'))}", highlight=False)
@@ -53,4 +61,5 @@ def serve(
             acc = m.info.get("accuracy")
             err.print(f"  row {m.info['row']} ({m.info.get('method')}, accuracy {acc if acc is None else f'{100 * acc:.2f} %'}): {m.info['selected_by']}", highlight=False)
     err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
-    uvicorn.run(create_app(models, settings, writer), host=host, port=port, log_level="warning")
+    watched = target if watch and target.is_dir() and not models[0].is_text else None
+    uvicorn.run(create_app(models, settings, writer, watched), host=host, port=port, log_level="warning")

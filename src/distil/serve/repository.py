@@ -34,6 +34,7 @@ from distil.serve.backends import Backend, OnnxBackend, TorchBackend
 from distil.serve.inputs import Batch, Limits, TensorInput, TextInput
 from distil.serve.selection import Selection, choose_row
 from distil.serve.text_runs import text_input, vocabulary_args
+from distil.session.versions import Version
 
 log = logging.getLogger("distil.serve")
 
@@ -57,6 +58,7 @@ class ServedModel:
     role: str = "student"
     info: dict[str, Any] = field(default_factory=dict)  # arch, method, accuracy, source, ...
     input: TensorInput | TextInput | None = None
+    version: str = "1"  # the OIP model version: 1 is the run's own model, 2, 3, ... distil loop's promotions
 
     def __post_init__(self) -> None:
         if self.input is None:
@@ -106,7 +108,7 @@ class ServedModel:
         """The OIP model-metadata response, with distil's own facts under ``parameters``."""
         return {
             "name": self.name,
-            "versions": ["1"],
+            "versions": [self.version],  # the app lists every version of the name
             "platform": self.backend.platform,
             "inputs": [self.inputs.metadata()],
             "outputs": self._output_metadata(),
@@ -255,6 +257,19 @@ def _run_model(
     if _probe(backend, model_input) != len(common["class_names"]):
         raise ModelError(f"{name}: the model's outputs do not match the run's {len(common['class_names'])} classes")
     return ServedModel(name, backend, role=role, info=info, **common)
+
+
+def version_model(base: ServedModel, version: Version) -> ServedModel:
+    """A promoted version (``RUN/versions/N``, :mod:`distil.session.versions`) of ``base``: its ONNX file
+    with ``base``'s input and classes, reporting its own summary row and the comparison that promoted it."""
+    backend = OnnxBackend(version.onnx)
+    if _probe(backend, base.inputs) != base.num_classes:
+        raise ModelError(f"{version.onnx}: the model's outputs do not match the {base.num_classes} classes of {base.name!r}")
+    row = version.row
+    card = Selection(row, f"distil loop promotion: version {version.number}").card()
+    card["measured_runtime"] = card.pop("runtime", None)
+    info = {**card, "feedback_accuracy": row.get("feedback_accuracy"), "loop": version.summary.get("loop"), "source": str(version.folder), "weights": str(version.onnx)}
+    return ServedModel(base.name, backend, base.class_names, base.mean, base.std, base.role, info, base.inputs, version=str(version.number))
 
 
 def compressed_onnx(run: Path, role: str) -> Path | None:
