@@ -268,10 +268,10 @@ class SlowBackend:
 
 
 def slow_server(
-    backend: SlowBackend, batch: BatchSettings, timeout_s: float = 10.0, feedback: FeedbackWriter | None = None
+    backend: SlowBackend, batch: BatchSettings, timeout_s: float = 10.0, feedback: FeedbackWriter | None = None, max_in_flight: int = 1024
 ) -> ThreadedServer:
     model = ServedModel("slow", backend, tuple(str(k) for k in range(10)), (0.5,), (0.25,))
-    return ThreadedServer(create_app([model], ServeSettings(batch=batch, timeout_s=timeout_s), feedback))
+    return ThreadedServer(create_app([model], ServeSettings(batch=batch, timeout_s=timeout_s, max_in_flight=max_in_flight), feedback))
 
 
 def post_many(url: str, n: int, path: str = "/v2/models/slow/infer") -> list[httpx.Response]:
@@ -285,6 +285,15 @@ def test_full_queue_answers_503_json():
     codes = sorted(r.status_code for r in responses)
     assert 200 in codes and 503 in codes and set(codes) <= {200, 503}, codes
     assert all("queue" in r.json()["error"] for r in responses if r.status_code == 503)
+
+
+def test_requests_beyond_the_in_flight_cap_answer_503_json_and_the_rest_succeed():
+    with slow_server(SlowBackend(0.3), BatchSettings(max_batch=8, max_delay_ms=0), max_in_flight=3) as server:
+        responses = post_many(server.url, 8)
+        assert httpx.get(server.url + "/v2/health/live").status_code == 200  # answered once the burst is over
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) >= 3 and 503 in codes and set(codes) <= {200, 503}, codes
+    assert all("in flight" in r.json()["error"] for r in responses if r.status_code == 503)
 
 
 def test_timeout_answers_504_and_model_failure_500_json():

@@ -37,6 +37,7 @@ def serve(
     feedback_max: Annotated[int, typer.Option(min=1, help="feedback cap: samples")] = 10_000,
     feedback_max_mb: Annotated[float, typer.Option(min=0.001, help="feedback cap: MB of inputs")] = 256.0,
     max_text_bytes: Annotated[int, typer.Option(min=1, help="text models: UTF-8 bytes per text; beyond it 413")] = 10_000,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="requests handled at once; beyond it 503 (connections: twice this)")] = 1024,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="serve the versions `distil loop` promotes into RUN/versions as they appear")] = True,
     keep_versions: Annotated[int, typer.Option(min=1, help="versions kept loaded; older ones answer 503")] = 3,
     admin_token: Annotated[
@@ -52,7 +53,7 @@ def serve(
     writer = feedback_writer(models[0], feedback, feedback_max, int(feedback_max_mb * 2**20)) if feedback is not None else None
     settings = ServeSettings(
         BatchSettings(max_batch, max_delay_ms, queue_size), int(max_body_mb * 2**20), timeout_s, max_text_bytes=max_text_bytes,
-        keep_versions=keep_versions, admin_token=admin_token,
+        keep_versions=keep_versions, admin_token=admin_token, max_in_flight=max_in_flight,
     )  # fmt: skip
     for m in models:
         takes = f"text ({m.input.description['tokenizer']} tokenizer)" if m.is_text else f"input {list(m.input_shape)}"
@@ -62,4 +63,4 @@ def serve(
             err.print(f"  row {m.info['row']} ({m.info.get('method')}, accuracy {acc if acc is None else f'{100 * acc:.2f} %'}): {m.info['selected_by']}", highlight=False)
     err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
     watched = target if watch and target.is_dir() and not models[0].is_text else None
-    uvicorn.run(create_app(models, settings, writer, watched), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(models, settings, writer, watched), host=host, port=port, log_level="warning", limit_concurrency=2 * max_in_flight)

@@ -47,7 +47,7 @@ def create_app(
     state = ServeState(models, settings or ServeSettings(), feedback)
     watcher = VersionWatcher(state, watch, state.settings.poll_s) if watch is not None else None
     app = FastAPI(title="distil serve", lifespan=_lifespan(state, watcher), docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(LimitsAndMetrics, max_body=state.settings.max_body_bytes, metrics=state.metrics)
+    app.add_middleware(LimitsAndMetrics, max_body=state.settings.max_body_bytes, metrics=state.metrics, max_in_flight=state.settings.max_in_flight)
     add_error_handlers(app)
     add_oip_routes(app, state)
     add_predict_routes(app, state)

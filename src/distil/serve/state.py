@@ -39,6 +39,7 @@ class ServeSettings:
     max_request_batch: int = 256  # samples in one request
     top_k: int = 5
     max_text_bytes: int = DEFAULT_MAX_TEXT_BYTES  # UTF-8 bytes per text; longer texts get 413
+    max_in_flight: int = 1024  # requests being handled at once; beyond it 503 (JSON) at once
     keep_versions: int = 3  # versions of a model kept loaded; older ones answer 503 (not ready)
     poll_s: float = 1.0  # how often a watched run directory is looked at for promoted versions
     admin_token: str | None = None  # POST /admin/reload (localhost only) needs it; None: no admin route
