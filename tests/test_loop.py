@@ -10,7 +10,6 @@ from contextlib import contextmanager
 import httpx
 import numpy as np
 import pytest
-import yaml
 from serve_helpers import ThreadedServer, tiny_run
 from sklearn.datasets import load_digits
 
@@ -101,15 +100,10 @@ def test_a_broken_retrain_is_not_promoted(tmp_path):
     mean, std = writer._mean.ravel()[0], writer._std.ravel()[0]
     writer.add(((x[:, None] - mean) / std).astype(np.float32), np.zeros(60, np.int64))
     writer.flush()
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    config["student"]["lr"] = 3.0  # a retrain far too hot: it ends worse
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    result = run_loop(run, tmp_path / "fb", epochs=1, cache_dir=str(tmp_path / "cache"), log=lambda _: None)
+    result = run_loop(run, tmp_path / "fb", epochs=1, lr=3.0, cache_dir=str(tmp_path / "cache"), log=lambda _: None)  # far too hot: worse
     assert not result.promoted and result.version is None and "worse by" in result.reason, result.as_dict()
     assert result.new["test"] < result.old["test"] - 0.005
-    config["student"]["lr"] = 1e4  # one that diverges: not promoted either, and said so
-    (run / "config.yaml").write_text(yaml.safe_dump(config))
-    result = run_loop(run, tmp_path / "fb", epochs=1, cache_dir=str(tmp_path / "cache"), log=lambda _: None)
+    result = run_loop(run, tmp_path / "fb", epochs=1, lr=1e4, cache_dir=str(tmp_path / "cache"), log=lambda _: None)  # diverges
     assert not result.promoted and "diverged" in result.reason
     assert promoted_versions(run) == [] and len((run / "versions" / "history.jsonl").read_text().splitlines()) == 2
 

@@ -38,6 +38,7 @@ def serve(
     feedback_max_mb: Annotated[float, typer.Option(min=0.001, help="feedback cap: MB of inputs")] = 256.0,
     max_text_bytes: Annotated[int, typer.Option(min=1, help="text models: UTF-8 bytes per text; beyond it 413")] = 10_000,
     max_in_flight: Annotated[int, typer.Option(min=1, help="requests handled at once; beyond it 503 (connections: twice this)")] = 1024,
+    teachable: Annotated[bool, typer.Option("--teachable", help="teachable mode: a page at /teach to name classes, add examples and train a student on the run's frozen teacher")] = False,
     watch: Annotated[bool, typer.Option("--watch/--no-watch", help="serve the versions `distil loop` promotes into RUN/versions as they appear")] = True,
     keep_versions: Annotated[int, typer.Option(min=1, help="versions kept loaded; older ones answer 503")] = 3,
     admin_token: Annotated[
@@ -63,4 +64,10 @@ def serve(
             err.print(f"  row {m.info['row']} ({m.info.get('method')}, accuracy {acc if acc is None else f'{100 * acc:.2f} %'}): {m.info['selected_by']}", highlight=False)
     err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
     watched = target if watch and target.is_dir() and not models[0].is_text else None
-    uvicorn.run(create_app(models, settings, writer, watched), host=host, port=port, log_level="warning", limit_concurrency=2 * max_in_flight)
+    teach = None
+    if teachable:
+        from distil.serve.teachable import teachable_from_run
+
+        teach = teachable_from_run(target)
+        err.print(f"teachable mode: http://{host}:{port}/teach (the teacher of {target} is the frozen backbone)", highlight=False)
+    uvicorn.run(create_app(models, settings, writer, watched, teach), host=host, port=port, log_level="warning", limit_concurrency=2 * max_in_flight)

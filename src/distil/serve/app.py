@@ -30,6 +30,8 @@ from distil.serve.predict_routes import add_predict_routes
 from distil.serve.protocol import InferError
 from distil.serve.repository import ServedModel
 from distil.serve.state import ServeSettings, ServeState
+from distil.serve.teachable import Teachable
+from distil.serve.teachable_routes import add_teachable_routes
 from distil.serve.watch import VersionWatcher
 
 
@@ -38,11 +40,13 @@ def create_app(
     settings: ServeSettings | None = None,
     feedback: FeedbackWriter | TextFeedbackWriter | None = None,
     watch: Path | None = None,
+    teachable: Teachable | None = None,
 ) -> FastAPI:
     """The app serving ``models`` (the first is the main one: /predict's default, feedback's source).
 
     ``watch``: the run directory whose promoted versions (``distil loop``) are served as they appear
     (:class:`~distil.serve.watch.VersionWatcher`; the ones already there before the server answers ready).
+    ``teachable``: teachable mode's state; adds the page at ``/teach`` and its API (:mod:`distil.serve.teachable_routes`).
     """
     state = ServeState(models, settings or ServeSettings(), feedback)
     watcher = VersionWatcher(state, watch, state.settings.poll_s) if watch is not None else None
@@ -52,6 +56,8 @@ def create_app(
     add_oip_routes(app, state)
     add_predict_routes(app, state)
     _add_metrics_route(app, state.metrics)
+    if teachable is not None:
+        add_teachable_routes(app, state, teachable)
     if watcher is not None and state.settings.admin_token:
         _add_admin_route(app, watcher, state.settings.admin_token)
     app.state.metrics = state.metrics

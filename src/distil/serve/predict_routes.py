@@ -35,7 +35,7 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
         top = min(k or state.settings.top_k, served.num_classes)
         if top < 1:
             raise InferError("k must be at least 1")
-        answer: dict = {"model": served.name, "role": served.role}
+        answer: dict = {"model": served.name, "version": served.version, "role": served.role}
         if isinstance(served.input, TextInput):
             texts = await request_texts(request)
             start = time.perf_counter()

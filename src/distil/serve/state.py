@@ -105,10 +105,11 @@ class ServeState:
         if self.feedback is not None:
             self.feedback.flush()
 
-    def add_version(self, model: ServedModel) -> None:
+    def add_version(self, model: ServedModel, new_name: bool = False) -> None:
         """Serve a new version of a served name (inside the event loop): its batcher runs before it becomes
-        the newest; versions beyond ``keep_versions`` are unloaded after a grace longer than the timeout."""
-        if model.name not in self.versions:
+        the newest; versions beyond ``keep_versions`` are unloaded after a grace longer than the timeout.
+        ``new_name``: the name may be new (teachable mode's first model)."""
+        if model.name not in self.versions and not new_name:
             raise ValueError(f"{model.name!r} is not served; versions are added to served names")
         batcher = self._register(model)
         if self.running:

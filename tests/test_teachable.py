@@ -1,0 +1,99 @@
+"""Teachable mode through its HTTP API: two Fashion-MNIST classes taught with a few uploaded images; the
+shipped teacher is the frozen backbone; the distilled student is served and predicts new images."""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from serve_helpers import ThreadedServer, tiny_run
+
+from distil.data.sources.fashion_mnist import load_fashion_mnist
+from distil.models import build_model
+from distil.serve import create_app, load_models
+from distil.serve.teachable import Teachable, TeachSettings
+from distil.weights import load_weights
+
+TEACHER = Path(__file__).resolve().parents[1] / "configs" / "fashion_mnist" / "teacher.safetensors"
+MEAN, STD = (0.285925,), (0.352914,)  # the Fashion-MNIST training split's, as the teacher was trained with
+TROUSER, BAG = 1, 8
+
+
+@pytest.fixture(scope="module")
+def images():
+    raw = load_fashion_mnist(None)
+    return raw.test_x, raw.test_y
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, np.uint8).reshape(28, 28), "L").save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def server():
+    teacher = load_weights(build_model("cnn", input_shape=(1, 28, 28), num_classes=10, widths=[32, 64, 128], convs_per_stage=2), TEACHER)
+    teach = Teachable(teacher, (1, 28, 28), MEAN, STD, TeachSettings(epochs=8, views=8))
+    with ThreadedServer(create_app(load_models(tiny_run(), "torch"), teachable=teach)) as s:
+        yield s
+
+
+def add(client, pixels, label):
+    return client.post("/teach/examples", files={"file": ("x.png", png(pixels), "image/png")}, data={"label": label})
+
+
+def wait(client, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while (status := client.get("/teach/status").json())["state"] == "training":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    return status
+
+
+def test_teach_two_fashion_classes_over_http_and_bad_input_is_4xx(server, images):
+    x, y = images
+    trousers, bags = x[y == TROUSER], x[y == BAG]
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.post("/teach/train").status_code == 422  # nothing to learn from yet
+        assert add(c, trousers[0], "trouser").status_code == 409  # no classes named yet
+        assert c.post("/teach/classes", json={"classes": ["only one"]}).status_code == 422
+        assert c.post("/teach/classes", json={"classes": ["a", "a"]}).status_code == 422
+        assert c.post("/teach/classes", content=b"{", headers={"content-type": "application/json"}).status_code == 400
+        assert c.post("/teach/classes", json={"classes": ["trouser", "bag"]}).json() == {"classes": ["trouser", "bag"]}
+        assert c.post("/teach/train").status_code == 422  # empty training set
+        bad = c.post("/teach/examples", files={"file": ("x.png", b"not an image", "image/png")}, data={"label": "bag"})
+        assert bad.status_code == 415 and "not an image" in bad.json()["error"]
+        unknown = add(c, trousers[0], "shoe")
+        assert unknown.status_code == 422 and "unknown class 'shoe'" in unknown.json()["error"]
+        for pixels in trousers[:6]:
+            counts = add(c, pixels, "trouser").json()["counts"]
+        assert counts == {"trouser": 6, "bag": 0}
+        missing = c.post("/teach/train")
+        assert missing.status_code == 422 and "'bag' has no examples" in missing.json()["error"]
+        add(c, bags[0], "bag")
+        started = c.post("/teach/train")
+        assert started.status_code == 202 and "'bag' has one example" in started.json()["warnings"][0]  # allowed, with a warning
+        again = c.post("/teach/train")
+        assert again.status_code == 409 and "running" in again.json()["error"]  # nothing lost: the first job goes on
+        assert c.post("/teach/classes", json={"classes": ["x", "y"]}).status_code == 409
+        first = wait(c)
+        assert first["state"] == "ready" and first["version"] == "1", first
+        for pixels in bags[1:6]:
+            add(c, pixels, "bag")
+        assert c.post("/teach/train").status_code == 202
+        second = wait(c)
+        assert second["state"] == "ready" and second["version"] == "2" and second["progress"] == 1.0 and second["head_accuracy"] == 1.0, second
+        meta = c.get("/v2/models/teachable").json()
+        assert meta["versions"] == ["1", "2"] and meta["parameters"]["class_names"] == ["trouser", "bag"] and meta["platform"] == "onnxruntime_onnx"
+        predicted = []
+        for pixels, truth in [(p, "trouser") for p in trousers[10:30]] + [(p, "bag") for p in bags[10:30]]:
+            answer = c.post("/predict", params={"model": "teachable"}, files={"file": ("x.png", png(pixels), "image/png")}).json()
+            predicted.append(answer["predictions"][0][0]["class"] == truth)
+        assert np.mean(predicted) >= 0.9, np.mean(predicted)  # 12 examples, unseen test images of the two classes
+        assert c.get("/v2/health/live").status_code == 200 and c.get("/teach").status_code == 200
