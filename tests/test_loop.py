@@ -52,7 +52,7 @@ def serve_and_correct(client, n: int = 120, corrected: int = 40) -> tuple[list[s
 
 
 def test_corrections_are_stored_beside_the_inputs_and_bad_ones_refused(tmp_path):
-    with serving(tmp_path) as (run, folder, client):
+    with serving(tmp_path) as (_run, folder, client):
         ids, y = serve_and_correct(client, n=6, corrected=2)
         client.post("/feedback", json={"id": ids[2], "label": "7"})
         client.post("/feedback", json={"id": ids[2], "label": str(y[2])})  # the last correction wins

@@ -142,7 +142,7 @@ class Teachable:
             self.status.version = version
             self.status.seconds = round(time.perf_counter() - start, 2)
             self.status.state, self.status.message = "ready", f"version {version} is served as 'teachable'"
-        except Exception as err:  # noqa: BLE001  the job fails, the server and the examples stay
+        except Exception as err:
             log.exception("teachable job failed")
             self.status.state, self.status.message = "failed", f"{type(err).__name__}: {err}"
 

@@ -56,5 +56,5 @@ class VersionWatcher:
             await asyncio.sleep(self.poll_s)
             try:
                 await self.scan()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("scanning %s for versions failed", self.run_dir)
