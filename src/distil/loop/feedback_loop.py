@@ -61,7 +61,7 @@ class LoopResult:
     feedback: dict[str, int] = field(default_factory=dict)  # samples: train, held out, corrected
 
     def as_dict(self) -> dict[str, Any]:
-        finite = lambda scores: {k: (v if math.isfinite(v) else None) for k, v in scores.items()}  # noqa: E731  NaN (a diverged retrain) → null
+        finite = lambda scores: {k: (v if math.isfinite(v) else None) for k, v in scores.items()}  # NaN (a diverged retrain) → null
         return {"old": finite(self.old), "new": finite(self.new), "promoted": self.promoted, "version": self.version, "reason": self.reason, "feedback": self.feedback}
 
 
