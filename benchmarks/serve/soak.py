@@ -72,6 +72,8 @@ def main() -> None:
     parser.add_argument("--max-delay-ms", type=float, default=2.0)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--no-swap", action="store_true")
+    parser.add_argument("--inline-ms", type=float, default=0.0)
+    parser.add_argument("--fast-http", action="store_true", help="put uvloop + httptools (pip install --target DIR) on the server's path: $FAST_HTTP_PATH")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
@@ -81,9 +83,10 @@ def main() -> None:
     body_file = Path(os.environ.get("TMPDIR", "/tmp")) / f"soak-body-{os.getpid()}.bin"
     body_file.write_bytes(body)
     port = free_port()
-    env = {**os.environ, "DISTIL_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    path = [str(ROOT / "src")] + ([os.environ["FAST_HTTP_PATH"]] if args.fast_http else [])
+    env = {**os.environ, "DISTIL_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "distil", "serve", str(args.run), "--port", str(port), "--max-delay-ms", str(args.max_delay_ms), "--max-batch", str(args.max_batch)],
+        [sys.executable, "-m", "distil", "serve", str(args.run), "--port", str(port), "--max-delay-ms", str(args.max_delay_ms), "--max-batch", str(args.max_batch), "--inline-ms", str(args.inline_ms)],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -159,6 +162,8 @@ def main() -> None:
         "seconds": args.seconds,
         "protocol": "binary" if args.binary else "json",
         "max_delay_ms": args.max_delay_ms,
+        "inline_ms": args.inline_ms,
+        "fast_http": args.fast_http,
         "requests": len(rows),
         "requests_per_s": round(len(rows) / wall, 1),
         "status_codes": codes,

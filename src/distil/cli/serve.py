@@ -30,6 +30,7 @@ def serve(
     runtime: Annotated[Runtime, typer.Option(help="onnxruntime (an .onnx from compressed/ or exported at start), or torch")] = Runtime.onnxruntime,
     max_batch: Annotated[int, typer.Option(min=1, help="samples per forward pass")] = 32,
     max_delay_ms: Annotated[float, typer.Option(min=0, help="how long a batch waits to fill")] = 2.0,
+    inline_ms: Annotated[float, typer.Option(min=0, help="run a batch on the event loop (no thread hand-off) while the last took under this many ms; 0: never")] = 0.0,
     queue_size: Annotated[int, typer.Option(min=1, help="requests waiting per model; beyond it 503")] = 256,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="request body limit; beyond it 413")] = 8.0,
     timeout_s: Annotated[float, typer.Option(min=0.001, help="per-request limit in queue and model; beyond it 504")] = 10.0,
@@ -53,7 +54,7 @@ def serve(
     models = load_models(target, runtime.value, model_name, row)
     writer = feedback_writer(models[0], feedback, feedback_max, int(feedback_max_mb * 2**20)) if feedback is not None else None
     settings = ServeSettings(
-        BatchSettings(max_batch, max_delay_ms, queue_size), int(max_body_mb * 2**20), timeout_s, max_text_bytes=max_text_bytes,
+        BatchSettings(max_batch, max_delay_ms, queue_size, inline_ms), int(max_body_mb * 2**20), timeout_s, max_text_bytes=max_text_bytes,
         keep_versions=keep_versions, admin_token=admin_token, max_in_flight=max_in_flight,
     )  # fmt: skip
     for m in models:
