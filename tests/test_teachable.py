@@ -97,3 +97,52 @@ def test_teach_two_fashion_classes_over_http_and_bad_input_is_4xx(server, images
             predicted.append(answer["predictions"][0][0]["class"] == truth)
         assert np.mean(predicted) >= 0.9, np.mean(predicted)  # 12 examples, unseen test images of the two classes
         assert c.get("/v2/health/live").status_code == 200 and c.get("/teach").status_code == 200
+
+
+def test_teach_page_in_headless_chromium(server, images, tmp_path):
+    """The whole flow on the page: name two classes, upload examples of each, Train, watch the progress
+    reach ready, then upload an unseen image and see the taught class."""
+    from test_serve_browser import CHROMIUM, DRIVER
+
+    if not (CHROMIUM and DRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    x, y = images
+    files = {}
+    for name, label in (("trouser", TROUSER), ("bag", BAG)):
+        files[name] = []
+        for i, pixels in enumerate(x[y == label][40:46]):
+            path = tmp_path / f"{name}-{i}.png"
+            path.write_bytes(png(pixels))
+            files[name].append(str(path))
+    unseen = tmp_path / "unseen-bag.png"
+    unseen.write_bytes(png(x[y == BAG][60]))
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+    try:
+        driver.get(server.url + "/teach")
+        driver.find_element(By.ID, "class-names").send_keys("trouser, bag")
+        driver.find_element(By.ID, "set-classes").click()
+        wait = WebDriverWait(driver, 60)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".class-box")) == 2)
+        for name, paths in files.items():
+            box = driver.find_element(By.CSS_SELECTOR, f'.class-box[data-class="{name}"]')
+            box.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys("\n".join(paths))
+            wait.until(lambda d, box=box: box.find_element(By.CSS_SELECTOR, ".count").text == "6")
+        driver.find_element(By.ID, "train").click()
+        wait.until(lambda d: d.find_element(By.ID, "stage").text.startswith("ready"))
+        assert float(driver.find_element(By.ID, "progress").get_attribute("value")) == 1.0
+        driver.find_element(By.ID, "predict-file").send_keys(str(unseen))
+        wait.until(lambda d: d.find_element(By.ID, "prediction").get_attribute("data-top"))
+        assert driver.find_element(By.ID, "prediction").get_attribute("data-top") == "bag"
+        assert driver.find_element(By.ID, "error").text == ""
+    finally:
+        driver.quit()
