@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--binary", action="store_true")
-    parser.add_argument("--max-delay-ms", type=float, default=2.0)
+    parser.add_argument("--max-delay-ms", type=float, default=0.0)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--no-swap", action="store_true")
     parser.add_argument("--inline-ms", type=float, default=0.0)

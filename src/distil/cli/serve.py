@@ -29,7 +29,7 @@ def serve(
     ] = None,
     runtime: Annotated[Runtime, typer.Option(help="onnxruntime (an .onnx from compressed/ or exported at start), or torch")] = Runtime.onnxruntime,
     max_batch: Annotated[int, typer.Option(min=1, help="samples per forward pass")] = 32,
-    max_delay_ms: Annotated[float, typer.Option(min=0, help="how long a batch waits to fill")] = 2.0,
+    max_delay_ms: Annotated[float, typer.Option(min=0, help="how long a batch waits to fill (0: a batch is what queued during the last one)")] = 0.0,
     inline_ms: Annotated[float, typer.Option(min=0, help="run a batch on the event loop (no thread hand-off) while the last took under this many ms; 0: never")] = 0.0,
     queue_size: Annotated[int, typer.Option(min=1, help="requests waiting per model; beyond it 503")] = 256,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="request body limit; beyond it 413")] = 8.0,
