@@ -146,3 +146,16 @@ def test_teach_page_in_headless_chromium(server, images, tmp_path):
         assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()
+
+
+def test_teachable_mode_on_a_run_takes_its_teacher_and_data_statistics(tmp_path):
+    import json
+
+    from distil.errors import ModelError
+    from distil.serve.teachable import teachable_from_run
+
+    teach = teachable_from_run(tiny_run())
+    data = json.loads((tiny_run() / "summary.json").read_text())["data"]
+    assert teach.input_shape == (1, 8, 8) and list(teach.mean) == data["mean"] and not teach.teacher.training
+    with pytest.raises(ModelError, match="needs a finished image run"):
+        teachable_from_run(tmp_path)

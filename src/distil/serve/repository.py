@@ -244,7 +244,7 @@ def _run_model(
     elif role == "teacher" and runtime == "onnxruntime" and (onnx_file := compressed_onnx(run, role)) is not None:
         backend, info["weights"] = OnnxBackend(onnx_file), str(onnx_file)
     if backend is None:
-        model = _rebuild(run, role, row, shape)
+        model = rebuild_model(run, role, row, shape)
         info["weights"] = str(run / row["weights"])
         backend = TorchBackend(model, shape)
         if runtime == "onnxruntime":
@@ -284,7 +284,7 @@ def compressed_onnx(run: Path, role: str) -> Path | None:
     return (plain or files)[0]
 
 
-def _rebuild(run: Path, role: str, row: dict[str, Any], shape: tuple[int, ...]):
+def rebuild_model(run: Path, role: str, row: dict[str, Any], shape: tuple[int, ...]):
     """The run's ``role`` model built from ``config.yaml`` (a text model with the vocabulary of its weights) and loaded."""
     import yaml
 

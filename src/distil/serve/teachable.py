@@ -223,7 +223,7 @@ def teachable_from_run(run: str | Path, settings: TeachSettings | None = None) -
     import json
 
     from distil.errors import ModelError
-    from distil.serve.repository import _rebuild
+    from distil.serve.repository import rebuild_model
 
     run = Path(run)
     try:
@@ -235,5 +235,5 @@ def teachable_from_run(run: str | Path, settings: TeachSettings | None = None) -
     shape = tuple(data["input_shape"])
     if "text" in data or len(shape) != 3:
         raise ModelError(f"{run}: teachable mode takes images; the run's inputs are {list(shape)}")
-    teacher = _rebuild(run, "teacher", teacher_row, shape)
+    teacher = rebuild_model(run, "teacher", teacher_row, shape)
     return Teachable(teacher, shape, tuple(data["mean"]), tuple(data["std"]), settings)
