@@ -1,5 +1,7 @@
-import json, sys
+import json
+import sys
 from pathlib import Path
+
 d = Path(sys.argv[1])
 print("| variant | requests/s | p50 ms | p90 ms | p99 ms | max ms | failed | swap seen after | RSS MB start → end (max) | load 1 min |")
 print("|---|---|---|---|---|---|---|---|---|---|")
