@@ -98,6 +98,8 @@ def run_loop(
     config = read_config(run)
     summary = read_summary(run)
     data = config.data.load(config.seed)
+    if data.text is not None or data.train.x_teacher is not None:
+        raise DataError(f"{run}: distil loop takes runs on tensor inputs (images, signals); this run's data are {'text' if data.text is not None else 'paired'}")
     fb = load_feedback(feedback)
     if fb.input_shape != tuple(data.input_shape) or fb.class_names != tuple(data.class_names):
         raise DataError(

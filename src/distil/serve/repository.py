@@ -3,12 +3,15 @@
 :func:`load_models` reads a run directory or a bare ``.onnx`` file:
 
 * **run directory** (``distil run``'s output): input shape, class names and normalization come from
-  ``summary.json``'s ``data``; the student is the distilled one (else the scratch one). With the
-  ``onnxruntime`` runtime an ``.onnx`` file under ``RUN_DIR/compressed/`` is preferred (the fp32
-  ``student*.onnx``); without one the student is rebuilt from ``config.yaml`` and its safetensors
-  weights and exported to a temporary ONNX file (:func:`export_onnx`), whose outputs are checked
-  against PyTorch's; if that is not possible the PyTorch module itself is served, and the model
-  metadata says so. The teacher, when ``teacher.safetensors`` exists, is served too, as ``teacher``.
+  ``summary.json``'s ``data``; the student is the row that :func:`~distil.serve.selection.choose_row`
+  picks — by default the fastest servable student row at batch 1 (ONNX rows first) within 0.5 point
+  of the best student, or ``row`` by name — and the model reports that row's own numbers. An ONNX row
+  is served from its file; a run's own ``.safetensors`` student is rebuilt from ``config.yaml`` and,
+  with the ``onnxruntime`` runtime, exported to a temporary ONNX file (:func:`export_onnx`) whose
+  outputs are checked against PyTorch's; if that is not possible the PyTorch module itself is served,
+  and the model metadata says so. The teacher, when ``teacher.safetensors`` exists, is served too, as
+  ``teacher`` (from ``compressed/teacher*.onnx`` when compress made one). Promoted versions
+  (``RUN/versions/N``, ``distil loop``) are served by :func:`version_model` (see watch.py).
 * **text runs** (``summary.json``'s ``data`` has ``text``): the model's input is a
   :class:`~distil.serve.inputs.TextInput` — BYTES strings, tokenized in the server with the run's
   tokenizer (its tokenizer.json checked against the run's sha256; see :mod:`distil.serve.text_runs`).
