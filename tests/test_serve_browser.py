@@ -153,3 +153,27 @@ def test_tagger_page_shows_each_word_with_its_tag(browser):
             assert tags == expected[box.get_attribute("data-model")]
             below = tokens[0].find_element(By.CLASS_NAME, "tag").location["y"] > tokens[0].find_element(By.CLASS_NAME, "word").location["y"]
             assert below  # the tag is under its word
+
+
+def test_page_sends_a_correction_stored_beside_the_input(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from distil.data.sources.transfer import load_feedback
+    from distil.serve import feedback_writer
+
+    models = load_models(tiny_run(), "torch")
+    writer = feedback_writer(models[0], tmp_path / "fb")
+    png, _ = digit_png(7)
+    path = tmp_path / "digit.png"
+    path.write_bytes(png)
+    with ThreadedServer(create_app(models, feedback=writer)) as s:
+        browser.get(s.url + "/")
+        browser.find_element(By.ID, "file").send_keys(str(path))
+        results(browser)
+        assert browser.find_element(By.ID, "correction").is_displayed()
+        Select(browser.find_element(By.ID, "correct-label")).select_by_visible_text("7")
+        browser.find_element(By.ID, "send-correction").click()
+        WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "correction-status").text == "stored: 7")
+    feedback = load_feedback(tmp_path / "fb")
+    assert len(feedback) == 1 and feedback.corrected.tolist() == [7]
