@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 from serve_helpers import ThreadedServer, tiny_run
 
-from distil.data.sources.fashion_mnist import load_fashion_mnist
+from distil.data.idx import parse_idx, read_maybe_gzipped
+from distil.data.sources.fashion_mnist import SYSTEM_DIR, TEST_IMAGES, TEST_LABELS, find_files, load_fashion_mnist
 from distil.models import build_model
 from distil.serve import create_app, load_models
 from distil.serve.teachable import Teachable, TeachSettings
@@ -26,8 +27,12 @@ TROUSER, BAG = 1, 8
 
 @pytest.fixture(scope="module")
 def images():
-    raw = load_fashion_mnist(None)
-    return raw.test_x, raw.test_y
+    """The Fashion-MNIST test images (1, 28, 28) uint8 and labels: only the two test files are read."""
+    found = find_files(SYSTEM_DIR)
+    if TEST_IMAGES not in found or TEST_LABELS not in found:
+        return load_fashion_mnist(None).test_x, load_fashion_mnist(None).test_y  # elsewhere: the loader's own search
+    images = parse_idx(read_maybe_gzipped(found[TEST_IMAGES]), "test images", ndim=3)
+    return images[:, None], parse_idx(read_maybe_gzipped(found[TEST_LABELS]), "test labels", ndim=1)
 
 
 def png(pixels: np.ndarray) -> bytes:
