@@ -16,7 +16,7 @@ from serve_helpers import ThreadedServer, tiny_run
 from distil.data.idx import parse_idx, read_maybe_gzipped
 from distil.data.sources.fashion_mnist import SYSTEM_DIR, TEST_IMAGES, TEST_LABELS, find_files, load_fashion_mnist
 from distil.models import build_model
-from distil.serve import create_app, load_models
+from distil.serve import create_app
 from distil.serve.teachable import Teachable, TeachSettings
 from distil.weights import load_weights
 
@@ -45,7 +45,7 @@ def png(pixels: np.ndarray) -> bytes:
 def server():
     teacher = load_weights(build_model("cnn", input_shape=(1, 28, 28), num_classes=10, widths=[32, 64, 128], convs_per_stage=2), TEACHER)
     teach = Teachable(teacher, (1, 28, 28), MEAN, STD, TeachSettings(epochs=8, views=8))
-    with ThreadedServer(create_app(load_models(tiny_run(), "torch"), teachable=teach)) as s:
+    with ThreadedServer(create_app([], teachable=teach)) as s:  # no run served: the teachable model is the first
         yield s
 
 
@@ -65,6 +65,9 @@ def test_teach_two_fashion_classes_over_http_and_bad_input_is_4xx(server, images
     x, y = images
     trousers, bags = x[y == TROUSER], x[y == BAG]
     with httpx.Client(base_url=server.url, timeout=30) as c:
+        assert c.get("/", follow_redirects=False).headers["location"] == "/teach"  # nothing to serve yet: teach one
+        early = c.post("/predict", files={"file": ("x.png", png(trousers[0]), "image/png")})
+        assert early.status_code == 404 and "no model is served yet" in early.json()["error"]
         assert c.post("/teach/train").status_code == 422  # nothing to learn from yet
         assert add(c, trousers[0], "trouser").status_code == 409  # no classes named yet
         assert c.post("/teach/classes", json={"classes": ["only one"]}).status_code == 422
@@ -98,10 +101,11 @@ def test_teach_two_fashion_classes_over_http_and_bad_input_is_4xx(server, images
         assert meta["versions"] == ["1", "2"] and meta["parameters"]["class_names"] == ["trouser", "bag"] and meta["platform"] == "onnxruntime_onnx"
         predicted = []
         for pixels, truth in [(p, "trouser") for p in trousers[10:30]] + [(p, "bag") for p in bags[10:30]]:
-            answer = c.post("/predict", params={"model": "teachable"}, files={"file": ("x.png", png(pixels), "image/png")}).json()
+            answer = c.post("/predict", files={"file": ("x.png", png(pixels), "image/png")}).json()  # the main model now
             predicted.append(answer["predictions"][0][0]["class"] == truth)
         assert np.mean(predicted) >= 0.9, np.mean(predicted)  # 12 examples, unseen test images of the two classes
-        assert c.get("/v2/health/live").status_code == 200 and c.get("/teach").status_code == 200
+        assert answer["model"] == "teachable" and answer["version"] == "2"
+        assert c.get("/v2/health/live").status_code == 200 and c.get("/teach").status_code == 200 and c.get("/").status_code == 200
 
 
 def test_teach_page_in_headless_chromium(server, images, tmp_path):
@@ -164,3 +168,25 @@ def test_teachable_mode_on_a_run_takes_its_teacher_and_data_statistics(tmp_path)
     assert teach.input_shape == (1, 8, 8) and list(teach.mean) == data["mean"] and not teach.teacher.training
     with pytest.raises(ModelError, match="needs a finished image run"):
         teachable_from_run(tmp_path)
+
+
+def test_teachable_mode_from_a_config_with_teacher_weights_and_the_command_line(tmp_path):
+    import yaml
+    from serve_helpers import TINY
+    from typer.testing import CliRunner
+
+    from distil.cli import app
+    from distil.errors import ConfigError
+    from distil.serve.teachable import teachable_from_config
+
+    config = {**TINY, "teacher": {**TINY["teacher"], "weights": str(tiny_run() / "teacher.safetensors")}}
+    (tmp_path / "with.yaml").write_text(yaml.safe_dump(config))
+    teach = teachable_from_config(tmp_path / "with.yaml")
+    assert teach.input_shape == (1, 8, 8) and len(teach.mean) == 1
+    (tmp_path / "without.yaml").write_text(yaml.safe_dump(TINY))
+    with pytest.raises(ConfigError, match="teacher.weights is not set"):
+        teachable_from_config(tmp_path / "without.yaml")
+    result = CliRunner().invoke(app, ["serve"])
+    assert result.exit_code == 2 and "--teachable" in result.output
+    result = CliRunner().invoke(app, ["serve", "--teachable", "--feedback", str(tmp_path / "fb")])
+    assert result.exit_code == 2 and "--feedback" in result.output

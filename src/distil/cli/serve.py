@@ -19,7 +19,7 @@ class Runtime(str, Enum):
 @app.command()
 @user_errors
 def serve(
-    target: Annotated[Path, typer.Argument(help="a run directory (distil run --out DIR) or a MODEL.onnx file")],
+    target: Annotated[Path | None, typer.Argument(help="a run directory (distil run --out DIR) or a MODEL.onnx file; optional with --teachable")] = None,
     host: Annotated[str, typer.Option(help="address to bind; 127.0.0.1 keeps the server local")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535)] = 8080,
     model_name: Annotated[str, typer.Option(help="the student's name in /v2/models/{name}")] = "student",
@@ -49,9 +49,14 @@ def serve(
     """Serve a run's student (and teacher) over the Open Inference Protocol v2, with /predict and a page at /."""
     import uvicorn
 
+    from distil.errors import ConfigError
     from distil.serve import BatchSettings, ServeSettings, create_app, feedback_writer, load_models
 
-    models = load_models(target, runtime.value, model_name, row)
+    if target is None and not teachable:
+        raise ConfigError("give a run directory or a MODEL.onnx file to serve (or --teachable to teach a model from scratch)")
+    if target is None and feedback is not None:
+        raise ConfigError("--feedback captures what a served model answers: give the run directory or MODEL.onnx to serve")
+    models = load_models(target, runtime.value, model_name, row) if target is not None else []
     writer = feedback_writer(models[0], feedback, feedback_max, int(feedback_max_mb * 2**20)) if feedback is not None else None
     settings = ServeSettings(
         BatchSettings(max_batch, max_delay_ms, queue_size, inline_ms), int(max_body_mb * 2**20), timeout_s, max_text_bytes=max_text_bytes,
@@ -64,11 +69,12 @@ def serve(
             acc = m.info.get("accuracy")
             err.print(f"  row {m.info['row']} ({m.info.get('method')}, accuracy {acc if acc is None else f'{100 * acc:.2f} %'}): {m.info['selected_by']}", highlight=False)
     err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
-    watched = target if watch and target.is_dir() and not models[0].is_text else None
+    watched = target if watch and target is not None and target.is_dir() and not models[0].is_text else None
     teach = None
     if teachable:
-        from distil.serve.teachable import teachable_from_run
+        from distil.serve.teachable import DEFAULT_CONFIG, teachable_from_config, teachable_from_run
 
-        teach = teachable_from_run(target)
-        err.print(f"teachable mode: http://{host}:{port}/teach (the teacher of {target} is the frozen backbone)", highlight=False)
+        teach = teachable_from_run(target) if target is not None else teachable_from_config(DEFAULT_CONFIG)
+        backbone = f"the teacher of {target}" if target is not None else f"{DEFAULT_CONFIG}'s teacher"
+        err.print(f"teachable mode: http://{host}:{port}/teach ({backbone} is the frozen backbone)", highlight=False)
     uvicorn.run(create_app(models, settings, writer, watched, teach), host=host, port=port, log_level="warning", limit_concurrency=2 * max_in_flight)

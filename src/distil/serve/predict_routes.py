@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from distil.serve.images import array_to_raw, image_to_raw, normalize
 from distil.serve.inputs import Batch, TextInput
@@ -30,8 +30,8 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
     """Add ``/predict`` (the main model unless ``?model=`` names another; ``?k=`` top classes) and ``/``."""
 
     @app.post("/predict")
-    async def predict(request: Request, model: str = state.main, k: int | None = None) -> dict:
-        served = state.model(model)
+    async def predict(request: Request, model: str | None = None, k: int | None = None) -> dict:
+        served = state.model(model or state.main)
         top = min(k or state.settings.top_k, served.num_classes)
         if top < 1:
             raise InferError("k must be at least 1")
@@ -80,7 +80,9 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
         return {"stored": stored}
 
     @app.get("/", response_class=HTMLResponse)
-    async def page() -> HTMLResponse:
+    async def page() -> Response:
+        if not state.models:  # teachable mode before its first Train
+            return RedirectResponse("/teach")
         return HTMLResponse(page_html(state.models))
 
 

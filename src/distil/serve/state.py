@@ -57,7 +57,7 @@ class ServeState:
         self.settings = settings
         self.feedback = feedback
         self.metrics = ServerMetrics()
-        self.main = models[0].name
+        self.main: str | None = models[0].name if models else None  # teachable mode may start with no model
         self.versions: dict[str, dict[str, ServedModel]] = {}  # name → version → model (loaded ones)
         self.listed: dict[str, list[str]] = {}  # name → every version it has had, oldest first
         self.newest: dict[str, str] = {}
@@ -112,6 +112,7 @@ class ServeState:
         if model.name not in self.versions and not new_name:
             raise ValueError(f"{model.name!r} is not served; versions are added to served names")
         batcher = self._register(model)
+        self.main = self.main or model.name
         if self.running:
             batcher.start()
         if self.newest[model.name] == model.version:
@@ -128,8 +129,10 @@ class ServeState:
         self.metrics.queue_depth.remove(name, version)
         asyncio.get_running_loop().create_task(batcher.stop())
 
-    def model(self, name: str, version: str | None = None) -> ServedModel:
+    def model(self, name: str | None, version: str | None = None) -> ServedModel:
         """The served model ``name`` at ``version`` (default: the newest), or a 404/503 InferError."""
+        if name is None:
+            raise InferError("no model is served yet (teachable mode: name classes, add examples and train at /teach)", 404)
         if name not in self.versions:
             raise InferError(f"unknown model {name!r}; served models: {', '.join(self.versions)}", 404)
         if version is None:

@@ -237,3 +237,24 @@ def teachable_from_run(run: str | Path, settings: TeachSettings | None = None) -
         raise ModelError(f"{run}: teachable mode takes images; the run's inputs are {list(shape)}")
     teacher = rebuild_model(run, "teacher", teacher_row, shape)
     return Teachable(teacher, shape, tuple(data["mean"]), tuple(data["std"]), settings)
+
+
+#: The backbone of `distil serve --teachable` without a run: the demo's teacher (weights shipped beside it).
+DEFAULT_CONFIG = Path("configs/fashion_mnist/demo.yaml")
+
+
+def teachable_from_config(config: str | Path = DEFAULT_CONFIG, settings: TeachSettings | None = None) -> Teachable:
+    """Teachable mode on an experiment config whose teacher has ``weights``: that teacher is the frozen
+    backbone; the config's data give the input shape and the normalization (its training split's)."""
+    from distil.config import load_config
+    from distil.errors import ConfigError
+    from distil.weights import load_weights
+
+    cfg = load_config(Path(config), [])
+    if not cfg.teacher.weights:
+        raise ConfigError(f"{config}: teacher.weights is not set; teachable mode needs a trained teacher as its backbone")
+    data = cfg.data.load(cfg.seed)
+    if data.text is not None or len(data.input_shape) != 3:
+        raise ConfigError(f"{config}: teachable mode takes images; the data's inputs are {list(data.input_shape)}")
+    teacher = load_weights(cfg.teacher.build(data, cfg.seed), cfg.teacher.weights, cfg.teacher.sha256)
+    return Teachable(teacher, tuple(data.input_shape), tuple(data.mean), tuple(data.std), settings)
