@@ -64,8 +64,12 @@ def test_corrections_are_stored_beside_the_inputs_and_bad_ones_refused(tmp_path)
         assert client.post("/feedback", json={"label": "3"}).status_code == 422
         assert client.get("/v2/health/live").status_code == 200
         assert "distil_feedback_samples_total 6.0" in client.get("/metrics").text
+        x = digits(1, start=5)[0][None]  # OIP infer takes normalized inputs; it captures them and answers their ids too
+        oip = client.post("/v2/models/student/infer", json={"inputs": [{"name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": x.ravel().tolist()}]})
+        (oip_id,) = oip.json()["parameters"]["feedback_ids"]
+        assert client.post("/feedback", json={"id": oip_id, "label": "5"}).status_code == 200
     fb = load_feedback(folder)
-    assert list(fb.ids) == ids and fb.corrected.tolist() == [y[0], y[1], y[2], UNCORRECTED, UNCORRECTED, UNCORRECTED]
+    assert list(fb.ids) == [*ids, oip_id] and fb.corrected.tolist() == [y[0], y[1], y[2], UNCORRECTED, UNCORRECTED, UNCORRECTED, 5]
 
 
 def test_loop_teacher_labels_feedback_compares_and_promotes_a_version(tmp_path):

@@ -56,7 +56,8 @@ def add_oip_routes(app: FastAPI, state: ServeState) -> None:
         body = await request.body()
         parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.inputs.name, model.inputs.datatype, model.output_names)
         batch = await state.prepare(model.inputs.from_oip, model, parsed.values, parsed.shape, state.settings.limits)
-        logits = await state.logits(model, batch)
-        content, headers = encode_response(model.name, parsed.id, parsed.outputs, model.outputs(batch, logits), model.version)
+        logits, _, ids = await state.timed_logits(model, batch)
+        extra = {"feedback_ids": ids} if ids else None  # captured inputs: POST /feedback {"id", "label"} corrects one
+        content, headers = encode_response(model.name, parsed.id, parsed.outputs, model.outputs(batch, logits), model.version, extra)
         media = headers.pop("content-type")
         return Response(content, media_type=media, headers=headers)
