@@ -9,6 +9,7 @@ or with --binary the binary tensor extension) to /v2/models/student/infer, no ve
 the staged version folder (what `distil loop` promoted elsewhere) is copied in beside RUN/versions
 and renamed to RUN/versions/N in one step, so the server's watcher swaps to it under load. Reported:
 requests/s, latency p50/p90/p99/max from hey's per-request CSV, every non-200 answer (the goal: none),
+the server process's CPU time per request (user + system, all threads: robust to a shared CPU),
 when the swap was seen, which versions answered, and the server's resident memory (sampled every 0.5 s)
 at the start, the end and its peak. The swapped-in folder is removed afterwards: RUN is left as it was.
 """
@@ -46,6 +47,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process (all its threads) so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def request_body(binary: bool) -> tuple[bytes, dict[str, str]]:
@@ -132,7 +139,9 @@ def main() -> None:
         hey = ["hey", "-z", f"{args.seconds}s", "-c", str(args.clients), "-m", "POST", "-D", str(body_file), "-o", "csv"]
         for k, v in headers.items():
             hey += ["-T", v] if k == "content-type" else ["-H", f"{k}: {v}"]
+        cpu_before = cpu_seconds(server.pid)
         done = subprocess.run([*hey, url + "/v2/models/student/infer"], capture_output=True, text=True, check=True)
+        cpu_used = cpu_seconds(server.pid) - cpu_before
         stop.set()
         for t in threads:
             t.join(5)
@@ -168,6 +177,8 @@ def main() -> None:
         "requests_per_s": round(len(rows) / wall, 1),
         "status_codes": codes,
         "failed": len(rows) - codes.get("200", 0),
+        # the server's own CPU time per request: what a variant costs, much less sensitive to other jobs than requests/s
+        "server_cpu_ms_per_request": round(1000 * cpu_used / len(rows), 3),
         "latency_ms": {q: round(1000 * float(np.percentile(seconds, p)), 2) for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}
         | {"max": round(1000 * float(seconds.max()), 2)},
         "swap": None if args.no_swap else {"version": str(number), **{k: round(v, 2) for k, v in events.items()}},
