@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from serve_helpers import ThreadedServer, digit_png, local_logits, local_model, tiny_run
 
 from distil.data import load_dataset
+from distil.errors import ModelError
 from distil.serve import BatchSettings, FeedbackWriter, ServedModel, ServeSettings, create_app, load_models
 from distil.serve.repository import export_onnx
 
@@ -141,6 +142,8 @@ def test_predict_png_upload_and_json_match_local(http, run, models):
         assert top[0]["probability"] == pytest.approx(float(probs.max()), abs=1e-4)
     teacher = http.post("/predict", files={"file": ("d.png", png, "image/png")}, params={"model": "teacher"}).json()
     assert teacher["role"] == "teacher" and len(teacher["predictions"][0]) == 5 and teacher["latency_ms"] > 0
+    # the model's own compute, apart from decoding the upload and waiting in the queue
+    assert 0 < teacher["compute_ms"] <= teacher["latency_ms"] and teacher["queue_ms"] >= 0 and teacher["decode_ms"] > 0 and teacher["batch"] == 1
 
 
 def test_bare_onnx_file_with_and_without_sidecar(tmp_path, run, models):
@@ -265,10 +268,10 @@ class SlowBackend:
 
 
 def slow_server(
-    backend: SlowBackend, batch: BatchSettings, timeout_s: float = 10.0, feedback: FeedbackWriter | None = None
+    backend: SlowBackend, batch: BatchSettings, timeout_s: float = 10.0, feedback: FeedbackWriter | None = None, max_in_flight: int = 1024
 ) -> ThreadedServer:
     model = ServedModel("slow", backend, tuple(str(k) for k in range(10)), (0.5,), (0.25,))
-    return ThreadedServer(create_app([model], ServeSettings(batch=batch, timeout_s=timeout_s), feedback))
+    return ThreadedServer(create_app([model], ServeSettings(batch=batch, timeout_s=timeout_s, max_in_flight=max_in_flight), feedback))
 
 
 def post_many(url: str, n: int, path: str = "/v2/models/slow/infer") -> list[httpx.Response]:
@@ -282,6 +285,15 @@ def test_full_queue_answers_503_json():
     codes = sorted(r.status_code for r in responses)
     assert 200 in codes and 503 in codes and set(codes) <= {200, 503}, codes
     assert all("queue" in r.json()["error"] for r in responses if r.status_code == 503)
+
+
+def test_requests_beyond_the_in_flight_cap_answer_503_json_and_the_rest_succeed():
+    with slow_server(SlowBackend(0.3), BatchSettings(max_batch=8, max_delay_ms=0), max_in_flight=3) as server:
+        responses = post_many(server.url, 8)
+        assert httpx.get(server.url + "/v2/health/live").status_code == 200  # answered once the burst is over
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) >= 3 and 503 in codes and set(codes) <= {200, 503}, codes
+    assert all("in flight" in r.json()["error"] for r in responses if r.status_code == 503)
 
 
 def test_timeout_answers_504_and_model_failure_500_json():
@@ -340,19 +352,62 @@ def test_feedback_capture_respects_cap_and_is_a_transfer_set(tmp_path):
         np.testing.assert_allclose(first["x"], sent[0] * 0.25 + 0.5, atol=1e-6)  # stored at raw scale
         assert first["y"].tolist() == sent[0].reshape(2, -1)[:, :10].argmax(1).tolist()
     again = FeedbackWriter(tmp_path / "fb", tuple(str(k) for k in range(10)), (1, 8, 8), max_samples=5)
-    assert again.written == 5 and again.add(samples(1), np.zeros(1, np.int64)) == 0  # the cap holds across restarts
+    assert again.written == 5 and again.add(samples(1), np.zeros(1, np.int64)) == []  # the cap holds across restarts
 
 
-def test_run_dir_prefers_the_fp32_onnx_from_compressed(tmp_path, run):
+def compressed_copy(tmp_path, run, int8_drop: float) -> tuple:
+    """A copy of the run with compress-like rows: two ONNX files of the student (fp32, "int8" = the same graph,
+    faster on paper and ``int8_drop`` less accurate), a pruned ONNX row 2 points worse but fastest, and a
+    torch-int8 row that cannot be served (as `distil compress` leaves them)."""
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     exported = export_onnx(local_model(run), (1, 8, 8))
     (copy / "compressed").mkdir()
-    for name in ("student_int8.onnx", "student.onnx"):
-        shutil.copy(exported.path, copy / "compressed" / name)
+    summary = json.loads((copy / "summary.json").read_text())
+    kd = next(m for m in summary["models"] if m["name"] == "student_kd")
+    acc = kd["accuracy"]
+    for name, weights, method, accuracy, b1 in (
+        ("student_kd.onnx", "compressed/student_kd.onnx", "onnx", acc, 0.05),
+        ("student_kd.onnx-int8", "compressed/student_kd.int8.onnx", "onnx-int8", acc - int8_drop, 0.04),
+        ("student_kd.pruned.onnx", "compressed/student_kd.pruned.onnx", "onnx", acc - 0.02, 0.02),
+        ("student_kd.pruned.int8", "compressed/student_kd.pruned.int8.safetensors", "int8", acc - 0.02, 0.01),
+    ):
+        shutil.copy(exported.path, copy / weights)
+        runtime = "torch-int8" if method == "int8" else "onnxruntime"
+        summary["models"].append({"name": name, "role": "student", "method": method, "arch": "mlp", "source": "student_kd", "runtime": runtime,
+                                  "accuracy": accuracy, "params": 123, "size_bytes": 4567, "latency_ms_b1": b1, "weights": weights})
+    (copy / "summary.json").write_text(json.dumps(summary))
+    return copy, acc
+
+
+def test_served_row_is_chosen_by_the_rule_and_reports_its_own_numbers(tmp_path, run):
+    copy, acc = compressed_copy(tmp_path, run, int8_drop=0.004)
     student = load_models(copy)[0]
-    assert student.info["weights"] == str(copy / "compressed" / "student.onnx") and "exported" not in student.info
-    assert load_models(copy, "torch")[0].backend.name == "torch"
+    params = student.metadata()["parameters"]
+    # the fastest ONNX row within half a point of the best student: the "int8" one, with its own numbers
+    assert params["row"] == "student_kd.onnx-int8" and student.info["weights"] == str(copy / "compressed" / "student_kd.int8.onnx")
+    assert (params["method"], params["accuracy"], params["latency_ms_b1"], params["measured_runtime"]) == ("onnx-int8", acc - 0.004, 0.04, "onnxruntime")
+    assert "within 0.5 point" in params["selected_by"] and params["best_student"]["row"] in ("student_kd", "student_kd.onnx")
+    assert "exported" not in params
+    chosen = load_models(copy, row="student_kd.onnx")[0].metadata()["parameters"]
+    assert (chosen["row"], chosen["method"], chosen["selected_by"]) == ("student_kd.onnx", "onnx", "--model student_kd.onnx")
+    with pytest.raises(ModelError, match="cannot be served.*servable student rows: student_kd, student_kd.onnx"):
+        load_models(copy, row="student_kd.pruned.int8")
+    with pytest.raises(ModelError, match="is not a row"):
+        load_models(copy, row="nope")
+    assert load_models(copy, "torch")[0].metadata()["parameters"]["row"] == "student_kd"  # torch: the run's own student
+
+
+def test_a_variant_beyond_the_tolerance_or_not_claiming_speed_is_not_served(tmp_path, run):
+    copy, acc = compressed_copy(tmp_path, run, int8_drop=0.006)
+    params = load_models(copy)[0].metadata()["parameters"]
+    assert (params["row"], params["accuracy"]) == ("student_kd.onnx", acc)
+    summary = json.loads((copy / "summary.json").read_text())
+    for m in summary["models"]:
+        if m["name"] == "student_kd.onnx-int8":  # within tolerance again, but compress says it is not faster
+            m["accuracy"], m["speedup"] = acc, {"over": "student_kd.onnx", "b1": 1.1, "b256": 0.9, "claimed": False}
+    (copy / "summary.json").write_text(json.dumps(summary))
+    assert load_models(copy)[0].metadata()["parameters"]["row"] == "student_kd.onnx"
 
 
 def test_serve_command_reports_user_errors(tmp_path, run):

@@ -6,6 +6,7 @@ latency, side by side; the student's top class must be what `/predict` answers f
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import httpx
@@ -72,7 +73,12 @@ def test_page_upload_and_drawing_show_student_and_teacher(browser, server, tmp_p
     shown = results(browser)
     assert set(shown) == {"student", "teacher"} and all(len(v) == 5 for v in shown.values())
     assert shown["student"][0] == expected
-    assert "ms" in browser.find_element(By.CSS_SELECTOR, ".model-result .latency").text
+    assert "compute" in browser.find_element(By.CSS_SELECTOR, ".model-result .latency").text  # the forward pass apart from decode and queue
+    assert browser.find_element(By.ID, "sent").get_attribute("src").startswith("blob:")  # the uploaded image is shown
+    card = {r.get_attribute("data-model"): [c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in browser.find_elements(By.CSS_SELECTOR, "#model-card tbody tr")}
+    summary = {m["name"]: m for m in json.loads((tiny_run() / "summary.json").read_text())["models"]}
+    assert card["student"][1] == "student_kd" and card["student"][2] == f"{100 * summary['student_kd']['accuracy']:.2f} %"
+    assert card["teacher"][1] == "teacher" and card["teacher"][3] == f"{summary['teacher']['params']:,}"
 
     browser.find_element(By.ID, "clear").click()
     assert not browser.find_elements(By.CSS_SELECTOR, ".model-result")
@@ -147,3 +153,27 @@ def test_tagger_page_shows_each_word_with_its_tag(browser):
             assert tags == expected[box.get_attribute("data-model")]
             below = tokens[0].find_element(By.CLASS_NAME, "tag").location["y"] > tokens[0].find_element(By.CLASS_NAME, "word").location["y"]
             assert below  # the tag is under its word
+
+
+def test_page_sends_a_correction_stored_beside_the_input(browser, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from distil.data.sources.transfer import load_feedback
+    from distil.serve import feedback_writer
+
+    models = load_models(tiny_run(), "torch")
+    writer = feedback_writer(models[0], tmp_path / "fb")
+    png, _ = digit_png(7)
+    path = tmp_path / "digit.png"
+    path.write_bytes(png)
+    with ThreadedServer(create_app(models, feedback=writer)) as s:
+        browser.get(s.url + "/")
+        browser.find_element(By.ID, "file").send_keys(str(path))
+        results(browser)
+        assert browser.find_element(By.ID, "correction").is_displayed()
+        Select(browser.find_element(By.ID, "correct-label")).select_by_visible_text("7")
+        browser.find_element(By.ID, "send-correction").click()
+        WebDriverWait(browser, 20).until(lambda d: d.find_element(By.ID, "correction-status").text == "stored: 7")
+    feedback = load_feedback(tmp_path / "fb")
+    assert len(feedback) == 1 and feedback.corrected.tolist() == [7]

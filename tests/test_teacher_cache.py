@@ -218,3 +218,22 @@ def test_a_term_that_reads_every_teacher_logit_never_gets_the_view_cache():
     plan = plan_teacher_outputs(teacher, x, BatchAugment(crop_padding=1), {"logits"}, settings, exact_logits=True)
     assert plan.kind == "online" and "exactly" in plan.reason
     assert plan_teacher_outputs(teacher, x, None, {"logits"}, settings, exact_logits=True).kind == "exact"  # no augmentation: the exact cache is exact
+
+
+def test_store_evicts_least_recently_used_entries_past_its_disk_cap(tmp_path):
+    import os
+
+    entry = {"logits": torch.zeros(1000, 10)}  # 40,000 bytes of data + header and manifest
+    store = TeacherStore(tmp_path, max_disk_bytes=10**9)
+    for i, key in enumerate("abc"):
+        store.save(key, entry)
+        for path in store.paths(key):
+            os.utime(path, (1000 + i, 1000 + i))  # a, b, c: oldest first
+    size = sum(p.stat().st_size for p in tmp_path.iterdir())
+    assert store.load("a") is not None  # a is used now: b is the least recently used
+    store.max_disk_bytes = size  # room for three: saving d evicts exactly one, b
+    store.save("d", entry)
+    assert list(store.keys()) == ["a", "c", "d"]
+    small = TeacherStore(tmp_path, max_disk_bytes=1)  # over the cap alone: the new entry is still kept
+    small.save("e", entry)
+    assert list(small.keys()) == ["e"] and small.load("e") is not None

@@ -107,7 +107,7 @@ def test_text_run_serves_student_and_teacher_with_bytes_metadata(models, run, ht
         "pos",
     ]
     assert meta["parameters"]["runtime"] in ("onnxruntime", "torch")  # ONNX once the exporter takes token ids, PyTorch until then
-    assert http.get("/v2/models/teacher/ready").json() == {"name": "teacher", "ready": True}
+    assert http.get("/v2/models/teacher/ready").json() == {"name": "teacher", "version": "1", "ready": True}
 
 
 def test_oip_json_bytes_match_the_local_models(http, reference):
@@ -166,7 +166,7 @@ def test_requests_of_different_lengths_are_batched_and_answered_alone(server, re
     texts = [t for t, _ in polar_sentences(12, 5)] + SENTENCES
 
     def forward_passes(client: httpx.Client) -> float:
-        line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith('distil_batch_size_count{model="student"}'))
+        line = next(x for x in client.get("/metrics").text.splitlines() if x.startswith('distil_batch_size_count{model="student",version="1"}'))
         return float(line.split()[-1])
 
     with httpx.Client(base_url=server.url, timeout=20) as client, ThreadPoolExecutor(8) as pool:
@@ -493,8 +493,13 @@ def test_exported_text_model_as_a_bare_onnx_file_and_from_compressed(tmp_path, r
     shutil.copytree(run, copy)
     (copy / "compressed").mkdir()
     shutil.copy(exported.path, copy / "compressed" / "student.onnx")
+    summary = json.loads((copy / "summary.json").read_text())
+    kd = next(m for m in summary["models"] if m["name"] == "student_kd")  # the row `distil compress` adds for its export
+    summary["models"].append({**kd, "name": "student_kd.onnx", "method": "onnx", "source": "student_kd", "runtime": "onnxruntime",
+                              "weights": "compressed/student.onnx", "latency_ms_b1": kd["latency_ms_b1"] / 2})  # fmt: skip
+    (copy / "summary.json").write_text(json.dumps(summary))
     student = load_models(copy)[0]
-    assert student.info["weights"] == str(copy / "compressed" / "student.onnx")
+    assert student.info["weights"] == str(copy / "compressed" / "student.onnx") and student.info["row"] == "student_kd.onnx"
     with ThreadedServer(create_app([served, student])) as server:
         for name in ("bare", "student"):
             r = httpx.post(f"{server.url}/v2/models/{name}/infer", json=oip_text(SENTENCES))

@@ -8,6 +8,7 @@ from distil.cli import compress  # noqa: F401  isort: skip
 from distil.cli import sweep  # noqa: F401  isort: skip
 from distil.cli import bench  # noqa: F401  isort: skip
 from distil.cli import serve  # noqa: F401  isort: skip
+from distil.cli import loop  # noqa: F401  isort: skip
 from distil.cli import catalog  # noqa: F401  isort: skip
 
 

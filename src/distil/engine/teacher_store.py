@@ -10,6 +10,11 @@ is corrupt: it is reported with a warning, deleted and rebuilt, never used.
 
 Reading maps the file (copy-on-write) and builds the tensors on the mapping, so a cache larger than
 RAM pages in only what training touches. Files are never unpickled.
+
+The directory is capped on disk (``$DISTIL_CACHE_MAX_BYTES``, default :data:`DISK_BYTES` = 20 GiB):
+every use of an entry touches its manifest's modification time, and after a save the least recently
+used entries (oldest manifest times) are deleted until the directory fits; the entry just written is
+never deleted, even when it alone is over the cap. A deleted entry costs one teacher pass to rebuild.
 """
 
 from __future__ import annotations
@@ -35,6 +40,16 @@ from distil.weights import atomic_write, file_sha256
 FORMAT = 1
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+
+
+#: The default cap on the cache directory's size on disk.
+DISK_BYTES = 20 * 1024**3
+
+
+def default_disk_bytes() -> int:
+    """``$DISTIL_CACHE_MAX_BYTES`` if set (bytes), else :data:`DISK_BYTES`."""
+    env = os.environ.get("DISTIL_CACHE_MAX_BYTES")
+    return int(env) if env else DISK_BYTES
 
 
 def default_dir() -> Path:
@@ -75,8 +90,9 @@ def cache_key(teacher: nn.Module, x: torch.Tensor, kind: str, settings: Mapping[
 class TeacherStore:
     """A directory of cache entries (see the module docstring)."""
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, max_disk_bytes: int | None = None) -> None:
         self.dir = Path(directory) if directory is not None else default_dir()
+        self.max_disk_bytes = max_disk_bytes if max_disk_bytes is not None else default_disk_bytes()
 
     def paths(self, key: str) -> tuple[Path, Path]:
         return self.dir / f"{key}.safetensors", self.dir / f"{key}.json"
@@ -91,7 +107,9 @@ class TeacherStore:
             actual = file_sha256(data)
             if actual != expected:
                 raise ValueError(f"sha256 {actual[:12]}… differs from the manifest's {expected[:12]}…")
-            return read_mapped(data)
+            tensors = read_mapped(data)
+            os.utime(manifest)  # used now: the last to be evicted
+            return tensors
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             warnings.warn(f"teacher cache {data} is corrupt or incomplete ({err}); rebuilding it", RuntimeWarning, stacklevel=2)
             self.remove(key)
@@ -104,7 +122,29 @@ class TeacherStore:
         atomic_write(data, lambda tmp: save_file(state, str(tmp)))
         record = {"key": key, "sha256": file_sha256(data), "bytes": data.stat().st_size, "format": FORMAT, **(info or {})}
         atomic_write(manifest, lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=str)))
+        self.evict(keep=key)
         return data
+
+    def evict(self, keep: str | None = None) -> list[str]:
+        """Delete least recently used entries until the directory holds at most ``max_disk_bytes``; returns their keys."""
+        entries = []
+        for key in self.keys():
+            data, manifest = self.paths(key)
+            try:
+                entries.append((manifest.stat().st_mtime, key, manifest.stat().st_size + (data.stat().st_size if data.exists() else 0)))
+            except OSError:  # removed meanwhile by another process
+                continue
+        total = sum(size for _, _, size in entries)
+        evicted = []
+        for _, key, size in sorted(entries):
+            if total <= self.max_disk_bytes:
+                break
+            if key == keep:
+                continue
+            self.remove(key)
+            total -= size
+            evicted.append(key)
+        return evicted
 
     def remove(self, key: str) -> None:
         for path in self.paths(key):

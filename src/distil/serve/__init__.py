@@ -5,6 +5,9 @@ serves the models with dynamic batching (batching.py), Prometheus metrics (metri
 people (page.py) and optional feedback capture into a transfer set (feedback.py). Backends
 (backends.py): onnxruntime by default, PyTorch as the fallback. A model's input (inputs.py) is an
 FP32 tensor or text: a text model's server tokenizes BYTES strings with the run's tokenizer.
+Which row of a run is served, and the numbers it reports: selection.py. Model versions (the
+promotions of ``distil loop``) and the hot swap: state.py and watch.py; corrections of captured
+inputs: ``POST /feedback`` (feedback.py). Teachable mode: teachable.py and teachable_routes.py.
 """
 
 from distil.serve.app import ServeSettings, create_app

@@ -5,10 +5,15 @@ served model: tensors (:class:`FeedbackWriter`) or text (:class:`TextFeedbackWri
 
 **Tensors.** Inputs are written to ``DIR`` as ``.npz`` shards
 (``shard-000000.npz``, ...) of ``x`` — the inputs *before* normalization (raw scale, float32,
-``(N, *input_shape)``) — and ``y`` — the served model's predicted class, a pseudo-label — next to
-``transfer.json`` (class names, input shape, what labelled ``y``). The ``transfer`` dataset reads
-the folder (``data: {name: transfer, path: DIR}``), so ``distil distill`` can distil again on what
-was served: deploy, collect, distil again.
+``(N, *input_shape)``) — ``y`` — the served model's predicted class, kept as a record of what was
+answered — and ``id`` — each sample's id (``"<writer>-<n>"``, unique across server restarts), which
+``/predict`` answers as ``feedback_id``; next to ``transfer.json`` (class names, input shape).
+``distil loop`` does not learn the served predictions (a student learning its own answers learns
+nothing): the teacher labels the inputs with soft targets at distillation time, and a person's
+**correction** (:meth:`FeedbackWriter.correct`, ``POST /feedback {"id", "label"}``) is appended to
+``corrections.jsonl`` beside the shards and used as a hard label (the last correction of an id wins;
+:func:`distil.data.sources.transfer.load_feedback`). The ``transfer`` dataset still reads the folder
+with the predictions as pseudo-labels (``data: {name: transfer, path: DIR}``).
 
 **Text.** The served texts are appended to ``DIR/served.jsonl``, one JSON object per line:
 ``{"text": ..., "label": <the predicted class>}`` (a tagger: ``"words"`` and ``"tags"``, a tag per
@@ -28,16 +33,19 @@ from __future__ import annotations
 import io
 import json
 import os
+import secrets
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from distil.serve.inputs import Batch
+from distil.serve.protocol import InferError
 from distil.serve.repository import ServedModel, softmax, word_tags
 from distil.weights import atomic_write
 
 META = "transfer.json"
+CORRECTIONS = "corrections.jsonl"
 SHARD_GLOB = "shard-*.npz"
 TEXT_FILE = "served.jsonl"
 
@@ -67,14 +75,19 @@ class FeedbackWriter:
         meta = {
             "class_names": list(class_names),
             "input_shape": list(input_shape),
-            "labels": f"predictions of the served {labelled_by}",
+            "labels": f"y: predictions of the served {labelled_by} (a record; distil loop labels x with the teacher and {CORRECTIONS})",
             "x": "raw scale, before normalization",
         }
         atomic_write(self.folder / META, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
+        self.class_names = tuple(class_names)
         self._shards = sorted(self.folder.glob(SHARD_GLOB))
+        self._known = {str(i) for p in self._shards for i in _ids(p)}
         self.written = sum(_count(p) for p in self._shards)
         self._x: list[np.ndarray] = []
         self._y: list[np.ndarray] = []
+        self._ids: list[str] = []
+        self._prefix = secrets.token_hex(4)  # this writer's ids cannot meet those of an earlier server
+        self._counter = 0
         self._lock = threading.Lock()
 
     @property
@@ -85,23 +98,44 @@ class FeedbackWriter:
     def full(self) -> bool:
         return self.written + self.pending >= self.max_samples
 
-    def add(self, x: np.ndarray, labels: np.ndarray) -> int:
-        """Queue the normalized batch ``x`` with its predicted ``labels``; returns how many were kept."""
+    def add(self, x: np.ndarray, labels: np.ndarray) -> list[str]:
+        """Queue the normalized batch ``x`` with its predicted ``labels``; returns the ids of those kept."""
         with self._lock:
             room = self.max_samples - self.written - self.pending
             if room <= 0:
-                return 0
+                return []
             x, labels = x[:room], labels[:room]
             raw = x * self._std + self._mean if self._mean is not None and self._std is not None else x
+            ids = [f"{self._prefix}-{self._counter + i}" for i in range(len(x))]
+            self._counter += len(x)
             self._x.append(raw.astype(np.float32))
             self._y.append(labels.astype(np.int64))
+            self._ids.extend(ids)
+            self._known.update(ids)
             if self.pending >= self.shard_size or self.full:
                 self._flush()
-            return len(x)
+            return ids
 
-    def capture(self, model: ServedModel, batch: Batch, logits: np.ndarray) -> int:
-        """Queue a served batch with ``model``'s predicted classes; returns how many samples were kept."""
+    def capture(self, model: ServedModel, batch: Batch, logits: np.ndarray) -> list[str]:
+        """Queue a served batch with ``model``'s predicted classes; returns the ids of the samples kept."""
         return self.add(batch.x, logits.argmax(axis=1))
+
+    def correct(self, sample_id: str, label: str) -> dict:
+        """Store a person's label for a captured sample (``corrections.jsonl``, one fsync'd line).
+
+        An unknown id is a 404, a class the model does not have a 422 naming the classes; nothing is written then.
+        """
+        if label not in self.class_names:
+            raise InferError(f"unknown class {label!r}; the classes are: {', '.join(self.class_names)}", 422)
+        with self._lock:
+            if sample_id not in self._known:
+                raise InferError(f"no captured sample has the id {sample_id!r} (ids come from /predict's feedback_id)", 404)
+            record = {"id": sample_id, "label": label, "index": self.class_names.index(label)}
+            with open(self.folder / CORRECTIONS, "ab") as f:
+                f.write(json.dumps(record).encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+        return record
 
     def flush(self) -> None:
         with self._lock:
@@ -110,11 +144,11 @@ class FeedbackWriter:
     def _flush(self) -> None:
         if not self._x:
             return
-        x, y = np.concatenate(self._x), np.concatenate(self._y)
-        self._x, self._y = [], []
+        x, y, ids = np.concatenate(self._x), np.concatenate(self._y), np.asarray(self._ids, dtype=np.str_)
+        self._x, self._y, self._ids = [], [], []
         path = self.folder / f"shard-{len(self._shards):06d}.npz"
         buffer = io.BytesIO()
-        np.savez(buffer, x=x, y=y)
+        np.savez(buffer, x=x, y=y, id=ids)
         atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
         self._shards.append(path)
         self.written += len(x)
@@ -123,6 +157,12 @@ class FeedbackWriter:
 def _count(shard: Path) -> int:
     with np.load(shard, allow_pickle=False) as archive:
         return len(archive["y"])
+
+
+def _ids(shard: Path) -> list[str]:
+    """The sample ids of a shard (none in shards written before ids existed)."""
+    with np.load(shard, allow_pickle=False) as archive:
+        return archive["id"].tolist() if "id" in archive.files else []
 
 
 class TextFeedbackWriter:

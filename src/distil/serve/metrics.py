@@ -2,7 +2,7 @@
 
 Each app has its own registry, so two servers in one process (tests) do not mix their counts.
 Labels are bounded: ``route`` is the route's template (``/v2/models/{name}/infer``) or ``other``,
-``model`` a served model's name.
+``model`` a served model's name, ``version`` its version (a loaded one; one is added per promotion).
 """
 
 from __future__ import annotations
@@ -22,8 +22,13 @@ class ServerMetrics:
         self.latency = Histogram(
             "distil_request_duration_seconds", "time from request to response", ["route"], buckets=LATENCY_BUCKETS, registry=r
         )
-        self.batch_size = Histogram("distil_batch_size", "samples per forward pass", ["model"], buckets=BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("distil_queue_depth", "requests waiting for a batch", ["model"], registry=r)
+        self.batch_size = Histogram("distil_batch_size", "samples per forward pass", ["model", "version"], buckets=BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge("distil_queue_depth", "requests waiting for a batch", ["model", "version"], registry=r)
+        self.answered = Counter("distil_inference_samples", "samples answered, per model version", ["model", "version"], registry=r)
+        self.compute = Histogram(
+            "distil_compute_seconds", "forward pass of a request's batch, per model version", ["model", "version"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.swaps = Counter("distil_version_swaps", "versions that became the newest while serving", ["model"], registry=r)
         self.feedback = Counter("distil_feedback_samples", "inputs written to the feedback transfer set", registry=r)
 
     def observe(self, route: str, code: int, seconds: float) -> None:

@@ -1,4 +1,4 @@
-"""The ASGI middleware around every request: the body-size limit and the request metrics."""
+"""The ASGI middleware around every request: the cap on requests in flight, the body-size limit and the request metrics."""
 
 from __future__ import annotations
 
@@ -9,22 +9,33 @@ from distil.serve.metrics import ServerMetrics
 
 
 class LimitsAndMetrics:
-    """ASGI middleware: refuse bodies over ``max_body`` bytes (413, JSON) and time every request.
+    """ASGI middleware: refuse requests beyond ``max_in_flight`` at once (503, JSON, before the body is
+    read), bodies over ``max_body`` bytes (413, JSON), and time every request.
 
     The body is read here, up to the limit, and replayed to the app, so neither a large
     ``Content-Length`` nor a chunked body without one can make the server hold more than the limit.
+    Connections are capped by uvicorn (``limit_concurrency``, set above ``max_in_flight`` so that
+    this JSON answer comes first).
     """
 
-    def __init__(self, app, max_body: int, metrics: ServerMetrics) -> None:
+    def __init__(self, app, max_body: int, metrics: ServerMetrics, max_in_flight: int = 1024) -> None:
         self.app = app
         self.max_body = max_body
         self.metrics = metrics
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         start = time.perf_counter()
         status = {"code": 500}
+        if self.in_flight >= self.max_in_flight:
+            status["code"] = 503
+            await error(503, f"the server has {self.max_in_flight} requests in flight already; retry later")(scope, receive, send)
+            self.metrics.observe("other", 503, time.perf_counter() - start)
+            return
+        self.in_flight += 1
 
         async def send_status(message) -> None:
             if message["type"] == "http.response.start":
@@ -47,6 +58,7 @@ class LimitsAndMetrics:
 
             await self.app(scope, replay, send_status)
         finally:
+            self.in_flight -= 1
             route = scope.get("route")
             self.metrics.observe(getattr(route, "path", "other"), status["code"], time.perf_counter() - start)
 

@@ -1,7 +1,8 @@
 """The Open Inference Protocol v2 REST routes (KServe/Triton): server and model metadata, health, infer.
 
-Every model has one version, ``"1"``; the ``/versions/{version}`` forms of the routes are served too,
-so clients that always name a version work. Tensors are parsed and encoded (JSON or binary) by
+A model has numbered versions (1: the run's own; 2, 3, ...: ``distil loop``'s promotions); the plain
+routes answer from the newest, the ``/versions/{version}`` forms from that version, which is ready
+while it is loaded (the newest few are; see :mod:`distil.serve.state`). Tensors are parsed and encoded (JSON or binary) by
 :mod:`distil.serve.protocol`; the model's input (:mod:`distil.serve.inputs`) turns the tensor into
 its batch — a text model's BYTES strings are tokenized there.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from distil.serve.protocol import HEADER_LENGTH, encode_response, parse_infer
+from distil.serve.protocol import HEADER_LENGTH, InferError, encode_response, parse_infer
 from distil.serve.state import ServeState
 
 
@@ -35,13 +36,18 @@ def add_oip_routes(app: FastAPI, state: ServeState) -> None:
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
     async def model_metadata(name: str, version: str | None = None) -> dict:
-        return state.model(name, version).metadata()
+        return state.model(name, version).metadata() | {"versions": state.version_list(name)}
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, version: str | None = None) -> Response:
-        state.model(name, version)
-        return JSONResponse({"name": name, "ready": state.ready}, status_code=200 if state.ready else 503)
+        try:
+            model = state.model(name, version)
+        except InferError as err:
+            if err.status != 503:
+                raise
+            return JSONResponse({"name": name, "version": version, "ready": False, "error": str(err)}, status_code=503)
+        return JSONResponse({"name": name, "version": model.version, "ready": state.ready}, status_code=200 if state.ready else 503)
 
     @app.post("/v2/models/{name}/infer")
     @app.post("/v2/models/{name}/versions/{version}/infer")
@@ -50,7 +56,8 @@ def add_oip_routes(app: FastAPI, state: ServeState) -> None:
         body = await request.body()
         parsed = parse_infer(body, request.headers.get(HEADER_LENGTH), model.inputs.name, model.inputs.datatype, model.output_names)
         batch = await state.prepare(model.inputs.from_oip, model, parsed.values, parsed.shape, state.settings.limits)
-        logits = await state.logits(model, batch)
-        content, headers = encode_response(model.name, parsed.id, parsed.outputs, model.outputs(batch, logits))
+        logits, _, ids = await state.timed_logits(model, batch)
+        extra = {"feedback_ids": ids} if ids else None  # captured inputs: POST /feedback {"id", "label"} corrects one
+        content, headers = encode_response(model.name, parsed.id, parsed.outputs, model.outputs(batch, logits), model.version, extra)
         media = headers.pop("content-type")
         return Response(content, media_type=media, headers=headers)

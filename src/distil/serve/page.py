@@ -9,6 +9,9 @@ from importlib.resources import files
 
 from distil.serve.repository import ServedModel
 
+#: What the page's model card shows of each model (the served row's own numbers; see selection.py).
+CARD = ("row", "method", "accuracy", "params", "size_bytes", "latency_ms_b1", "measured_runtime", "selected_by")
+
 
 @cache
 def _template() -> str:
@@ -26,6 +29,8 @@ def page_html(models: list[ServedModel]) -> str:
             "tags_words": m.tags_words,
             "runtime": m.backend.name,
             **{k: m.info[k] for k in ("arch", "accuracy") if k in m.info},
+            "card": {k: m.info[k] for k in CARD if k in m.info},
+            "class_names": list(m.class_names),
         }
         for m in models
     ]

@@ -9,12 +9,13 @@ and the tokenizer's.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from distil.serve.images import array_to_raw, image_to_raw, normalize
 from distil.serve.inputs import Batch, TextInput
@@ -29,22 +30,27 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
     """Add ``/predict`` (the main model unless ``?model=`` names another; ``?k=`` top classes) and ``/``."""
 
     @app.post("/predict")
-    async def predict(request: Request, model: str = state.main, k: int | None = None) -> dict:
-        served = state.model(model)
+    async def predict(request: Request, model: str | None = None, k: int | None = None) -> dict:
+        served = state.model(model or state.main)
         top = min(k or state.settings.top_k, served.num_classes)
         if top < 1:
             raise InferError("k must be at least 1")
-        answer: dict = {"model": served.name, "role": served.role}
+        answer: dict = {"model": served.name, "version": served.version, "role": served.role}
         if isinstance(served.input, TextInput):
             texts = await request_texts(request)
             start = time.perf_counter()
             batch = await state.prepare(served.input.encode, served, texts, state.settings.limits)
             answer["tokenize_ms"] = round((time.perf_counter() - start) * 1000, 3)
         else:
+            start = time.perf_counter()
             batch = Batch(normalize(await _raw_input(request, served, state.settings.max_request_batch), served.mean, served.std))
+            answer["decode_ms"] = round((time.perf_counter() - start) * 1000, 3)
         start = time.perf_counter()
-        logits = await state.logits(served, batch)
-        answer["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)
+        logits, timing, ids = await state.timed_logits(served, batch)
+        answer["latency_ms"] = round((time.perf_counter() - start) * 1000, 3)  # queue + model + hand-back, in the server
+        answer |= timing.as_dict()  # compute_ms: the forward pass alone; queue_ms: waiting for it
+        if ids:
+            answer["feedback_ids"] = ids  # POST /feedback {"id", "label"} corrects a prediction
         probs = softmax(logits)
         if served.tags_words:
             assert batch.words is not None
@@ -59,8 +65,24 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
         ]
         return answer
 
+    @app.post("/feedback")
+    async def feedback(request: Request) -> dict:
+        """A person's label for a captured sample: ``{"id": <feedback_id>, "label": <class name>}``."""
+        if state.feedback is None or not hasattr(state.feedback, "correct"):
+            raise InferError("feedback is off: start the server with --feedback DIR (image and tensor models)", 409)
+        try:
+            body = json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise InferError(f"the body is not valid JSON: {err}") from None
+        if not isinstance(body, dict) or not isinstance(body.get("id"), str) or not isinstance(body.get("label"), str):
+            raise InferError('expected {"id": "<feedback_id from /predict>", "label": "<class name>"}', 422)
+        stored = await asyncio.to_thread(state.feedback.correct, body["id"], body["label"])
+        return {"stored": stored}
+
     @app.get("/", response_class=HTMLResponse)
-    async def page() -> HTMLResponse:
+    async def page() -> Response:
+        if not state.models:  # teachable mode before its first Train
+            return RedirectResponse("/teach")
         return HTMLResponse(page_html(state.models))
 
 

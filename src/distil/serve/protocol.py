@@ -207,7 +207,12 @@ def _json_bytes(tensor: RequestInput, count: int) -> list[bytes]:
 
 
 def encode_response(
-    model_name: str, request_id: str | None, outputs: list[tuple[str, bool]], tensors: dict[str, np.ndarray]
+    model_name: str,
+    request_id: str | None,
+    outputs: list[tuple[str, bool]],
+    tensors: dict[str, np.ndarray],
+    model_version: str = "1",
+    parameters: dict[str, Any] | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """The response body and its headers: JSON only, or JSON header + binary tensors.
 
@@ -224,9 +229,11 @@ def encode_response(
         else:
             entry["data"] = payload
         entries.append(entry)
-    response: dict[str, Any] = {"model_name": model_name, "model_version": "1", "outputs": entries}
+    response: dict[str, Any] = {"model_name": model_name, "model_version": model_version, "outputs": entries}
     if request_id is not None:
         response["id"] = request_id
+    if parameters:
+        response["parameters"] = parameters
     header = json.dumps(response, separators=(",", ":")).encode()
     if not blobs:
         return header, {"content-type": "application/json"}

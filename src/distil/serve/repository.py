@@ -3,12 +3,15 @@
 :func:`load_models` reads a run directory or a bare ``.onnx`` file:
 
 * **run directory** (``distil run``'s output): input shape, class names and normalization come from
-  ``summary.json``'s ``data``; the student is the distilled one (else the scratch one). With the
-  ``onnxruntime`` runtime an ``.onnx`` file under ``RUN_DIR/compressed/`` is preferred (the fp32
-  ``student*.onnx``); without one the student is rebuilt from ``config.yaml`` and its safetensors
-  weights and exported to a temporary ONNX file (:func:`export_onnx`), whose outputs are checked
-  against PyTorch's; if that is not possible the PyTorch module itself is served, and the model
-  metadata says so. The teacher, when ``teacher.safetensors`` exists, is served too, as ``teacher``.
+  ``summary.json``'s ``data``; the student is the row that :func:`~distil.serve.selection.choose_row`
+  picks — by default the fastest servable student row at batch 1 (ONNX rows first) within 0.5 point
+  of the best student, or ``row`` by name — and the model reports that row's own numbers. An ONNX row
+  is served from its file; a run's own ``.safetensors`` student is rebuilt from ``config.yaml`` and,
+  with the ``onnxruntime`` runtime, exported to a temporary ONNX file (:func:`export_onnx`) whose
+  outputs are checked against PyTorch's; if that is not possible the PyTorch module itself is served,
+  and the model metadata says so. The teacher, when ``teacher.safetensors`` exists, is served too, as
+  ``teacher`` (from ``compressed/teacher*.onnx`` when compress made one). Promoted versions
+  (``RUN/versions/N``, ``distil loop``) are served by :func:`version_model` (see watch.py).
 * **text runs** (``summary.json``'s ``data`` has ``text``): the model's input is a
   :class:`~distil.serve.inputs.TextInput` — BYTES strings, tokenized in the server with the run's
   tokenizer (its tokenizer.json checked against the run's sha256; see :mod:`distil.serve.text_runs`).
@@ -32,7 +35,9 @@ import numpy as np
 from distil.errors import ModelError
 from distil.serve.backends import Backend, OnnxBackend, TorchBackend
 from distil.serve.inputs import Batch, Limits, TensorInput, TextInput
+from distil.serve.selection import Selection, choose_row
 from distil.serve.text_runs import text_input, vocabulary_args
+from distil.session.versions import Version
 
 log = logging.getLogger("distil.serve")
 
@@ -56,6 +61,7 @@ class ServedModel:
     role: str = "student"
     info: dict[str, Any] = field(default_factory=dict)  # arch, method, accuracy, source, ...
     input: TensorInput | TextInput | None = None
+    version: str = "1"  # the OIP model version: 1 is the run's own model, 2, 3, ... distil loop's promotions
 
     def __post_init__(self) -> None:
         if self.input is None:
@@ -105,7 +111,7 @@ class ServedModel:
         """The OIP model-metadata response, with distil's own facts under ``parameters``."""
         return {
             "name": self.name,
-            "versions": ["1"],
+            "versions": [self.version],  # the app lists every version of the name
             "platform": self.backend.platform,
             "inputs": [self.inputs.metadata()],
             "outputs": self._output_metadata(),
@@ -146,13 +152,16 @@ def word_tags(batch: Batch, probabilities: np.ndarray) -> list[list[tuple[int, f
     return out
 
 
-def load_models(target: str | Path, runtime: str = "onnxruntime", name: str = "student") -> list[ServedModel]:
-    """The models to serve from a run directory or an ``.onnx`` file; the first is the main one."""
+def load_models(target: str | Path, runtime: str = "onnxruntime", name: str = "student", row: str | None = None) -> list[ServedModel]:
+    """The models to serve from a run directory or an ``.onnx`` file; the first is the main one.
+
+    The student row of a run is chosen by :func:`~distil.serve.selection.choose_row` (the stated rule,
+    or ``row`` by name); its own numbers are what the model reports."""
     if runtime not in RUNTIMES:
         raise ModelError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     path = Path(target)
     if path.is_dir():
-        return _from_run_dir(path, runtime, name)
+        return _from_run_dir(path, runtime, name, row)
     if path.is_file() and path.suffix == ".onnx":
         return [_from_onnx_file(path, name)]
     raise ModelError(f"{path}: expected a run directory (with summary.json) or an .onnx file")
@@ -185,52 +194,60 @@ def _from_onnx_file(path: Path, name: str) -> ServedModel:
     return ServedModel(name, backend, class_names, model_input.mean, model_input.std, "student", {"source": str(path)}, model_input)
 
 
-def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
+def _from_run_dir(run: Path, runtime: str, name: str, wanted: str | None = None) -> list[ServedModel]:
     summary_path = run / "summary.json"
     if not summary_path.is_file():
         raise ModelError(f"{run}: no summary.json; serve a finished run directory (`distil run ... --out {run}`) or an .onnx file")
     try:
         summary = json.loads(summary_path.read_text())
         data = summary["data"]
-        # rows of other runtimes (distil compress adds ONNX rows) are found through compressed/ instead
-        rows = {m["name"]: m for m in summary.get("models", []) if str(m.get("weights", "")).endswith(".safetensors")}
+        models = [m for m in summary.get("models", []) if isinstance(m, dict) and "name" in m]
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ModelError(f"{summary_path}: not a distil run summary ({err})") from None
-    students = [m for m in rows.values() if m.get("role") == "student" and m.get("method") != "scratch"] or [
-        m for m in rows.values() if m.get("role") == "student"
-    ]
-    if not students:
-        raise ModelError(f"{run}/summary.json lists no student model")
-    student = students[-1]
+    selection = choose_row(run, models, runtime, wanted)
     shape = tuple(data["input_shape"])
     text = data.get("text")
     # one input for both models: the tokenizer is loaded once and student and teacher read the same ids
     model_input = text_input(text, str(run)) if text is not None else TensorInput("input", shape, tuple(data["mean"]), tuple(data["std"]))
     common = {"class_names": tuple(data["class_names"]), "mean": model_input.mean, "std": model_input.std, "input": model_input}
-    served = [_run_model(run, name, "student", student, shape, runtime, common)]
+    rows = {m["name"]: m for m in models}
+    served = [_run_model(run, name, "student", selection, shape, runtime, common, rows)]
+    teacher = rows.get("teacher")
     if "paired" in data:  # the teacher takes another input (another modality) than the one a request carries
         log.info("%s: paired data (the teacher sees %s); serving the student only", run, data["paired"]["teacher"]["input"])
-    elif "teacher" in rows and (run / rows["teacher"]["weights"]).is_file():
+    elif teacher is not None and (run / teacher["weights"]).is_file():
         if name == "teacher":
             raise ModelError("--model-name teacher clashes with the run's teacher, served as 'teacher'; choose another name")
-        served.append(_run_model(run, "teacher", "teacher", rows["teacher"], shape, runtime, common))
+        served.append(_run_model(run, "teacher", "teacher", Selection(teacher, "the run's teacher"), shape, runtime, common, rows))
     return served
 
 
-def _run_model(run: Path, name: str, role: str, row: dict[str, Any], shape: tuple[int, ...], runtime: str, common: dict) -> ServedModel:
-    info = {k: row[k] for k in ("arch", "method", "accuracy", "params") if k in row} | {"source": str(run)}
+def _run_model(
+    run: Path, name: str, role: str, selection: Selection, shape: tuple[int, ...], runtime: str, common: dict, rows: dict[str, dict]
+) -> ServedModel:
+    """The model of ``selection``'s row: its ONNX file, or its safetensors rebuilt (and exported when ONNX Runtime serves)."""
+    row = selection.row
     model_input: TensorInput | TextInput = common["input"]
     backend: Backend | None = None
-    if runtime == "onnxruntime":
-        onnx_file = compressed_onnx(run, role)
-        if onnx_file is not None:
-            candidate = OnnxBackend(onnx_file)
-            if isinstance(model_input, TensorInput) or candidate.graph_input.takes_any_length:
-                backend, info["weights"] = candidate, str(onnx_file)
-            else:
-                log.warning("%s takes %s %s, not token ids of any length; not used", onnx_file, candidate.input_type, candidate.input_shape)
+    if str(row["weights"]).endswith(".onnx"):
+        candidate = OnnxBackend(run / row["weights"])
+        if isinstance(model_input, TensorInput) or candidate.graph_input.takes_any_length:
+            backend = candidate
+        elif row.get("source") in rows:  # a text graph of one fixed length: serve the row it was made from instead
+            log.warning("%s takes %s %s, not token ids of any length; serving %s", row["weights"], candidate.input_type, candidate.input_shape, row["source"])
+            selection = Selection(rows[row["source"]], f"{selection.reason}; {row['name']} takes one fixed length", selection.best)
+            row = selection.row
+        else:
+            raise ModelError(f"{run / row['weights']}: a text model must take token ids of any length")
+    card = selection.card()
+    card["measured_runtime"] = card.pop("runtime", None)
+    info = {**card, "source": str(run)}
+    if backend is not None:
+        info["weights"] = str(run / row["weights"])
+    elif role == "teacher" and runtime == "onnxruntime" and (onnx_file := compressed_onnx(run, role)) is not None:
+        backend, info["weights"] = OnnxBackend(onnx_file), str(onnx_file)
     if backend is None:
-        model = _rebuild(run, role, row, shape)
+        model = rebuild_model(run, role, row, shape)
         info["weights"] = str(run / row["weights"])
         backend = TorchBackend(model, shape)
         if runtime == "onnxruntime":
@@ -245,6 +262,19 @@ def _run_model(run: Path, name: str, role: str, row: dict[str, Any], shape: tupl
     return ServedModel(name, backend, role=role, info=info, **common)
 
 
+def version_model(base: ServedModel, version: Version) -> ServedModel:
+    """A promoted version (``RUN/versions/N``, :mod:`distil.session.versions`) of ``base``: its ONNX file
+    with ``base``'s input and classes, reporting its own summary row and the comparison that promoted it."""
+    backend = OnnxBackend(version.onnx)
+    if _probe(backend, base.inputs) != base.num_classes:
+        raise ModelError(f"{version.onnx}: the model's outputs do not match the {base.num_classes} classes of {base.name!r}")
+    row = version.row
+    card = Selection(row, f"distil loop promotion: version {version.number}").card()
+    card["measured_runtime"] = card.pop("runtime", None)
+    info = {**card, "feedback_accuracy": row.get("feedback_accuracy"), "loop": version.summary.get("loop"), "source": str(version.folder), "weights": str(version.onnx)}
+    return ServedModel(base.name, backend, base.class_names, base.mean, base.std, base.role, info, base.inputs, version=str(version.number))
+
+
 def compressed_onnx(run: Path, role: str) -> Path | None:
     """The ONNX file ``distil compress`` left for ``role``: the fp32 one when there are several."""
     exact = run / "compressed" / f"{role}.onnx"  # the model itself, exported: what its row measured
@@ -257,7 +287,7 @@ def compressed_onnx(run: Path, role: str) -> Path | None:
     return (plain or files)[0]
 
 
-def _rebuild(run: Path, role: str, row: dict[str, Any], shape: tuple[int, ...]):
+def rebuild_model(run: Path, role: str, row: dict[str, Any], shape: tuple[int, ...]):
     """The run's ``role`` model built from ``config.yaml`` (a text model with the vocabulary of its weights) and loaded."""
     import yaml
 

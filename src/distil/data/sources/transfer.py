@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,50 @@ def load_transfer(path: Path | None) -> RawData:
     if not xs:
         raise DataError(f"{root}: the transfer set has no shards yet (nothing was captured)")
     return RawData(np.concatenate(xs), np.concatenate(ys), None, None, class_names, shape, str(root))
+
+
+#: The label of a feedback sample nobody corrected (cross-entropy's ignore_index: the teacher alone labels it).
+UNCORRECTED = -100
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A feedback folder as ``distil loop`` reads it: raw inputs, their ids, what was answered, and the
+    corrections people sent (``corrected[i]`` a class index, :data:`UNCORRECTED` where none)."""
+
+    x: np.ndarray  # raw scale, (N, *input_shape)
+    ids: tuple[str, ...]
+    predicted: np.ndarray  # what the served model answered (a record, not a label)
+    corrected: np.ndarray
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def load_feedback(path: Path) -> Feedback:
+    """The shards under ``path`` with their ids, and ``corrections.jsonl`` joined by id (the last one wins).
+
+    A correction naming an id no shard holds (its sample was never written: the server stopped before
+    flushing) or a class outside ``transfer.json``'s is skipped; a line cut short by a crash too.
+    """
+    raw = load_transfer(path)
+    root = Path(path)
+    ids: list[str] = []
+    for shard in sorted(root.glob("shard-*.npz")):
+        with np.load(shard, allow_pickle=False) as archive:
+            n = len(archive["y"])
+            ids.extend(archive["id"].tolist() if "id" in archive.files else [f"{shard.stem}-{i}" for i in range(n)])
+    corrected = np.full(len(ids), UNCORRECTED, np.int64)
+    position = {sample_id: i for i, sample_id in enumerate(ids)}
+    corrections = root / "corrections.jsonl"
+    if corrections.is_file():
+        for line in corrections.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+                i, label = position[record["id"]], raw.class_names.index(record["label"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            corrected[i] = label
+    return Feedback(raw.train_x, tuple(ids), raw.train_y, corrected, raw.class_names, raw.input_shape)
