@@ -210,3 +210,58 @@ def test_a_rank_rule_on_the_command_line_replaces_the_configs_other_rule(compres
     result = invoke("compress", run, "--steps", "lowrank", "--rank-ratio", "0.5")
     assert result.exit_code == 0, result.output
     assert summary_of(run)["models"][-1]["lowrank"]["factorized"]["layer1.linear"]["rank"] == [16]  # ⌈0.5 · 32⌉, not the energy's
+
+
+def test_an_interrupted_chain_resumes_after_its_finished_steps(compressed_run, tmp_path, monkeypatch):
+    """lowrank and prune finish, the onnx step fails (stop): `--resume` rebuilds the factorized, pruned model
+    from its file and exports it; the rows equal those of the same chain run without interruption."""
+    import shutil
+
+    import torch
+
+    from distil.compress import export
+
+    src, _ = compressed_run
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    shutil.copytree(src, whole)
+    shutil.copytree(src, cut)
+    steps = ("--steps", "lowrank,prune,onnx", "--rank-ratio", "0.5", "--prune-method", "channels", "--sparsity", "0.5", "--epochs", "1")
+    assert invoke("compress", whole, *steps).exit_code == 0
+
+    real = export.export_onnx
+
+    def broken(model, *args, **kwargs):
+        model = copy.deepcopy(model)
+        with torch.no_grad():
+            model.fc.bias.add_(torch.arange(10.0))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(export, "export_onnx", broken)
+    failed = invoke("compress", cut, *steps)
+    assert failed.exit_code == 2 and "parity check failed" in failed.output
+    monkeypatch.setattr(export, "export_onnx", real)
+    assert [s["status"] for s in summary_of(cut)["compress"]["steps"]] == ["ok", "ok", "failed"]
+
+    different = invoke("compress", cut, "--resume", "--steps", "lowrank,prune,onnx")  # other settings than the interrupted chain's
+    assert different.exit_code == 2 and "compress.lowrank" in different.output and "differ" in different.output
+
+    resumed = invoke("compress", cut, "--resume")  # alone: the interrupted chain's settings
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed after 2 finished step(s): lowrank, prune" in " ".join(resumed.output.split())
+    a, b = summary_of(whole), summary_of(cut)
+    assert [m["name"] for m in b["models"]] == [m["name"] for m in a["models"]]
+    assert [m["accuracy"] for m in b["models"]] == [m["accuracy"] for m in a["models"]]
+    assert b["models"][-1]["name"] == "student_kd.lowrank.pruned.onnx" and b["models"][-1]["parity"]["argmax_agreement"] == 1.0
+    assert [s["status"] for s in b["compress"]["steps"]] == ["ok", "ok", "ok"] and b["compress"]["resumed"][0]["after_steps"] == 2
+
+    again = invoke("compress", cut, "--resume")
+    assert again.exit_code == 2 and "nothing to resume" in again.output
+
+
+def test_resume_without_an_interrupted_chain_exits_2(tmp_path):
+    raw = {**TINY, "compress": None}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert invoke("run", tmp_path / "c.yaml", "--out", tmp_path / "out").exit_code == 0
+    result = invoke("compress", tmp_path / "out", "--resume")
+    assert result.exit_code == 2 and "never compressed" in result.output
+    assert not (tmp_path / "out" / "compressed").exists()

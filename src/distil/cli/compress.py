@@ -30,6 +30,7 @@ def compress(
     student: Annotated[str | None, typer.Option(help="the model of summary.json to compress (default: student_<method>)")] = None,
     on_error: Annotated[OnError | None, typer.Option("--on-error", help="a failing step: stop (exit 2) or skip it and go on")] = None,
     compiled: Annotated[bool | None, typer.Option("--compiled/--no-compiled", help="also time the teacher and student with torch.compile")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="go on with an interrupted chain from its first unfinished step (same settings)")] = False,
 ) -> None:
     """Prune, quantize and export a run's distilled student: RUN_DIR/compressed/, rows in summary.json, the table.
 
@@ -49,5 +50,9 @@ def compress(
 
         raise ConfigError(f"compress overrides must be compress.KEY=VALUE (the run itself is fixed), got {', '.join(bad)}")
     config = run_config(run_dir, [*items, *(overrides or [])])
-    print_summary(compress_run(run_dir, config, console=err))
+    if resume and not items and not overrides:  # `--resume` alone: the interrupted chain's own settings
+        from distil.compress.resume import interrupted_settings
+
+        config = interrupted_settings(run_dir, config)
+    print_summary(compress_run(run_dir, config, console=err, resume=resume))
     write_run_report(run_dir)

@@ -43,41 +43,57 @@ def _remeasure(chain: Chain, entry: dict[str, Any], model: nn.Module, path: Path
     return extra
 
 
-def compress_run(run_dir: str | Path, config=None, console: Console | None = None) -> dict[str, Any]:
+def compress_run(run_dir: str | Path, config=None, console: Console | None = None, *, resume: bool = False) -> dict[str, Any]:
     """Compress the student of a finished run as ``config.compress`` says; returns the updated summary.
 
     ``config`` defaults to the run's own ``config.yaml`` (with the default compress section if it has
     none). Raises :class:`DistilError` for a step that fails with ``on_error: stop`` — the rows and
-    files of the steps before it are kept, and valid.
+    files of the steps before it are kept, and valid. ``resume``: go on with an interrupted chain
+    (:mod:`distil.compress.resume`) instead of starting a new one.
     """
+    from distil.compress.resume import finished_steps, replay
+
     console = console or Console(stderr=True)
     started = time.perf_counter()
     run_dir = Path(run_dir)
     config, summary, data, teacher, student, arch, base = load_run(run_dir, config)
     check_steps(config.compress, student)
+    done = finished_steps(summary, config) if resume else []
     out = run_dir / COMPRESSED
-    # a new chain replaces the last one: its files and rows go first, so nothing stale looks valid
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    summary["models"] = [m for m in summary["models"] if "source" not in m]
     chain = Chain(config=config, data=data, teacher=teacher, model=student, name=base, out=out, console=console, arch=arch)
 
     from distil.session import RunDir
 
     run = RunDir(run_dir)
-    rows = summary["models"]
-    for entry in list(rows):
-        if entry["name"] in ("teacher", base):
-            model = teacher if entry["name"] == "teacher" else student
-            rows.extend(_remeasure(chain, entry, model, run_dir / entry["weights"]))
-    import onnxruntime
+    if resume:
+        for staged in out.glob(".*.staged.*"):  # a step cut short leaves its staged file, never a final one
+            staged.unlink()
+        rows = summary["models"]
+        by_name = {r["name"]: r for r in rows}
+        for step in done:
+            replay(chain, step, by_name)
+        summary["compress"]["steps"] = done
+        summary["compress"].setdefault("resumed", []).append({"after_steps": len(done), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        console.print(f"compress: resumed after {len(done)} finished step(s){': ' + ', '.join(s['step'] for s in done) if done else ''}; now at {chain.label}", highlight=False)
+        run.write_summary(summary)
+    else:
+        # a new chain replaces the last one: its files and rows go first, so nothing stale looks valid
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        summary["models"] = [m for m in summary["models"] if "source" not in m]
+        rows = summary["models"]
+        for entry in list(rows):
+            if entry["name"] in ("teacher", base):
+                model = teacher if entry["name"] == "teacher" else student
+                rows.extend(_remeasure(chain, entry, model, run_dir / entry["weights"]))
+        import onnxruntime
 
-    from distil.hardware import machine
+        from distil.hardware import machine
 
-    summary["compress"] = {"config": config.compress.model_dump(mode="json"), "steps": [], "measured_again": ["teacher", base],
-                           "machine": {**machine(), "onnxruntime": onnxruntime.__version__}}  # fmt: skip
-    run.write_summary(summary)
-    for name in config.compress.steps:
+        summary["compress"] = {"config": config.compress.model_dump(mode="json"), "steps": [], "measured_again": ["teacher", base],
+                               "machine": {**machine(), "onnxruntime": onnxruntime.__version__}}  # fmt: skip
+        run.write_summary(summary)
+    for name in config.compress.steps[len(done) :]:
         console.print(f"compress: {name} of {chain.label}", highlight=False)
         t0 = time.perf_counter()
         try:
