@@ -10,6 +10,7 @@ whose logits differ in width, naming both.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -29,13 +30,15 @@ class HFCausalLM(nn.Module):
         self.model = model
         self.max_length = max_length
         self.vocab_size = vocab_size
+        # transformers ≥ 5 names the cache argument `cache` (past_key_values is deprecated); older ones past_key_values
+        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids=x, use_cache=False).logits
 
     def step(self, ids: torch.Tensor, past: Any = None) -> tuple[torch.Tensor, Any]:
-        out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
-        return out.logits, out.past_key_values
+        out = self.model(input_ids=ids, use_cache=True, **{self._cache_arg: past})
+        return out.logits, getattr(out, self._cache_arg)
 
 
 def hf_causal_lm(spec: str) -> HFCausalLM:

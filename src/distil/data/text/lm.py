@@ -21,6 +21,7 @@ takes a teacher folder's ``tokenizer.json`` instead. Ids are never padded inside
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from collections.abc import Sequence
@@ -138,6 +139,12 @@ class LMData:
         }
 
 
+@functools.lru_cache(maxsize=2)
+def _verses(source: str) -> tuple[Verse, ...]:
+    """The module's verses, read once per process (decompressing the KJV takes seconds)."""
+    return tuple(read_module(source))
+
+
 def choose_books(order: list[str], chosen: Sequence[str] | int, taken: set[str], seed: int, field_name: str) -> list[str]:
     """``chosen`` (OSIS ids, checked) or that many books drawn with ``seed`` from those not ``taken``."""
     if isinstance(chosen, int) and not isinstance(chosen, bool):
@@ -182,7 +189,7 @@ def load_lm_text(
     """
     if isinstance(context_length, bool) or not isinstance(context_length, int) or context_length < 2:
         raise DataError(f"data.context_length must be an integer ≥ 2, got {context_length!r}")
-    verses = read_module(source)
+    verses = _verses(source)
     by_book: dict[str, list[Verse]] = {}
     for verse in verses:
         if verse.text:
