@@ -44,7 +44,7 @@ from distil.models.generate import generate
 from distil.models.registry import count_parameters
 from distil.pretrained import is_pretrained_spec
 from distil.session.run_dir import RunDir
-from distil.weights import load_weights, save_weights
+from distil.weights import atomic_write, load_weights, save_weights
 
 
 def load_data(config: LMExperimentConfig) -> LMData:
@@ -80,6 +80,8 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
         check_same_vocabulary(teacher, student)
     run = RunDir(out_dir)
     run.start(config.model_dump(mode="json"))
+    tokenizer_file = (data.tokenizer.folder / "tokenizer.json").read_bytes()
+    atomic_write(run.path / "tokenizer.json", lambda tmp: tmp.write_bytes(tokenizer_file))  # the served model's tokenizer
     train, val, test = (t.to(device) for t in (data.train, data.val, data.test))
     teacher.to(device)
     gen = config.generation

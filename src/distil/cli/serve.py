@@ -33,9 +33,15 @@ def serve(
     feedback_max: Annotated[int, typer.Option(min=1, help="feedback cap: samples")] = 10_000,
     feedback_max_mb: Annotated[float, typer.Option(min=0.001, help="feedback cap: MB of inputs")] = 256.0,
     max_text_bytes: Annotated[int, typer.Option(min=1, help="text models: UTF-8 bytes per text; beyond it 413")] = 10_000,
+    max_tokens: Annotated[int, typer.Option(min=1, help="language-model runs: the most tokens one request may generate")] = 64,
 ) -> None:
     """Serve a run's student (and teacher) over the Open Inference Protocol v2, with /predict and a page at /."""
     import uvicorn
+
+    from distil.serve.lm_app import is_lm_run
+
+    if is_lm_run(target):  # a language-model run: prompts in, generated text out
+        return serve_lm(target, host, port, None if model_name == "student" else model_name, runtime.value, max_tokens)
 
     from distil.serve import BatchSettings, ServeSettings, create_app, feedback_writer, load_models
 
@@ -47,3 +53,17 @@ def serve(
         err.print(f"{m.name}: {m.role}, {m.backend.name}, {takes}, {m.num_classes} classes, from {m.info.get('weights', m.info.get('source'))}", highlight=False)
     err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
     uvicorn.run(create_app(models, settings, writer), host=host, port=port, log_level="warning")
+
+
+def serve_lm(target: Path, host: str, port: int, student: str | None, runtime: str, max_tokens: int) -> None:
+    """``distil serve`` on a ``kind: lm`` run: the teacher and one student (``--model-name`` METHOD; default the
+    distilled student with the lowest held-out perplexity) generate text."""
+    import uvicorn
+
+    from distil.serve.lm_app import LMServeSettings, create_lm_app, load_lm_models
+
+    models = load_lm_models(target, runtime, student)
+    for m in models:
+        err.print(f"{m.name}: {m.role}, {m.backend}, context {m.model.max_length}, {m.model.vocab_size} tokens", highlight=False)
+    err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict)", highlight=False)
+    uvicorn.run(create_lm_app(models, LMServeSettings(max_tokens)), host=host, port=port, log_level="warning")

@@ -37,6 +37,14 @@ INIT_STD = 0.02  # GPT-2's initializer_range
 KeyValues = tuple[torch.Tensor, torch.Tensor]
 
 
+def causal_mask(new: int, total: int, device: torch.device) -> torch.Tensor:
+    """``(new, total)`` bool: the last ``new`` of ``total`` positions each see every position up to their own.
+
+    Built from ``arange`` comparisons (not ``tril(diagonal=...)``) so that a traced ONNX graph keeps both sizes dynamic.
+    """
+    return torch.arange(total, device=device)[None, :] <= torch.arange(new, device=device)[:, None] + (total - new)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention that can extend a cache of earlier keys and values."""
 
@@ -55,8 +63,7 @@ class CausalSelfAttention(nn.Module):
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
             causal = False
             if length > 1:  # new tokens see the whole cache and the new tokens up to themselves
-                seen = k.shape[2] - length
-                mask = torch.ones(length, k.shape[2], dtype=torch.bool, device=x.device).tril(diagonal=seen)
+                mask = causal_mask(length, k.shape[2], x.device)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(out.transpose(1, 2).reshape(b, length, width)), (k, v)
 
