@@ -8,7 +8,7 @@ from distil.data.text.lm import blocks, learn_bpe, load_lm_text
 from distil.errors import DataError
 
 pytest.importorskip("tokenizers")
-SMALL = dict(books=["Gen", "Exod", "Ruth", "Jonah", "Mark"], max_verses=60, context_length=16, vocab_size=300)
+SMALL = {"books": ["Gen", "Exod", "Ruth", "Jonah", "Mark"], "max_verses": 60, "context_length": 16, "vocab_size": 300}
 
 
 @pytest.fixture(scope="module")

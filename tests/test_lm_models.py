@@ -51,7 +51,7 @@ def test_generate_greedy_is_the_argmax_chain_and_sampling_is_seeded():
     for _ in range(6):  # no cache: the whole prefix each time
         manual = torch.cat([manual, model(manual)[:, -1].argmax(-1, keepdim=True)], 1)
     assert torch.equal(out, manual)
-    draw = lambda seed: generate(model, prompts, 6, temperature=1.0, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    draw = lambda seed: generate(model, prompts, 6, temperature=1.0, generator=torch.Generator().manual_seed(seed))
     assert torch.equal(draw(3), draw(3)) and not torch.equal(draw(3), draw(4))
 
 

@@ -85,8 +85,8 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
     train, val, test = (t.to(device) for t in (data.train, data.val, data.test))
     teacher.to(device)
     gen = config.generation
-    log = lambda name: lambda record: run.log_epoch(name, record)  # noqa: E731
-    evaluate = lambda model: {"val_ppl": perplexity(model, val)}  # noqa: E731
+    log = lambda name: lambda record: run.log_epoch(name, record)
+    evaluate = lambda model: {"val_ppl": perplexity(model, val)}
     fits: dict[str, dict[str, Any]] = {}
     if not config.teacher.weights and not is_pretrained_spec(config.teacher.model):
         console.print(f"teacher: training {config.teacher.model} ({count_parameters(teacher):,} parameters)", highlight=False)
