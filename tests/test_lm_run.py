@@ -98,3 +98,38 @@ def test_bad_lm_configs_exit_2_before_any_training(tmp_path, change, message):
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.output.split())
     assert not (tmp_path / "out").exists()
+
+
+def test_hf_teacher_folder_with_its_tokenizer(tmp_path):
+    """A Hugging Face causal LM folder as the teacher, its tokenizer.json as the data's; a vocabulary that
+    does not match the tokenizer is refused before anything is written."""
+    transformers = pytest.importorskip("transformers")
+    from distil.data.text.lm import learn_bpe
+
+    folder = tmp_path / "teacher"
+    tok = learn_bpe(["In the beginning God created the heaven and the earth.\n"] * 3 + ["And God said, Let there be light\n"], 280, tmp_path / "tok")
+
+    def save(vocab):
+        torch.manual_seed(0)
+        config = transformers.GPT2Config(vocab_size=vocab, n_positions=32, n_embd=16, n_layer=1, n_head=2)
+        transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+        (folder / "tokenizer.json").write_bytes((tok.folder / "tokenizer.json").read_bytes())
+
+    raw = copy.deepcopy(TINY)
+    raw["data"]["tokenizer"] = f"hf:{folder}"
+    raw["teacher"] = {"model": f"hf:{folder}"}
+    raw["methods"] = ["data", "rkl"]
+    save(tok.vocab_size + 3)
+    result = run(tmp_path, raw)
+    assert result.exit_code == 2 and f"predicts {tok.vocab_size + 3} tokens but the tokenizer has {tok.vocab_size}" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+    save(tok.vocab_size)
+    result = run(tmp_path, raw)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["data"]["tokenizer"] == f"hf:{folder}" and "train" not in summary["models"][0]  # loaded, not trained
+    assert summary["models"][2]["kl_to_teacher"] > 0
+    from distil.serve.lm_app import load_lm_models
+
+    served = load_lm_models(tmp_path / "out", "onnxruntime")  # the hf teacher on torch, the gpt student on ONNX Runtime
+    assert [(m.name, m.backend) for m in served] == [("teacher", "torch"), ("student_rkl", "onnxruntime")]

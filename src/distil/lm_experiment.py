@@ -39,7 +39,7 @@ from distil.engine.lm_teacher import TokenLogitCache, teacher_samples
 from distil.engine.lm_trainer import LMMethod, fit_lm, generation_speed, mean_token_kl, perplexity, token_nll
 from distil.engine.teacher_store import TeacherStore
 from distil.hardware import machine, resolve_device
-from distil.models.causal_lm import build_causal_lm, check_same_vocabulary
+from distil.models.causal_lm import HFCausalLM, build_causal_lm, check_same_vocabulary
 from distil.models.generate import generate
 from distil.models.registry import count_parameters
 from distil.pretrained import is_pretrained_spec
@@ -92,7 +92,8 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
         console.print(f"teacher: training {config.teacher.model} ({count_parameters(teacher):,} parameters)", highlight=False)
         settings = config.teacher.train.settings(gen.prompt_tokens, gen.sample_temperature)
         fits["teacher"] = fit_lm(teacher, train, LMMethod("data"), settings, seed=config.seed, log=log("teacher"), evaluate=evaluate)
-    save_weights(teacher, run.weights("teacher"))
+    if not (is_pretrained_spec(config.teacher.model) and "teacher" not in fits):  # a folder as given is its own record
+        save_model(teacher, run.path, "teacher")
     teacher.eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -127,7 +128,7 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
             log=log(method.name),
             evaluate=evaluate,
         )
-        save_weights(student, run.weights(f"student_{method.name}"))
+        save_model(student, run.path, f"student_{method.name}")
     models = {"teacher": teacher, **{f"student_{m.name}": students[m.name] for m in methods}}
     rows = [record(name, model, teacher, data, val, test, config, fits.get(name.removeprefix("student_")), methods) for name, model in models.items()]
     teacher_nll = rows[0]["test_nll"]
@@ -151,6 +152,15 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
     }
     run.write_summary(summary)
     return summary
+
+
+def save_model(model: nn.Module, run_dir: Path, name: str) -> Path:
+    """``DIR/NAME.safetensors`` for a zoo model; a Hugging Face one as its own folder ``DIR/NAME/`` (its tied
+    embeddings share memory, which a plain safetensors state dict cannot hold)."""
+    if isinstance(model, HFCausalLM):
+        model.model.save_pretrained(run_dir / name)
+        return run_dir / name
+    return save_weights(model, run_dir / f"{name}.safetensors")
 
 
 def record(

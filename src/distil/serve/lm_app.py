@@ -41,6 +41,7 @@ from distil.errors import ConfigError
 from distil.models.causal_lm import build_causal_lm
 from distil.models.generate import generate
 from distil.models.gpt import GPT
+from distil.pretrained import is_pretrained_spec
 from distil.serve.json_errors import add_error_handlers
 from distil.serve.protocol import HEADER_LENGTH, InferError, encode_response, parse_infer
 from distil.weights import load_weights
@@ -112,9 +113,11 @@ def load_lm_models(run_dir: str | Path, runtime: str = "onnxruntime", student: s
         raise ConfigError(f"--model-name: the run has students {', '.join(rows)}, not {student!r}")
     served = []
     for name, section, role in (("teacher", config.teacher, "teacher"), (f"student_{student}", config.student, "student")):
-        kwargs = {} if section.model.startswith("hf:") else section.kwargs
-        model = build_causal_lm(section.model, vocab_size=summary["data"]["vocab_size"], context_length=summary["data"]["context_length"], **kwargs)
-        if not section.model.startswith("hf:") or name != "teacher":
+        spec, kwargs = section.model, section.kwargs
+        if is_pretrained_spec(spec):  # a trained Hugging Face model is the run's folder DIR/NAME/; a given one its own
+            spec, kwargs = (f"hf:{run_dir / name}" if (run_dir / name).is_dir() else spec), {}
+        model = build_causal_lm(spec, vocab_size=summary["data"]["vocab_size"], context_length=summary["data"]["context_length"], **kwargs)
+        if not is_pretrained_spec(spec):
             load_weights(model, run_dir / f"{name}.safetensors")
         model.eval()
         backend = "torch"
