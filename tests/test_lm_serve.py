@@ -26,6 +26,7 @@ def run_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm-serve")
     raw = copy.deepcopy(TINY)
     raw["methods"] = ["data", "fkl"]
+    raw["onnx"] = True  # the run exports its models with their KV cache and times them under ONNX Runtime
     (folder / "c.yaml").write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(app, ["run", str(folder / "c.yaml"), "--out", str(folder / "out")])
     assert result.exit_code == 0, result.output
@@ -47,6 +48,8 @@ def test_serve_generates_text(run_dir):
     models = load_lm_models(run_dir, "onnxruntime")
     assert [m.name for m in models] == ["teacher", "student_fkl"] and {m.backend for m in models} == {"onnxruntime"}
     assert (run_dir / "onnx" / "student_fkl.onnx").is_file()
+    rows = json.loads((run_dir / "summary.json").read_text())["models"]
+    assert all(row["tokens_per_s"]["onnx_greedy_b1"] > 0 for row in rows)
     reference = build_causal_lm("gpt", vocab_size=300, context_length=24, **TINY["student"]["kwargs"])
     load_weights(reference, run_dir / "student_fkl.safetensors").eval()
     tok = models[0].tokenizer

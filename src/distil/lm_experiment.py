@@ -33,6 +33,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from distil.compress.lm_export import OnnxLM, export_lm_onnx
 from distil.config.lm import LMExperimentConfig
 from distil.data.text.lm import LMData, load_lm_text
 from distil.engine.lm_teacher import TokenLogitCache, teacher_samples
@@ -41,6 +42,7 @@ from distil.engine.teacher_store import TeacherStore
 from distil.hardware import machine, resolve_device
 from distil.models.causal_lm import HFCausalLM, build_causal_lm, check_same_vocabulary
 from distil.models.generate import generate
+from distil.models.gpt import GPT
 from distil.models.registry import count_parameters
 from distil.pretrained import is_pretrained_spec
 from distil.session.run_dir import RunDir
@@ -130,7 +132,12 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
         )
         save_model(student, run.path, f"student_{method.name}")
     models = {"teacher": teacher, **{f"student_{m.name}": students[m.name] for m in methods}}
-    rows = [record(name, model, teacher, data, val, test, config, fits.get(name.removeprefix("student_")), methods) for name, model in models.items()]
+    if config.onnx:
+        (run.path / "onnx").mkdir(exist_ok=True)
+    rows = [
+        record(name, model, teacher, data, val, test, config, fits.get(name.removeprefix("student_")), methods, run.path)
+        for name, model in models.items()
+    ]
     teacher_nll = rows[0]["test_nll"]
     scratch = next((r for r in rows if r["method"] == "data"), None)
     for row in rows:
@@ -173,6 +180,7 @@ def record(
     config: LMExperimentConfig,
     fit: dict[str, Any] | None,
     methods: list[LMMethod],
+    run_dir: Path,
 ) -> dict[str, Any]:
     """One row of the table: perplexities, KL to the teacher, size, generation speed, samples."""
     import math
@@ -187,6 +195,10 @@ def record(
         prompts = speed_prompts[torch.arange(b, device=test.device) % speed_prompts.shape[0]]
         speeds[f"greedy_b{b}"] = generation_speed(model, prompts, new, repeats=gen.speed_repeats)
     speeds["sample_b1"] = generation_speed(model, speed_prompts[:1], new, temperature=1.0, repeats=gen.speed_repeats)
+    if config.onnx and isinstance(model, GPT):
+        onnx = OnnxLM(export_lm_onnx(model, run_dir / "onnx" / f"{name}.onnx"))
+        speeds["onnx_greedy_b1"] = generation_speed(onnx, speed_prompts[:1].cpu(), new, repeats=gen.speed_repeats)
+        model.to(test.device)
     return {
         "name": name,
         "role": "teacher" if name == "teacher" else "student",

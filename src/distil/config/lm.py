@@ -113,6 +113,7 @@ class LMExperimentConfig(Section):
     sequence_level: SequenceLevelConfig = Field(default_factory=SequenceLevelConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     cache: LMCacheConfig = Field(default_factory=LMCacheConfig)
+    onnx: bool = Field(False, description="also export every gpt model to DIR/onnx/NAME.onnx with its KV cache and time greedy b=1 generation under ONNX Runtime")
 
     @field_validator("methods", mode="before")
     @classmethod
