@@ -23,7 +23,7 @@ TINY = {
     "name": "tiny",
     "data": {"books": ["Gen", "Exod", "Ruth", "Jonah"], "max_verses": 80, "test_books": ["Ruth"], "val_books": ["Jonah"], "context_length": 24, "vocab_size": 300},
     "teacher": {"kwargs": {"width": 32, "depth": 2, "heads": 2}, "train": {"steps": 30, "batch_size": 8, "warmup": 5}},
-    "student": {"kwargs": {"width": 16, "depth": 1, "heads": 2}, "train": {"steps": 12, "batch_size": 8, "warmup": 2}},
+    "student": {"kwargs": {"width": 16, "depth": 1, "heads": 2}, "train": {"steps": 12, "batch_size": 8, "warmup": 2, "blocks": 40}},
     "methods": ["data", "fkl", {"name": "gkd", "on_policy": 0.5}, "seqkd"],
     "sequence_level": {"samples": 16},
     "generation": {"prompts": ["In the beginning", "And"], "max_new_tokens": 6, "speed_batches": [1, 4], "speed_new_tokens": 6, "speed_repeats": 1, "prompt_tokens": 4},
@@ -51,7 +51,8 @@ def test_lm_run_end_to_end(tmp_path):
     assert rows["student_fkl"]["gap_recovered"] is not None and "gap_recovered" not in data
     assert 0 < rows["student_gkd"]["train"]["on_policy_steps"] < 12
     cache = summary["teacher_outputs"]["token_logits"]
-    tokens = summary["data"]["blocks"]["train"] * 24
+    assert summary["data"]["student_blocks"] == 40 < summary["data"]["blocks"]["train"]  # the students' seeded subset
+    tokens = 40 * 24
     assert cache["bytes"] == tokens * (32 * (2 + 2) + 2)  # fp16 values + int16 ids per kept token, one fp16 rest
     assert summary["data"]["source_books"]["test"] == ["Ruth"]
     assert "In the beginning" in (tmp_path / "out" / "report.html").read_text()

@@ -1,13 +1,17 @@
 """Benchmark: a causal LM teacher distilled into a ~9x smaller student on the King James Bible.
 
-    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/language-models/run.py [--seeds 0] [--out /work/bench/lm] [KEY=VALUE ...]
-    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/language-models/run.py --collect 0 1 2 [--out /work/bench/lm]
+    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/language-models/run.py [--seeds 0] [--out /work/bench/lm] [--parallel]
+        [--teacher PATH] [KEY=VALUE ...]
+    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/language-models/run.py --collect 0 [--out /work/bench/lm]
 
-Runs configs/lm/kjv.yaml once per seed into OUT/seedN (teacher, then students: data only, forward KL,
-reverse KL, GKD on-policy, sequence-level) and writes results.json (every summary) and results.md (one
-table per seed, the mean over seeds, the prompts' continuations, the goal check) next to this script.
-``--collect`` runs nothing and writes the results of finished runs OUT/seedN (seeds run as separate
-processes side by side).
+Runs configs/lm/kjv.yaml per seed into OUT/seedN: the teacher (trained, or ``--teacher`` weights), then the
+students: data only, forward KL, reverse KL, GKD on-policy, sequence-level. ``--parallel`` (for a shared
+machine, where each process gets its own share of the CPU): the teacher first, then the top-k teacher cache
+built once, then the methods as four processes side by side (``data+fkl``, ``rkl``, ``gkd``, ``seqkd``, each
+``distil run`` with ``methods=[...]`` into OUT/seedN/part-*), merged into one summary: the teacher row of
+the ``data+fkl`` part, every student row, the gap recovered against that part's data-only student, and
+each row's speed-up against the teacher measured in the same process. Writes results.json (every summary)
+and results.md (the table per seed, the mean over seeds, the prompts' continuations, the goal check).
 """
 
 from __future__ import annotations
@@ -15,21 +19,81 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from distil.config.lm import load_lm_config
 from distil.hardware import set_threads
-from distil.lm_experiment import run_lm_experiment
-from distil.report.lm import lm_markdown
+from distil.lm_experiment import load_data, run_lm_experiment, subset
+from distil.report.lm import lm_markdown, write_lm_report
 
 HERE = Path(__file__).resolve().parent
-CONFIG = HERE.parents[1] / "configs" / "lm" / "kjv.yaml"
+ROOT = HERE.parents[1]
+CONFIG = ROOT / "configs" / "lm" / "kjv.yaml"
+PARTS = {"a": ["data", "fkl"], "b": ["rkl"], "c": ["gkd"], "d": ["seqkd"]}
+
+
+def run_parallel(seed: int, out: Path, overrides: list[str], teacher: str | None) -> dict:
+    """Teacher, then the cache, then the methods in four processes; the merged summary."""
+    import torch
+
+    from distil.engine.lm_teacher import TokenLogitCache
+    from distil.engine.teacher_store import TeacherStore
+    from distil.lm_experiment import build
+    from distil.weights import load_weights
+
+    base = [*overrides, f"seed={seed}"]
+    if teacher is None:  # train it alone: a run without students
+        run_lm_experiment(load_lm_config(CONFIG, [*base, "methods=[]"]), out / "teacher")
+        teacher = str(out / "teacher" / "teacher.safetensors")
+    base.append(f"teacher.weights={teacher}")
+    config = load_lm_config(CONFIG, base)
+    data = load_data(config)
+    model = load_weights(build(config.teacher, data, seed), teacher).eval()
+    text = subset(data.train, config.student.train.blocks, seed)
+    TokenLogitCache(model, text, vocab_size=data.vocab_size, top_k=config.cache.top_k, store=TeacherStore(config.cache.dir))
+    del model
+    torch.set_num_threads(1)
+    procs = []
+    for part, methods in PARTS.items():
+        cmd = [sys.executable, "-m", "distil", "run", str(CONFIG), "--out", str(out / f"part-{part}"), *base, f"methods=[{','.join(methods)}]"]
+        log = open(out / f"part-{part}.log", "w")  # noqa: SIM115 — closed after the process ends
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log))
+    for proc, log in procs:
+        proc.wait()
+        log.close()
+        if proc.returncode:
+            raise SystemExit(f"{proc.args}: exit {proc.returncode}; see {log.name}")
+    return merge([json.loads((out / f"part-{p}" / "summary.json").read_text()) for p in PARTS], out)
+
+
+def merge(parts: list[dict], out: Path) -> dict:
+    """One summary from the parts: part a's teacher and data-only rows are the references."""
+    first = parts[0]
+    rows = [first["models"][0]] + [m for p in parts for m in p["models"][1:]]
+    scratch = next(m for m in rows if m["method"] == "data")
+    gap = scratch["test_nll"] - rows[0]["test_nll"]
+    for m in rows[1:]:
+        if m is not scratch:
+            m["gap_recovered"] = (scratch["test_nll"] - m["test_nll"]) / gap if gap > 0 else None
+    summary = {
+        **first,
+        "models": rows,
+        "methods": {k: v for p in parts for k, v in p["methods"].items()},
+        "teacher_outputs": {k: v for p in parts for k, v in p["teacher_outputs"].items()},
+        "parts": {f"part-{name}": [m["name"] for m in p["models"][1:]] for name, p in zip(PARTS, parts)},
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_lm_report(out, summary)
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--out", default="/work/bench/lm")
+    parser.add_argument("--parallel", action="store_true", help="methods as four processes side by side (see the docstring)")
+    parser.add_argument("--teacher", help="teacher weights to use instead of training one (one seed)")
     parser.add_argument("--collect", type=int, nargs="+", help="write the results of these finished seeds; run nothing")
     parser.add_argument("--commit", help="the commit the runs were made at (default: HEAD)")
     parser.add_argument("overrides", nargs="*")
@@ -39,10 +103,16 @@ def main() -> None:
     commit = args.commit or head
     if args.collect is None:
         for seed in args.seeds:
-            run_lm_experiment(load_lm_config(CONFIG, [*args.overrides, f"seed={seed}"]), Path(args.out) / f"seed{seed}")
+            out = Path(args.out) / f"seed{seed}"
+            if args.parallel:
+                out.mkdir(parents=True, exist_ok=True)
+                run_parallel(seed, out, args.overrides, args.teacher)
+            else:
+                overrides = [*args.overrides, f"seed={seed}"] + ([f"teacher.weights={args.teacher}"] if args.teacher else [])
+                run_lm_experiment(load_lm_config(CONFIG, overrides), out)
     seeds = args.collect or args.seeds
     summaries = [json.loads((Path(args.out) / f"seed{seed}" / "summary.json").read_text()) for seed in seeds]
-    record = {"commit": commit, "config": str(CONFIG.relative_to(HERE.parents[1])), "overrides": args.overrides, "runs": summaries}
+    record = {"commit": commit, "config": str(CONFIG.relative_to(ROOT)), "overrides": args.overrides, "runs": summaries}
     (HERE / "results.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [f"# Results (commit {commit}, `{' '.join(args.overrides) or 'no overrides'}`, seeds {', '.join(map(str, seeds))})", ""]
     lines += mean_table(summaries)
@@ -52,7 +122,10 @@ def main() -> None:
             gap, speed = m.get("gap_recovered"), m["speedup_b1"]
             if gap is not None:
                 ok = gap >= 0.5 and speed >= 5
-                lines.append(f"- {m['method']}: {100 * gap:.1f} % of the log-perplexity gap at {speed:.1f}x the teacher's greedy b=1 speed: goal {'met' if ok else 'not met'}")
+                lines.append(
+                    f"- {m['method']}: {100 * gap:.1f} % of the log-perplexity gap at {speed:.1f}x the teacher's greedy b=1 speed: "
+                    f"goal {'met' if ok else 'not met'}"
+                )
         lines += ["", "Continuations (greedy):", ""]
         for i, prompt in enumerate(s["prompts"]):
             lines.append(f"- **{prompt}**")

@@ -100,28 +100,29 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
     for p in teacher.parameters():
         p.requires_grad_(False)
     store = TeacherStore(config.cache.dir)
+    text = subset(train, config.student.train.blocks, config.seed)
     outputs: dict[str, Any] = {}
     cache = None
     if any(m.loss for m in methods):
         started = time.perf_counter()
-        cache = TokenLogitCache(teacher, train, vocab_size=data.vocab_size, top_k=config.cache.top_k, store=store)
+        cache = TokenLogitCache(teacher, text, vocab_size=data.vocab_size, top_k=config.cache.top_k, store=store)
         outputs["token_logits"] = {**cache.describe(), "seconds": time.perf_counter() - started}
     samples = None
     if any(m.sequence_level for m in methods):
         started = time.perf_counter()
         seq = config.sequence_level
         samples, from_disk = teacher_samples(
-            teacher, train, n=seq.samples, prompt_tokens=gen.prompt_tokens, temperature=seq.temperature, seed=config.seed, store=store
+            teacher, text, n=seq.samples, prompt_tokens=gen.prompt_tokens, temperature=seq.temperature, seed=config.seed, store=store
         )
         outputs["teacher_samples"] = {"blocks": seq.samples, "temperature": seq.temperature, "from_disk": from_disk, "seconds": time.perf_counter() - started}
     settings = config.student.train.settings(gen.prompt_tokens, gen.sample_temperature)
     for method in methods:
         student = students[method.name].to(device)
-        text = samples.to(device) if method.sequence_level else train
+        student_text = samples.to(device) if method.sequence_level else text
         console.print(f"student {method.name}: {method.description or method.loss}", highlight=False)
         fits[method.name] = fit_lm(
             student,
-            text,
+            student_text,
             method,
             settings,
             seed=config.seed,
@@ -151,7 +152,7 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
         "seed": config.seed,
         "device": str(device),
         "machine": machine(),
-        "data": data.describe(),
+        "data": {**data.describe(), "student_blocks": int(text.shape[0])},
         "teacher_outputs": outputs,
         "methods": {m.name: {k: v for k, v in asdict(m).items() if k != "name"} for m in methods},
         "prompts": list(gen.prompts),
@@ -159,6 +160,14 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
     }
     run.write_summary(summary)
     return summary
+
+
+def subset(blocks: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:
+    """``n`` training blocks drawn with ``seed`` (all of them when ``n`` is None or not smaller)."""
+    if n is None or n >= blocks.shape[0]:
+        return blocks
+    chosen = torch.randperm(blocks.shape[0], generator=torch.Generator().manual_seed(seed))[:n].sort().values
+    return blocks[chosen.to(blocks.device)]
 
 
 def save_model(model: nn.Module, run_dir: Path, name: str) -> Path:
