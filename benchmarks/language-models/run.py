@@ -48,23 +48,26 @@ def run_parallel(seed: int, out: Path, overrides: list[str], teacher: str | None
         teacher = str(out / "teacher" / "teacher.safetensors")
     base.append(f"teacher.weights={teacher}")
     config = load_lm_config(CONFIG, base)
+
+    def start(part: str) -> tuple[subprocess.Popen, object]:
+        cmd = [sys.executable, "-m", "distil", "run", str(CONFIG), "--out", str(out / f"part-{part}"), *base, f"methods=[{','.join(PARTS[part])}]"]
+        log = open(out / f"part-{part}.log", "w")  # noqa: SIM115 — closed after the process ends
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
+
+    procs = [start("d")]  # sequence-level KD needs no token cache: it starts at once
     data = load_data(config)
     model = load_weights(build(config.teacher, data, seed), teacher).eval()
     text = subset(data.train, config.student.train.blocks, seed)
     TokenLogitCache(model, text, vocab_size=data.vocab_size, top_k=config.cache.top_k, store=TeacherStore(config.cache.dir))
     del model
     torch.set_num_threads(1)
-    procs = []
-    for part, methods in PARTS.items():
-        cmd = [sys.executable, "-m", "distil", "run", str(CONFIG), "--out", str(out / f"part-{part}"), *base, f"methods=[{','.join(methods)}]"]
-        log = open(out / f"part-{part}.log", "w")  # noqa: SIM115 — closed after the process ends
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log))
+    procs += [start(part) for part in ("a", "b", "c")]
     for proc, log in procs:
         proc.wait()
         log.close()
         if proc.returncode:
             raise SystemExit(f"{proc.args}: exit {proc.returncode}; see {log.name}")
-    return merge([json.loads((out / f"part-{p}" / "summary.json").read_text()) for p in PARTS], out)
+    return merge([json.loads((out / f"part-{p}" / "summary.json").read_text()) for p in PARTS], out)  # a, b, c, d
 
 
 def merge(parts: list[dict], out: Path) -> dict:
