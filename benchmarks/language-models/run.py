@@ -10,7 +10,9 @@ machine, where each process gets its own share of the CPU): the teacher first, t
 built once, then the methods as four processes side by side (``data+fkl``, ``rkl``, ``gkd``, ``seqkd``, each
 ``distil run`` with ``methods=[...]`` into OUT/seedN/part-*), merged into one summary: the teacher row of
 the ``data+fkl`` part, every student row, the gap recovered against that part's data-only student, and
-each row's speed-up against the teacher measured in the same process. Writes results.json (every summary)
+each row's speed-up against the teacher measured in the same process. Further methods run by hand as
+``distil run configs/lm/kjv.yaml --out OUT/seedN/part-e teacher.weights=... methods=[...]`` join the merge
+of ``--collect``. Writes results.json (every summary)
 and results.md (the table per seed, the mean over seeds, the prompts' continuations, the goal check).
 """
 
@@ -67,7 +69,12 @@ def run_parallel(seed: int, out: Path, overrides: list[str], teacher: str | None
         log.close()
         if proc.returncode:
             raise SystemExit(f"{proc.args}: exit {proc.returncode}; see {log.name}")
-    return merge([json.loads((out / f"part-{p}" / "summary.json").read_text()) for p in PARTS], out)  # a, b, c, d
+    return merge(parts_of(out), out)
+
+
+def parts_of(out: Path) -> list[dict]:
+    """The summaries of OUT/part-* in name order: a, b, c, d and any extra method run there the same way."""
+    return [json.loads((d / "summary.json").read_text()) for d in sorted(out.glob("part-*")) if (d / "summary.json").is_file()]
 
 
 def merge(parts: list[dict], out: Path) -> dict:
@@ -84,7 +91,7 @@ def merge(parts: list[dict], out: Path) -> dict:
         "models": rows,
         "methods": {k: v for p in parts for k, v in p["methods"].items()},
         "teacher_outputs": {k: v for p in parts for k, v in p["teacher_outputs"].items()},
-        "parts": {f"part-{name}": [m["name"] for m in p["models"][1:]] for name, p in zip(PARTS, parts)},
+        "parts": [[m["name"] for m in p["models"][1:]] for p in parts],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     write_lm_report(out, summary)
@@ -114,6 +121,9 @@ def main() -> None:
                 overrides = [*args.overrides, f"seed={seed}"] + ([f"teacher.weights={args.teacher}"] if args.teacher else [])
                 run_lm_experiment(load_lm_config(CONFIG, overrides), out)
     seeds = args.collect or args.seeds
+    for seed in args.collect or []:  # parallel runs: merge their parts again (extra parts may have been added)
+        if (Path(args.out) / f"seed{seed}" / "part-a").is_dir():
+            merge(parts_of(Path(args.out) / f"seed{seed}"), Path(args.out) / f"seed{seed}")
     summaries = [json.loads((Path(args.out) / f"seed{seed}" / "summary.json").read_text()) for seed in seeds]
     record = {"commit": commit, "config": str(CONFIG.relative_to(ROOT)), "overrides": args.overrides, "runs": summaries}
     (HERE / "results.json").write_text(json.dumps(record, indent=1) + "\n")
