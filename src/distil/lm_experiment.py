@@ -93,7 +93,7 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
     if not config.teacher.weights and not is_pretrained_spec(config.teacher.model):
         console.print(f"teacher: training {config.teacher.model} ({count_parameters(teacher):,} parameters)", highlight=False)
         settings = config.teacher.train.settings(gen.prompt_tokens, gen.sample_temperature)
-        fits["teacher"] = fit_lm(teacher, train, LMMethod("data"), settings, seed=config.seed, log=log("teacher"), evaluate=evaluate)
+        fits["teacher"] = fit_lm(teacher, subset(train, config.teacher.train.blocks, config.seed), LMMethod("data"), settings, seed=config.seed, log=log("teacher"), evaluate=evaluate)
     if not (is_pretrained_spec(config.teacher.model) and "teacher" not in fits):  # a folder as given is its own record
         save_model(teacher, run.path, "teacher")
     teacher.eval()
