@@ -68,12 +68,13 @@ class TokenLogitCache:
             encoded = encode_logits(logits.reshape(-1, logits.shape[-1]), self.top_k, self.T)
             if "indices" in encoded and self.vocab_size > 32767:
                 encoded["indices"] = logits.reshape(-1, logits.shape[-1]).topk(self.top_k, dim=1).indices.to(torch.int32)
-            parts.append({k: v.reshape(x.shape[0], x.shape[1], *v.shape[1:]) for k, v in encoded.items()})
+            parts.append({k: v.reshape(x.shape[0], x.shape[1], *v.shape[1:]).cpu() for k, v in encoded.items()})  # kept in host memory
         teacher.train(was_training)
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
-        rows = {k: v[index] for k, v in self.outputs.items()}
+        """The decoded ``(B, L, V)`` fp32 logits of blocks ``index``, on ``index``'s device (the cache stays on the host)."""
+        rows = {k: v[index.cpu()].to(index.device) for k, v in self.outputs.items()}
         b, length = rows["values"].shape[:2]
         flat = {k: v.reshape(b * length, *v.shape[2:]) for k, v in rows.items()}
         logits = decode_logits(flat["values"], flat.get("indices"), flat.get("rest"), self.vocab_size)
