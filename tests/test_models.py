@@ -104,7 +104,7 @@ def test_convolutional_models_refuse_other_shapes(name):
 
 def test_every_model_is_tested_for_some_input():
     assert set(MODELS) == set(IMAGE_MODELS) | SIGNAL_MODELS | TEXT_MODELS
-    assert TEXT_MODELS == {"bilstm", "lstm", "textcnn", "boe", "text_transformer", "minilm"} | {"bilstm_tagger", "lstm_tagger", "cnn_tagger", "transformer_tagger"}
+    assert TEXT_MODELS == {"bilstm", "lstm", "textcnn", "boe", "text_transformer", "minilm"} | {"bilstm_tagger", "lstm_tagger", "cnn_tagger", "transformer_tagger"} | {"gpt"}  # gpt: test_lm_models.py
     assert {"mlp", "cnn", "cnn1d", "resnet", "wrn", "mobilenetv2"} <= set(MODELS)
     presets = {f"resnet{d}" for d in (8, 14, 20, 32, 44, 56, 110)} | {"resnet8x4", "resnet32x4"}
     assert presets | {"wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2"} <= set(MODELS)

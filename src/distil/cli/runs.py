@@ -9,17 +9,36 @@ from typing import Annotated
 
 import typer
 
-from distil.cli.app import Config, OutDir, Overrides, Resume, app, err, load_config_file, print_summary, user_errors, write_run_report
+from distil.cli.app import Config, OutDir, Overrides, Resume, app, err, load_config_file, out, print_summary, user_errors, write_run_report
 
 
 @app.command()
 @user_errors
 def run(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("runs/experiment"), resume: Resume = False) -> None:
     """The whole experiment: teacher (trained or loaded), student from scratch, distilled student, table."""
+    from distil.config.lm import is_lm_config
+
+    if is_lm_config(config):  # kind: lm — a causal LM teacher distilled into students, one per method
+        return run_lm(config, overrides, out_dir, resume)
     from distil.experiment import run_experiment
 
     print_summary(run_experiment(load_config_file(config, overrides), out_dir, console=err, resume=resume))
     write_run_report(out_dir)
+
+
+def run_lm(config: Path, overrides: list[str] | None, out_dir: Path, resume: bool) -> None:
+    """``distil run`` on a ``kind: lm`` config (see distil.lm_experiment)."""
+    from distil.config.lm import load_lm_config
+    from distil.errors import ConfigError
+    from distil.lm_experiment import run_lm_experiment
+    from distil.report.lm import lm_table, write_lm_report
+
+    cfg = load_lm_config(config, overrides or [])
+    if resume:
+        raise ConfigError("--resume: language-model runs (kind: lm) have no checkpoints yet; run again without --resume")
+    summary = run_lm_experiment(cfg, out_dir, console=err)
+    out.print(lm_table(summary))
+    err.print(f"report: {write_lm_report(out_dir, summary)}", highlight=False)
 
 
 class Role(str, Enum):

@@ -45,11 +45,17 @@ def serve(
     admin_token: Annotated[
         str | None, typer.Option(envvar="DISTIL_ADMIN_TOKEN", help="enables POST /admin/reload (localhost only, Authorization: Bearer TOKEN)")
     ] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="language-model runs: the most tokens one request may generate")] = 64,
 ) -> None:
     """Serve a run's student (and teacher) over the Open Inference Protocol v2, with /predict and a page at /."""
     import uvicorn
 
     from distil.errors import ConfigError
+    from distil.serve.lm_app import is_lm_run
+
+    if target is not None and is_lm_run(target):  # a language-model run: prompts in, generated text out
+        return serve_lm(target, host, port, None if model_name == "student" else model_name, runtime.value, max_tokens)
+
     from distil.serve import BatchSettings, ServeSettings, create_app, feedback_writer, load_models
 
     if target is None and not teachable:
@@ -78,3 +84,17 @@ def serve(
         backbone = f"the teacher of {target}" if target is not None else f"{DEFAULT_CONFIG}'s teacher"
         err.print(f"teachable mode: http://{host}:{port}/teach ({backbone} is the frozen backbone)", highlight=False)
     uvicorn.run(create_app(models, settings, writer, watched, teach), host=host, port=port, log_level="warning", limit_concurrency=2 * max_in_flight)
+
+
+def serve_lm(target: Path, host: str, port: int, student: str | None, runtime: str, max_tokens: int) -> None:
+    """``distil serve`` on a ``kind: lm`` run: the teacher and one student (``--model-name`` METHOD; default the
+    distilled student with the lowest held-out perplexity) generate text."""
+    import uvicorn
+
+    from distil.serve.lm_app import LMServeSettings, create_lm_app, load_lm_models
+
+    models = load_lm_models(target, runtime, student)
+    for m in models:
+        err.print(f"{m.name}: {m.role}, {m.backend}, context {m.model.max_length}, {m.model.vocab_size} tokens", highlight=False)
+    err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict)", highlight=False)
+    uvicorn.run(create_lm_app(models, LMServeSettings(max_tokens)), host=host, port=port, log_level="warning")

@@ -13,6 +13,7 @@ docstring gives the paper and the formula. Multiply a loss by a number to get a 
 - elastic (a feature match traded for sparsity): ECL
 - adversarial (a discriminator the student learns to fool): Adversarial
 - semi-supervised (confident pseudo-labels): FixMatch, CoMatchGraph
+- token distributions (language models, per position, masked): TokenCE, FKL, RKL, GJSD, TVD, SKL, SRKL
 """
 
 from distil.losses.adversarial import Adversarial
@@ -26,8 +27,16 @@ from distil.losses.relation import CC, PKT, RKD, SP
 from distil.losses.response import CE, DIST, DKD, KD, LSKD, LogitMSE
 from distil.losses.self_supervised import BYOL, DINO, SEED, BarlowTwins, InfoNCE
 from distil.losses.semi_supervised import CoMatchGraph, FixMatch
+from distil.losses.token_distributions import FKL, GJSD, RKL, SKL, SRKL, TVD, TokenCE
 
 __all__ = [
+    "FKL",
+    "GJSD",
+    "RKL",
+    "SKL",
+    "SRKL",
+    "TVD",
+    "TokenCE",
     "AB",
     "AT",
     "BYOL",

@@ -25,5 +25,6 @@ from distil.models import text_students  # noqa: F401  isort: skip
 from distil.models import text_transformer  # noqa: F401  isort: skip
 from distil.models import text_taggers  # noqa: F401  isort: skip
 from distil.models import hf  # noqa: F401  isort: skip
+from distil.models import gpt  # noqa: F401  isort: skip
 
 __all__ = ["MODELS", "build_model", "count_parameters", "list_models", "register_model"]
