@@ -133,16 +133,17 @@ def _folder_spec(spec: str | None, fn: Callable[[str | None], str | None], *, ba
     return fn(spec) if bare else spec
 
 
-def format_validation_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None) -> str:
+def format_validation_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None, root: type[BaseModel] | None = None) -> str:
     """One line per problem: the field's dotted path and what was wrong (for an unknown key, the
     accepted keys there and the closest one). ``raw`` is the mapping validated: it says which
-    strategy's options the ``strategy`` keys belong to."""
+    strategy's options the ``strategy`` keys belong to; ``root`` is the config validated (default
+    :class:`ExperimentConfig`; a translation config passes its own)."""
     lines = [f"{source}: invalid config"]
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         where = ".".join(loc) or "(top level)"
         if e["type"] == "extra_forbidden":
-            known = _known_keys(loc[:-1], raw or {})
+            known = _known_keys(loc[:-1], raw or {}, root or ExperimentConfig)
             close = difflib.get_close_matches(loc[-1], known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             lines.append(f"  {where}: unknown key{hint}; accepted keys here: {', '.join(known)}")
@@ -153,8 +154,8 @@ def format_validation_error(err: ValidationError, source: str, raw: dict[str, An
     return "\n".join(lines)
 
 
-def _known_keys(loc: list[str], raw: dict[str, Any]) -> list[str]:
-    model: type[BaseModel] = ExperimentConfig
+def _known_keys(loc: list[str], raw: dict[str, Any], root: type[BaseModel] = ExperimentConfig) -> list[str]:
+    model: type[BaseModel] = root
     for depth, part in enumerate(loc):
         if depth == 0 and part == "strategy":
             section = raw.get("strategy")
