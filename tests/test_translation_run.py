@@ -3,7 +3,10 @@
 import json
 
 import pytest
+from fastapi.testclient import TestClient
 from strategy_helpers import run_cli
+
+from distil.serve.translation import create_translation_app, load_translators
 
 TINY = {
     "kind": "translation",
@@ -15,10 +18,19 @@ TINY = {
 }
 
 
-def test_one_command_runs_teacher_and_every_student_and_writes_the_table(tmp_path):
-    result = run_cli(tmp_path, TINY)
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """One tiny run shared by the tests of this module (its teacher cache in a temporary folder)."""
+    folder = tmp_path_factory.mktemp("translation")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTIL_CACHE", str(folder / "teacher-cache"))
+        result = run_cli(folder, TINY)
     assert result.exit_code == 0, result.output
-    out = tmp_path / "out"
+    return folder / "out", result
+
+
+def test_one_command_runs_teacher_and_every_student_and_writes_the_table(tiny_run):
+    out, result = tiny_run
     summary = json.loads((out / "summary.json").read_text())
     names = [m["name"] for m in summary["models"]]
     assert names == ["teacher", "student_data", "student_word_kd", "student_seq_kd", "student_seq_word_kd"]
@@ -36,7 +48,7 @@ def test_one_command_runs_teacher_and_every_student_and_writes_the_table(tmp_pat
     assert len(teacher_nll) == 2 and teacher_nll[1] < teacher_nll[0]  # the teacher learns
     ex = summary["examples"][0]
     assert set(ex["translations"]) >= {"teacher", "teacher (beam 3)", "student_seq_kd"} and ex["reference"]
-    assert "BLEU greedy" in result.output and "student_seq_word_kd" in result.output
+    assert "BLEU" in result.output and "chrF" in result.output and "teacher" in result.output  # the table (columns wrap at 80)
     page = (out / "report.html").read_text()
     assert "Example translations" in page and ex["source"].split()[0] in page
     assert (out / "source_tokenizer.json").is_file() and (out / "target_tokenizer.json").is_file()
@@ -62,3 +74,32 @@ def test_pairs_files_whose_sides_differ_in_count_exit_2(tmp_path):
     result = run_cli(tmp_path, {**TINY, "data": {"source": "pairs_file", "path": str(tmp_path / "en.txt"), "target_path": str(tmp_path / "es.txt")}})
     assert result.exit_code == 2 and "has 50 lines but" in result.output and "has 49" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_serving_a_translation_run(tiny_run, runtime):
+    out, _ = tiny_run
+    translators = load_translators(out, runtime)
+    assert [(t.name, t.role, t.beam) for t in translators] == [("student", "student", 1), ("teacher", "teacher", 5)]
+    if runtime == "onnxruntime":  # exported at start-up, kept only with PyTorch's translations of real test sentences
+        assert translators[0].info["parity"]["same_translation"] == 1.0 and (out / "onnx" / "student_seq_kd" / "decoder_step.onnx").is_file()
+    client = TestClient(create_translation_app(translators, max_text_bytes=200))
+    answer = client.post("/predict", json={"text": "And God said, Let there be light."})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [a["model"] for a in body["translations"]] == ["student", "teacher"] and all(a["latency_ms"] > 0 for a in body["translations"])
+    assert body["translation"] == body["translations"][0]["translation"] and not body["truncated"]
+    oip = client.post("/v2/models/student/infer", json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2], "data": ["And God said", "Jesus wept. 你好"]}]})
+    assert oip.status_code == 200, oip.text
+    assert oip.json()["outputs"][0]["shape"] == [2] and oip.json()["parameters"]["unknown_tokens"] == [0, 2]  # 你, 好: counted
+    long = client.post("/predict", json={"text": "and " * 40}).json()
+    assert long["truncated"] and "longer than 24 tokens" in long["notes"][0]
+    for request, status, message in [
+        (client.post("/predict", json={"text": "   "}), 400, "empty"),
+        (client.post("/predict", json={"text": "a" * 201}), 413, "over the server's limit"),
+        (client.post("/v2/models/student/infer", json={"inputs": [{"name": "text", "datatype": "FP32", "shape": [1], "data": [1.0]}]}), 400, "BYTES"),
+        (client.post("/v2/models/student/infer", json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [3], "data": ["a"]}]}), 400, "shape"),
+        (client.post("/v2/models/nobody/infer", json={}), 404, "no model"),
+    ]:
+        assert request.status_code == status and message in request.json()["error"], request.text
+    assert "teacher" in client.get("/").text and client.get("/v2/models/teacher").json()["parameters"]["beam"] == 5
