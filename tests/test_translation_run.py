@@ -52,6 +52,10 @@ def test_one_command_runs_teacher_and_every_student_and_writes_the_table(tiny_ru
     page = (out / "report.html").read_text()
     assert "Example translations" in page and ex["source"].split()[0] in page
     assert (out / "source_tokenizer.json").is_file() and (out / "target_tokenizer.json").is_file()
+    export = summary["export"]  # the served student as ONNX encoder + decoder step, checked on real test sentences
+    assert export["model"] == "student_seq_kd" and export["files"] == ["onnx/student_seq_kd/decoder_step.onnx", "onnx/student_seq_kd/encoder.onnx"]
+    assert export["parity"]["same_translation"] == 1.0 and export["parity"]["alone_same_translation"] == 1.0 and export["parity"]["sentences"] == 30
+    assert export["parity"]["max_abs_diff"] < 1e-4 and export["latency_ms_greedy_onnx"] > 0
 
 
 @pytest.mark.parametrize(

@@ -114,6 +114,8 @@ class TranslationEvalConfig(Section):
     length_penalty: float = Field(0.6, ge=0, description="alpha of GNMT's length penalty ((5 + |y|) / 6)^alpha in beam search")
     latency_sentences: int = Field(30, ge=1, description="test sentences each timed alone (batch 1), greedy and beam; the median is reported")
     examples: int = Field(5, ge=0, description="test sentences shown with every model's translation in the report")
+    export: bool = Field(True, description="export the served student (sequence-level KD if trained, else the last) as ONNX encoder + decoder step under DIR/onnx/, checked on test sentences")
+    parity_sentences: int = Field(50, ge=1, description="test sentences the ONNX export must translate as PyTorch does")
 
 
 class TranslationConfig(Section):

@@ -31,6 +31,7 @@ from typing import Any
 from rich.console import Console
 from torch import nn
 
+from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
 from distil.config.translation import TRANSLATION_METHODS, Seq2SeqConfig, TranslationConfig
 from distil.data.text.parallel import ParallelData
 from distil.engine.seq2seq import fit_seq2seq, token_nll
@@ -112,6 +113,34 @@ class TranslationRun:
         self.say(f"{name}: BLEU {row['bleu']:.2f} greedy / {row['bleu_beam']:.2f} beam {ev.beam}, chrF {row['chrf']:.2f}; {row['latency_ms_greedy']:.1f} ms greedy / {row['latency_ms_beam']:.1f} ms beam per sentence")
         return row
 
+    def export(self, data: ParallelData) -> dict[str, Any] | None:
+        """The served student as ONNX (encoder + decoder step) under DIR/onnx/NAME/, its greedy translations
+        of test sentences compared with PyTorch's, and its latency per sentence in ONNX Runtime."""
+        students = [r for r in self.rows if r["role"] == "student"]
+        if not students:
+            return None
+        row = next((r for r in students if r["method"] == "seq_kd"), students[-1])
+        ev = self.config.evaluate
+        model = self.config.student.build(data.source_vocab.size, data.target_vocab.size, self.config.seed)  # type: ignore[attr-defined]
+        load_weights(model, self.run_dir.weights(row["name"]))
+        model.eval()
+        src = data.tensors["test"][0]
+        sentences = timing_sentences(src, ev.parity_sentences)
+        batch = src[: ev.parity_sentences]
+        folder = export_seq2seq(model, self.run_dir.path / "onnx" / row["name"], batch)[0].parent
+        onnx = OnnxSeq2Seq(folder)
+        check = seq2seq_parity(model, onnx, batch[:, : max(1, int((batch != 0).sum(1).max()))])
+        alone = [seq2seq_parity(model, onnx, s) for s in sentences[:10]]
+        out = {
+            "model": row["name"], "files": [str(p.relative_to(self.run_dir.path)) for p in sorted(folder.glob("*.onnx"))],
+            "parity": {**check.as_dict(), "alone_same_translation": round(sum(a.same_translation for a in alone) / len(alone), 4), "alone_max_abs_diff": max(a.max_abs_diff for a in alone)},
+            "latency_ms_greedy_onnx": latency_ms(onnx, sentences, 1, ev.length_penalty, data.max_length),
+            "latency_ms_greedy_torch": row["latency_ms_greedy"],
+        }
+        self.say(f"onnx: {row['name']} → {folder} (encoder + decoder step); {100 * check.same_translation:.0f} % of {check.sentences} test sentences translated as in PyTorch "
+                 f"(max logit difference {check.max_abs_diff:.2e}); {out['latency_ms_greedy_onnx']:.2f} ms per sentence greedy")
+        return out
+
     def run(self) -> dict[str, Any]:
         cfg = self.config
         started = time.perf_counter()
@@ -155,6 +184,7 @@ class TranslationRun:
             terms = word_kd_terms(method, cfg.distill.alpha, cfg.distill.T)
             result = self.fit(name, student, cfg.student, data, targets=targets if kind == "teacher" else None, teacher=teacher if word else None, terms=terms)
             self.record(name, "student", method, student, cfg.student, data, result, extra)
+        exported = self.export(data) if cfg.evaluate.export else None
         test = data.splits["test"]
         shown = list(range(min(cfg.evaluate.examples, len(test))))
         summary = {
@@ -170,6 +200,7 @@ class TranslationRun:
             "wall_seconds": round(time.perf_counter() - started, 2),
             "tokenizers": {"source": SOURCE_TOKENIZER, "target": TARGET_TOKENIZER},
             "models": self.rows,
+            **({"export": exported} if exported else {}),
             "examples": [
                 {"ref": test.refs[i], "source": test.source[i], "reference": test.target[i], "translations": {k: v[i] for k, v in self.translations.items()}}
                 for i in shown
