@@ -1,9 +1,12 @@
 """`distil run` on a translation config: tiny models on a few hundred Bible verse pairs, end to end; bad input."""
 
 import json
+import shutil
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
+from serve_helpers import ThreadedServer
 from strategy_helpers import run_cli
 
 from distil.serve.translation import create_translation_app, load_translators
@@ -107,3 +110,41 @@ def test_serving_a_translation_run(tiny_run, runtime):
     ]:
         assert request.status_code == status and message in request.json()["error"], request.text
     assert "teacher" in client.get("/").text and client.get("/v2/models/teacher").json()["parameters"]["beam"] == 5
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DRIVER = shutil.which("chromedriver")
+
+
+@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
+def test_page_shows_student_and_teacher_translations_in_a_browser(tiny_run):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    out, _ = tiny_run
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+    try:
+        with ThreadedServer(create_translation_app(load_translators(out, "torch"))) as server:
+            expected = httpx.post(server.url + "/predict", json={"text": "And God said"}).json()["translations"]
+            driver.get(server.url + "/")
+            box = driver.find_element(By.ID, "text")
+            box.clear()
+            box.send_keys("And God said")
+            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            WebDriverWait(driver, 20).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#translations tr")) == 3)
+            rows = [[c.text for c in r.find_elements(By.TAG_NAME, "td")] for r in driver.find_elements(By.CSS_SELECTOR, "#translations tr")[1:]]
+            assert [r[0] for r in rows] == ["student (student, beam 1)", "teacher (teacher, beam 5)"]
+            assert [r[1] for r in rows] == [a["translation"] for a in expected] and all(r[2].endswith(" ms") for r in rows)
+            box.clear()
+            box.send_keys("   ")
+            driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+            WebDriverWait(driver, 20).until(lambda d: d.find_elements(By.ID, "error"))
+            assert "empty" in driver.find_element(By.ID, "error").text
+    finally:
+        driver.quit()
