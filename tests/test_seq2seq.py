@@ -109,5 +109,5 @@ def test_teacher_translations_are_computed_once_then_read_from_the_cache(tmp_pat
     assert all(EOS_ID in row.tolist() for row in first) and first.shape[1] <= 12
     again, info2 = teacher_targets(m, src, beam=3, alpha=0.6, max_length=12, store=store)
     assert info2["cached"] and info2["key"] == info["key"] and torch.equal(first, again)
-    other, info3 = teacher_targets(m, src, beam=2, alpha=0.6, max_length=12, store=store)
+    _other, info3 = teacher_targets(m, src, beam=2, alpha=0.6, max_length=12, store=store)
     assert info3["key"] != info["key"] and not info3["cached"]

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 
 from distil.data.text.parallel import TextPairs, bible_pairs, build_parallel, read_pairs_file, split_pairs
 from distil.data.text.subwords import BOS_ID, EOS_ID, UNK_ID, learn_vocab

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 from pathlib import Path
@@ -57,7 +58,7 @@ def main() -> None:
             "latency_ratio": round(teacher_latency / statistics.mean(s["latency_ms_greedy"]), 2),
         }
         goal["met"] = goal["bleu_gap"] <= 1.0 and goal["latency_ratio"] >= 10.0
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True, cwd=HERE).stdout.strip() or os.environ.get("DISTIL_COMMIT", "")
     results = {
         "config": str(CONFIG.relative_to(HERE.parents[1])), "overrides": args.overrides, "seeds": seeds, "commit": commit, "machine": machine(),
         "data": summaries[0]["data"], "models": {n: {**{k: v for k, v in first[n].items() if k in ("role", "method", "arch", "params", "size_bytes")}, **table[n]} for n in names},

@@ -131,7 +131,7 @@ def seq2seq_parity(model: nn.Module, onnx: OnnxSeq2Seq, src: torch.Tensor) -> Se
     reference = greedy(model, src)
     candidate = greedy(onnx, src)
     width = max(reference.shape[1], candidate.shape[1])
-    pad = lambda t: nn.functional.pad(t, (0, width - t.shape[1]))  # noqa: E731
+    pad = lambda t: nn.functional.pad(t, (0, width - t.shape[1]))
     same = (pad(reference) == pad(candidate)).all(1)
     tgt_in = torch.cat([torch.full((len(src), 1), BOS_ID, dtype=torch.int64), reference[:, :-1]], 1)
     torch_logits = model.decode(tgt_in, model.encode(src))[0]

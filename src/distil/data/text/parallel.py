@@ -135,7 +135,7 @@ def read_pairs_file(path: str | Path, target_path: str | Path | None = None, max
 PAIR_SOURCES: dict[str, Callable[..., TextPairs]] = {"bible": bible_pairs, "pairs_file": read_pairs_file}
 
 
-def split_pairs(pairs: TextPairs, val: int | float, test: int | float, seed: int) -> dict[str, TextPairs]:
+def split_pairs(pairs: TextPairs, val: float, test: float, seed: int) -> dict[str, TextPairs]:
     """train / val / test by a seeded permutation of the distinct source sentences (see the module doc).
 
     ``val`` and ``test`` are counts of pairs, or fractions of all pairs when below 1.
@@ -146,7 +146,7 @@ def split_pairs(pairs: TextPairs, val: int | float, test: int | float, seed: int
     keys = list(groups)
     order = torch.randperm(len(keys), generator=torch.Generator().manual_seed(seed)).tolist()
     n = len(pairs)
-    sizes = [int(round(v * n)) if isinstance(v, float) and v < 1 else int(v) for v in (test, val)]
+    sizes = [round(v * n) if isinstance(v, float) and v < 1 else int(v) for v in (test, val)]
     if sum(sizes) >= n:
         raise DataError(f"data.val_size + data.test_size = {sum(sizes)} pairs, but the corpus has only {n}; leave pairs for training")
     out: dict[str, list[int]] = {"test": [], "val": [], "train": []}
