@@ -46,8 +46,8 @@ def test_split_keeps_a_repeated_sentence_in_one_split_and_is_seeded():
     splits = split_pairs(pairs, 20, 20, seed=3)
     seen = [set(p.source) for p in splits.values()]
     assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
-    assert sum(len(p) for p in splits.values()) == 200
-    assert len(splits["test"]) == 20 and len(splits["val"]) == 20  # 5 sentences × 4 copies each
+    assert len(splits["train"]) == 160  # every copy of a training sentence kept
+    assert len(splits["test"]) == len(splits["val"]) == 5  # 5 sentences (of 4 copies each), each scored once
     assert split_pairs(pairs, 20, 20, seed=3)["test"].refs == splits["test"].refs
     assert split_pairs(pairs, 20, 20, seed=4)["test"].refs != splits["test"].refs
     with pytest.raises(DataError, match="leave pairs for training"):

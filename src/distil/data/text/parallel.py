@@ -10,7 +10,8 @@ Sources (:data:`PAIR_SOURCES`, by name):
 
 A sentence pair is the unit of the split: :func:`split_pairs` draws a seeded permutation of the
 *distinct source sentences*, so a verse (or any sentence repeated in the corpus, e.g. a refrain) lands
-in exactly one of train / val / test and the test side never leaks into training.
+in exactly one of train / val / test and the test side never leaks into training; val and test hold
+each distinct sentence once.
 """
 
 from __future__ import annotations
@@ -138,7 +139,10 @@ PAIR_SOURCES: dict[str, Callable[..., TextPairs]] = {"bible": bible_pairs, "pair
 def split_pairs(pairs: TextPairs, val: float, test: float, seed: int) -> dict[str, TextPairs]:
     """train / val / test by a seeded permutation of the distinct source sentences (see the module doc).
 
-    ``val`` and ``test`` are counts of pairs, or fractions of all pairs when below 1.
+    ``val`` and ``test`` are counts of pairs, or fractions of all pairs when below 1, counted with the
+    repeats of their sentences; a held-out split then keeps one pair per distinct source sentence
+    (so it may hold fewer pairs than asked), training keeps every pair. The training split is the same
+    as without that deduplication.
     """
     groups: dict[str, list[int]] = {}
     for i, text in enumerate(pairs.source):
@@ -150,10 +154,16 @@ def split_pairs(pairs: TextPairs, val: float, test: float, seed: int) -> dict[st
     if sum(sizes) >= n:
         raise DataError(f"data.val_size + data.test_size = {sum(sizes)} pairs, but the corpus has only {n}; leave pairs for training")
     out: dict[str, list[int]] = {"test": [], "val": [], "train": []}
+    counted = {"test": 0, "val": 0}  # pairs assigned, repeats included
     for k in order:
         rows = groups[keys[k]]
-        name = "test" if len(out["test"]) < sizes[0] else "val" if len(out["val"]) < sizes[1] else "train"
-        out[name].extend(rows)
+        name = "test" if counted["test"] < sizes[0] else "val" if counted["val"] < sizes[1] else "train"
+        if name != "train":
+            counted[name] += len(rows)
+        # A held-out split scores each distinct sentence once: the Bible's "And the LORD spake unto Moses,
+        # saying," (71 verses) would otherwise be a quarter of a 300-pair test. Its other copies are
+        # dropped, not moved to training (that would leak the test sentence).
+        out[name].extend(rows if name == "train" else rows[:1])
     return {name: pairs.subset(sorted(rows)) for name, rows in out.items()}
 
 
