@@ -45,6 +45,10 @@ def test_decoders_agree_and_do_not_depend_on_the_batch():
         assert batched[i, : alone.shape[1]].tolist() == alone[0].tolist()
     out = greedy(m, src)
     assert out.shape[1] <= 2 * 4 + 10  # the length limit
+    m.out.bias.data[0] = m.out.bias.data[BOS_ID] = 1e4  # padding and [BOS] are never generated, however likely
+    for row in torch.cat([greedy(m, src), beam_search(m, src, beam=3)]).tolist():
+        body = row[: row.index(EOS_ID)] if EOS_ID in row else row
+        assert 0 not in body and BOS_ID not in body
 
 
 @torch.no_grad()

@@ -22,6 +22,15 @@ from distil.models.text_embedding import PAD_ID
 BOS_ID, EOS_ID = 2, 3
 
 
+def next_token_logits(logits: torch.Tensor) -> torch.Tensor:
+    """The last position's logits ``(B, V)`` with ``[PAD]`` and ``[BOS]`` ruled out: never generated (training
+    never has them as a target, but their logits are finite)."""
+    out = logits[:, -1].float().clone()
+    out[:, PAD_ID] = float("-inf")
+    out[:, BOS_ID] = float("-inf")
+    return out
+
+
 def length_limit(src: torch.Tensor, max_len: int | None = None) -> int:
     """Target tokens to generate at most: twice the longest source plus 10, capped at ``max_len``."""
     limit = 2 * int((src != PAD_ID).sum(1).max()) + 10
@@ -43,7 +52,7 @@ def greedy(model: nn.Module, src: torch.Tensor, max_len: int | None = None) -> t
     out, state = [], None
     for _ in range(length_limit(src, max_len)):
         logits, state = model.decode(token, enc, state)
-        token = logits[:, -1].argmax(-1, keepdim=True)
+        token = next_token_logits(logits).argmax(-1, keepdim=True)
         token = token.masked_fill(done.unsqueeze(1), PAD_ID)
         out.append(token)
         done |= token.squeeze(1) == EOS_ID
@@ -69,7 +78,7 @@ def beam_search(model: nn.Module, src: torch.Tensor, beam: int = 5, alpha: float
     rows = torch.arange(b, device=device).unsqueeze(1)
     for _ in range(length_limit(src, max_len)):
         logits, state = model.decode(token, enc, state)
-        logp = torch.log_softmax(logits[:, -1].float(), -1).view(b, k, -1)
+        logp = torch.log_softmax(next_token_logits(logits), -1).view(b, k, -1)
         # A finished hypothesis continues with padding at no cost, and only with padding.
         frozen = torch.full_like(logp[0, 0], float("-inf"))
         frozen[PAD_ID] = 0.0
