@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from distil.compress.seq2seq_export import OnnxSeq2Seq
+from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
 from distil.config.translation import TranslationConfig
 from distil.hardware import machine, set_threads
 from distil.models.seq2seq_decode import decode
@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="evaluation")
+    parser.add_argument("--export", default=None, help="also export this model of the first run as ONNX (encoder + decoder step), check it on the test split and time it")
     args = parser.parse_args()
     set_threads()
     models, sentences, scores, data = {}, None, {}, None
@@ -58,10 +59,16 @@ def main() -> None:
             scores[name] = {"method": row["method"], "arch": row["arch"], "params": row["params"], "size_bytes": row["size_bytes"], "train_seconds": row["train_seconds"],
                             "bleu": greedy["bleu"], "chrf": greedy["chrf"], "bleu_beam5": beam["bleu"], "chrf_beam5": beam["chrf"], "tokens_per_s": greedy["tokens_per_s"]}  # fmt: skip
             print(name, scores[name], flush=True)
-        if "export" in summary:
-            name = f"{run.name}/{summary['export']['model']} [onnx]"
-            models[name] = OnnxSeq2Seq(run / "onnx" / summary["export"]["model"])
-            scores[name] = {"method": "onnx", "parity": summary["export"]["parity"]}
+        if args.export and run == Path(args.runs[0]):
+            name = f"{run.name}/{args.export}"
+            folder = export_seq2seq(models[name], run / "onnx" / args.export, src[:50])[0].parent
+            onnx = OnnxSeq2Seq(folder)
+            batched = seq2seq_parity(models[name], onnx, src)
+            alone = [seq2seq_parity(models[name], onnx, s) for s in timing_sentences(src, 20)]
+            parity = {**batched.as_dict(), "alone_same_translation": sum(a.same_translation for a in alone) / len(alone), "alone_max_abs_diff": max(a.max_abs_diff for a in alone)}
+            models[f"{name} [onnx]"] = onnx
+            scores[f"{name} [onnx]"] = {"method": "onnx", "parity": parity}
+            print("onnx", parity, flush=True)
     assert sentences is not None and data is not None
     times: dict[tuple[str, int], list[float]] = {(name, beam): [] for name in models for beam in (1, 5)}
     with torch.inference_mode():
