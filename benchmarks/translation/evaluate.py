@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="evaluation")
-    parser.add_argument("--export", default=None, help="also export this model of the first run as ONNX (encoder + decoder step), check it on the test split and time it")
+    parser.add_argument("--export", default=None, help="also export these models (comma-separated) of the first run as ONNX (encoder + decoder step), check it on the test split and time it")
     args = parser.parse_args()
     set_threads()
     models, sentences, scores, data = {}, None, {}, None
@@ -59,9 +59,9 @@ def main() -> None:
             scores[name] = {"method": row["method"], "arch": row["arch"], "params": row["params"], "size_bytes": row["size_bytes"], "train_seconds": row["train_seconds"],
                             "bleu": greedy["bleu"], "chrf": greedy["chrf"], "bleu_beam5": beam["bleu"], "chrf_beam5": beam["chrf"], "tokens_per_s": greedy["tokens_per_s"]}  # fmt: skip
             print(name, scores[name], flush=True)
-        if args.export and run == Path(args.runs[0]):
-            name = f"{run.name}/{args.export}"
-            folder = export_seq2seq(models[name], run / "onnx" / args.export, src[:50])[0].parent
+        for exported in args.export.split(",") if args.export and run == Path(args.runs[0]) else []:
+            name = f"{run.name}/{exported}"
+            folder = export_seq2seq(models[name], run / "onnx" / exported, src[:50])[0].parent
             onnx = OnnxSeq2Seq(folder)
             batched = seq2seq_parity(models[name], onnx, src)
             alone = [seq2seq_parity(models[name], onnx, s) for s in timing_sentences(src, 20)]
