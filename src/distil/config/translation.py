@@ -41,8 +41,8 @@ class ParallelDataConfig(Section):
     target_path: str | None = Field(None, description="pairs_file: the target side's text file, line-aligned with path")
     max_words: int | None = Field(20, ge=1, description="keep pairs whose sides both have at most this many words")
     limit: int | None = Field(None, ge=10, description="keep a seeded random subset of this many pairs (small runs, tests)")
-    val_size: float = Field(500, gt=0, description="pairs held out for validation: a count, or a fraction below 1")
-    test_size: float = Field(500, gt=0, description="pairs held out for the test: a count, or a fraction below 1")
+    val_size: float = Field(500, gt=0, description="pairs held out for validation (a count with repeats, or a fraction below 1); each distinct sentence is scored once")
+    test_size: float = Field(500, gt=0, description="pairs held out for the test (a count with repeats, or a fraction below 1); each distinct sentence is scored once")
     vocab_size: int = Field(2000, ge=32, description="subword vocabulary per side, learnt on the training split only")
     subwords: Literal["bpe", "unigram"] = "bpe"
     max_length: int = Field(64, ge=8, description="tokens per sentence at most (the target's [BOS]/[EOS] included); longer ones are cut, and counted")
