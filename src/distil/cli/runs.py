@@ -20,6 +20,15 @@ def run(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("run
 
     if is_lm_config(config):  # kind: lm — a causal LM teacher distilled into students, one per method
         return run_lm(config, overrides, out_dir, resume)
+    from distil.config.translation import is_translation_config
+
+    if is_translation_config(config):  # kind: translation — a sequence-to-sequence experiment (distil.translation)
+        from distil.config.translation import load_translation_config
+        from distil.translation import run_translation
+
+        print_summary(run_translation(load_translation_config(config, overrides or []), out_dir, console=err))
+        write_run_report(out_dir)
+        return
     from distil.experiment import run_experiment
 
     print_summary(run_experiment(load_config_file(config, overrides), out_dir, console=err, resume=resume))

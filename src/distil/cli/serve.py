@@ -56,6 +56,18 @@ def serve(
     if target is not None and is_lm_run(target):  # a language-model run: prompts in, generated text out
         return serve_lm(target, host, port, None if model_name == "student" else model_name, runtime.value, max_tokens)
 
+    from distil.serve.translation import is_translation_run
+
+    if target is not None and is_translation_run(target):  # a kind: translation run: text in, translation out (distil.serve.translation)
+        from distil.serve.translation import create_translation_app, load_translators
+
+        translators = load_translators(target, runtime.value, model_name)
+        for t in translators:
+            err.print(f"{t.name}: {t.role} ({t.method}), {t.runtime}, beam {t.beam}, from {t.info['weights']}", highlight=False)
+        err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
+        uvicorn.run(create_translation_app(translators, max_text_bytes, int(max_body_mb * 2**20)), host=host, port=port, log_level="warning")
+        return
+
     from distil.serve import BatchSettings, ServeSettings, create_app, feedback_writer, load_models
 
     if target is None and not teachable:

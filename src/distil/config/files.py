@@ -136,7 +136,8 @@ def _folder_spec(spec: str | None, fn: Callable[[str | None], str | None], *, ba
 def format_validation_error(err: ValidationError, source: str, raw: dict[str, Any] | None = None, root: type[BaseModel] | None = None) -> str:
     """One line per problem: the field's dotted path and what was wrong (for an unknown key, the
     accepted keys there and the closest one). ``raw`` is the mapping validated: it says which
-    strategy's options the ``strategy`` keys belong to; ``root`` is the model validated (default: ExperimentConfig)."""
+    strategy's options the ``strategy`` keys belong to; ``root`` is the config validated (default
+    :class:`ExperimentConfig`; a translation config passes its own)."""
     lines = [f"{source}: invalid config"]
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]

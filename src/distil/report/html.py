@@ -149,6 +149,10 @@ def render_report(run_dir: str | Path) -> str:
     if not (run_dir / SUMMARY).is_file():
         raise ConfigError(f"{run_dir}: no {SUMMARY}; a report needs a finished run (`distil run CONFIG --out {run_dir}`)")
     summary = read_summary(run_dir)
+    if summary.get("kind") == "translation":
+        from distil.report.translation import render_translation_report
+
+        return render_translation_report(summary, STYLE, _table)
     title = f"{summary.get('name', '')} — {summary['dataset']}"
     machine = summary.get("machine", {})
     meta = (

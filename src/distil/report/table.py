@@ -92,6 +92,10 @@ def _shape(shape: list[int]) -> str:
 
 
 def summary_table(summary: dict[str, Any]) -> Table:
+    if summary.get("kind") == "translation":
+        from distil.report.translation import translation_table
+
+        return translation_table(summary)
     table = Table(title=f"{summary.get('name', '')} — {summary['dataset']} (test split)", caption=inputs_line(summary))
     for col in columns(summary):
         table.add_column(col, justify="left" if col in LEFT else "right")

@@ -1,0 +1,100 @@
+"""Score the models of translation runs on the test split, and time them interleaved.
+
+    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/translation/evaluate.py RUN_DIR [RUN_DIR ...] [--sentences 30] [--rounds 3]
+
+For every model of every run (rebuilt from the run's config.yaml and weights; the data rebuilt with
+the run's seed): BLEU and chrF (sacrebleu, detokenized) with greedy and beam-5 decoding, target
+tokens/s (greedy, batches of 64), and the latency of one test sentence translated alone (batch 1),
+greedy and beam 5 — measured round-robin over the models, sentence by sentence, so that CPU contention
+from other processes falls on all of them alike (median over sentences × rounds). The runs' exported
+ONNX students (encoder + decoder step) are timed too. Writes evaluation.json and evaluation.md here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
+from distil.config.translation import TranslationConfig
+from distil.hardware import machine, set_threads
+from distil.models.seq2seq_decode import decode
+from distil.translation.scores import timing_sentences, translate_scored
+from distil.weights import load_weights
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--sentences", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--name", default="evaluation")
+    parser.add_argument("--export", default=None, help="also export these models (comma-separated) of the first run as ONNX (encoder + decoder step), check it on the test split and time it")
+    args = parser.parse_args()
+    set_threads()
+    models, sentences, scores, data = {}, None, {}, None
+    for run in map(Path, args.runs):
+        cfg = TranslationConfig.model_validate(yaml.safe_load((run / "config.yaml").read_text()))
+        data = cfg.data.load(cfg.seed)
+        src, references = data.tensors["test"][0], data.splits["test"].target
+        if sentences is None:
+            sentences = timing_sentences(src, args.sentences)
+        summary = json.loads((run / "summary.json").read_text())
+        for row in summary["models"]:
+            model_cfg = cfg.teacher if row["role"] == "teacher" else cfg.student
+            model = model_cfg.build(data.source_vocab.size, data.target_vocab.size, 0)
+            load_weights(model, run / row["weights"])
+            name = f"{run.name}/{row['name']}"
+            models[name] = model.eval()
+            _, greedy = translate_scored(model, src, references, data.target_vocab, beam=1, alpha=cfg.evaluate.length_penalty, max_len=cfg.data.max_length)
+            _, beam = translate_scored(model, src, references, data.target_vocab, beam=5, alpha=cfg.evaluate.length_penalty, max_len=cfg.data.max_length)
+            scores[name] = {"method": row["method"], "arch": row["arch"], "params": row["params"], "size_bytes": row["size_bytes"], "train_seconds": row["train_seconds"],
+                            "bleu": greedy["bleu"], "chrf": greedy["chrf"], "bleu_beam5": beam["bleu"], "chrf_beam5": beam["chrf"], "tokens_per_s": greedy["tokens_per_s"]}  # fmt: skip
+            print(name, scores[name], flush=True)
+        for exported in args.export.split(",") if args.export and run == Path(args.runs[0]) else []:
+            name = f"{run.name}/{exported}"
+            folder = export_seq2seq(models[name], run / "onnx" / exported, src[:50])[0].parent
+            onnx = OnnxSeq2Seq(folder)
+            batched = seq2seq_parity(models[name], onnx, src)
+            alone = [seq2seq_parity(models[name], onnx, s) for s in timing_sentences(src, 20)]
+            parity = {**batched.as_dict(), "alone_same_translation": sum(a.same_translation for a in alone) / len(alone), "alone_max_abs_diff": max(a.max_abs_diff for a in alone)}
+            models[f"{name} [onnx]"] = onnx
+            scores[f"{name} [onnx]"] = {"method": "onnx", "parity": parity}
+            print("onnx", parity, flush=True)
+    assert sentences is not None and data is not None
+    times: dict[tuple[str, int], list[float]] = {(name, beam): [] for name in models for beam in (1, 5)}
+    with torch.inference_mode():
+        for model in models.values():  # warm-up
+            decode(model, sentences[0], beam=5, max_len=64)
+        for _ in range(args.rounds):
+            for s in sentences:
+                for name, model in models.items():
+                    for beam in (1, 5):
+                        start = time.perf_counter()
+                        decode(model, s, beam=beam, max_len=64)
+                        times[(name, beam)].append(1000 * (time.perf_counter() - start))
+    for name in models:
+        scores[name]["ms_greedy"] = round(statistics.median(times[(name, 1)]), 2)
+        scores[name]["ms_beam5"] = round(statistics.median(times[(name, 5)]), 2)
+    result = {"command": "benchmarks/translation/evaluate.py " + " ".join(args.runs), "test_pairs": len(data.splits["test"]), "latency_sentences": len(sentences),
+              "rounds": args.rounds, "machine": machine(), "models": scores}  # fmt: skip
+    (HERE / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = ["| model | method | params | BLEU greedy | BLEU beam 5 | chrF greedy | chrF beam 5 | ms/sent greedy | ms/sent beam 5 | tok/s greedy | train s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in scores.items():
+        cells = [r.get(k) for k in ("bleu", "bleu_beam5", "chrf", "chrf_beam5")]
+        lines.append(f"| {name} | {r['method']} | {r['params']:,} | " if r.get("params") else f"| {name} | {r['method']} | (same) | ")
+        lines[-1] += " | ".join("–" if c is None else f"{c:.2f}" for c in cells) + f" | {r['ms_greedy']:.2f} | {r['ms_beam5']:.2f} | " + (f"{r['tokens_per_s']:,.0f} | {r['train_seconds']:.0f} |" if "tokens_per_s" in r else "– | – |")
+    (HERE / f"{args.name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

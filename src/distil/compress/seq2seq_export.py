@@ -1,0 +1,145 @@
+"""ONNX export of a sequence-to-sequence model as two files: the encoder and one decoder step.
+
+A translation is a loop — encode once, then one decoder step per output token, the search (greedy or
+beam) choosing the next token — so what runs without Python training code is the two graphs the loop
+calls, not the loop itself:
+
+* ``encoder.onnx``: ``src`` int64 ``(batch, length)`` → ``memory`` ``(batch, length, H)``,
+  ``mask`` bool ``(batch, length)``, ``h0``/``c0`` ``(layers, batch, H)``;
+* ``decoder_step.onnx``: ``token`` int64 ``(batch, 1)``, ``h``, ``c``, ``memory``, ``mask`` → ``logits``
+  ``(batch, 1, V)``, ``h``, ``c``.
+
+:class:`OnnxSeq2Seq` wraps the two ONNX Runtime sessions in the model's own interface (``encode``,
+``decode``), so :func:`distil.models.seq2seq_decode.greedy` / ``beam_search`` drive it unchanged: the
+search is ~40 lines of tensor code a server keeps; the weights are all in the files. The torchscript
+exporter is used: it keeps the batch and length axes of ``nn.LSTM`` dynamic (see
+:func:`distil.compress.export.export_onnx`).
+
+:func:`seq2seq_parity`: on real sentences, the largest logit difference of the two graphs against
+PyTorch, and the share of sentences whose greedy translation is token-for-token the same.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from distil.compress.export import ExportError, _quiet, session
+from distil.models.seq2seq import Encoded
+from distil.models.seq2seq_decode import BOS_ID, greedy
+from distil.weights import atomic_write
+
+ENCODER, STEP = "encoder.onnx", "decoder_step.onnx"
+
+
+class _EncoderGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor):
+        enc = self.model.encode(src)
+        return enc.memory, enc.mask, enc.state[0], enc.state[1]
+
+
+class _StepGraph(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor):
+        logits, (h, c) = self.model.decode(token, Encoded(memory, mask, (h, c)), (h, c))
+        return logits, h, c
+
+
+def export_seq2seq(model: nn.Module, folder: str | Path, example: torch.Tensor, opset: int = 17) -> tuple[Path, Path]:
+    """Write ``folder/encoder.onnx`` and ``folder/decoder_step.onnx`` (see the module doc); ``example``: real source ids ``(B, L)``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).cpu().eval()
+    example = example.cpu()
+    with torch.no_grad():
+        enc = model.encode(example)
+        token = torch.full((example.shape[0], 1), BOS_ID, dtype=torch.int64)
+    h, c = enc.state
+    layers = {"memory": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
+    step_axes = {"token": {0: "batch"}, "h": {1: "batch"}, "c": {1: "batch"}, "memory": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"},
+                 "logits": {0: "batch"}, "h_out": {1: "batch"}, "c_out": {1: "batch"}}  # fmt: skip
+
+    def write_encoder(tmp: Path) -> None:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(_EncoderGraph(model), (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["src"],
+                              output_names=["memory", "mask", "h0", "c0"], dynamic_axes={"src": {0: "batch", 1: "length"}, **layers})  # fmt: skip
+
+    def write_step(tmp: Path) -> None:
+        with _quiet(), torch.no_grad():
+            torch.onnx.export(_StepGraph(model), (token, h, c, enc.memory, enc.mask), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["token", "h", "c", "memory", "mask"], output_names=["logits", "h_out", "c_out"], dynamic_axes=step_axes)  # fmt: skip
+
+    try:
+        atomic_write(folder / ENCODER, write_encoder)
+        atomic_write(folder / STEP, write_step)
+    except Exception as err:  # noqa: BLE001  the exporter's own error, reported with the model's name
+        raise ExportError(f"onnx export of {type(model).__name__} (encoder + decoder step) failed: {str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}") from None
+    return folder / ENCODER, folder / STEP
+
+
+class OnnxSeq2Seq:
+    """The two exported graphs behind the model's ``encode`` / ``decode`` interface (torch tensors in and out)."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None) -> None:
+        folder = Path(folder)
+        self.encoder = session(folder / ENCODER, threads)
+        self.step = session(folder / STEP, threads)
+        self.folder = folder
+
+    def eval(self) -> OnnxSeq2Seq:
+        return self
+
+    def encode(self, src: torch.Tensor) -> Encoded:
+        memory, mask, h0, c0 = self.encoder.run(None, {"src": src.cpu().numpy().astype(np.int64)})
+        return Encoded(torch.from_numpy(memory), torch.from_numpy(mask), (torch.from_numpy(h0), torch.from_numpy(c0)))
+
+    def decode(self, tokens: torch.Tensor, enc: Encoded, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+        h, c = state if state is not None else enc.state
+        feeds = {"token": tokens[:, -1:].cpu().numpy().astype(np.int64), "h": h.contiguous().numpy(), "c": c.contiguous().numpy(),
+                 "memory": enc.memory.contiguous().numpy(), "mask": enc.mask.contiguous().numpy()}  # fmt: skip
+        logits, h, c = self.step.run(None, feeds)
+        return torch.from_numpy(logits), (torch.from_numpy(h), torch.from_numpy(c))
+
+
+@dataclass(frozen=True)
+class Seq2SeqParity:
+    sentences: int
+    max_abs_diff: float  # of the decoder-step logits along PyTorch's greedy path
+    same_translation: float  # share of sentences with token-identical greedy output
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"sentences": self.sentences, "max_abs_diff": self.max_abs_diff, "same_translation": self.same_translation}
+
+
+@torch.inference_mode()
+def seq2seq_parity(model: nn.Module, onnx: OnnxSeq2Seq, src: torch.Tensor) -> Seq2SeqParity:
+    """The ONNX graphs against PyTorch on real sentences ``src`` (each alone, and all as one padded batch)."""
+    model = model.cpu().eval()
+    reference = greedy(model, src)
+    candidate = greedy(onnx, src)
+    width = max(reference.shape[1], candidate.shape[1])
+    pad = lambda t: nn.functional.pad(t, (0, width - t.shape[1]))
+    same = (pad(reference) == pad(candidate)).all(1)
+    tgt_in = torch.cat([torch.full((len(src), 1), BOS_ID, dtype=torch.int64), reference[:, :-1]], 1)
+    torch_logits = model.decode(tgt_in, model.encode(src))[0]
+    enc, state, steps = onnx.encode(src), None, []
+    for t in range(tgt_in.shape[1]):
+        logits, state = onnx.decode(tgt_in[:, t : t + 1], enc, state)
+        steps.append(logits)
+    onnx_logits = torch.cat(steps, 1)
+    real = reference != 0
+    diff = (torch_logits - onnx_logits).abs()[real]
+    return Seq2SeqParity(len(src), round(float(diff.max()), 6), round(float(same.float().mean()), 4))
