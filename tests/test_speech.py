@@ -218,3 +218,34 @@ def test_spoken_words_synthesizes_once_then_reads_the_cache(data_cache):
     assert "test voices espeak:m7" in data.source and "flite:slt" in data.source
     other = load_dataset("spoken_words", val_size=3, seed=0, n_mels=32, **TINY)  # other features, same clips
     assert other.input_shape == (1, 32, 51) and len(list((data_cache / "spoken_words").glob("*.safetensors"))) == 1
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+@needs_synth
+def test_speech_config_runs_teachers_ensemble_student_and_onnx(data_cache, tmp_path):
+    """configs/speech/ensemble.yaml, shrunk: 2 CNN teachers → ensemble → TC-ResNet student (SpecAugment
+    views), then ONNX export of the student whose parity with PyTorch compress checks."""
+    import yaml
+
+    from strategy_helpers import run_cli
+
+    raw = yaml.safe_load((Path(__file__).parents[1] / "configs/speech/ensemble.yaml").read_text())
+    train = {"epochs": 1, "batch_size": 32, "lr": 0.05}
+    raw["data"]["options"] = TINY
+    raw["data"]["val_size"] = 4
+    raw["teacher"] = {"arch": "cnn", "kwargs": {"widths": [4, 8, 8], "convs_per_stage": 1}, **train}
+    raw["student"] = {"arch": "tc_resnet", "kwargs": {"width_mult": 0.25}, **train}
+    raw["strategy"]["teachers"] = [{**raw["teacher"], "seed": 1}]
+    raw["cache"]["views"] = 2
+    raw["measure"] = {"latency_repeats": 2, "throughput_repeats": 1}
+    result = run_cli(tmp_path, raw)
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    rows = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
+    assert {"teacher", "teacher_1", "teacher_ensemble", "student_kd", "student_ensemble_kd", "student_ensemble_kd.onnx"} <= set(rows)
+    assert rows["teacher_ensemble"]["params"] == rows["teacher"]["params"] + rows["teacher_1"]["params"]
+    assert rows["student_ensemble_kd.onnx"]["runtime"] == "onnxruntime"
+    assert rows["student_ensemble_kd.onnx"]["accuracy"] == pytest.approx(rows["student_ensemble_kd"]["accuracy"], abs=1 / 21 + 1e-9)
+    assert (out / "compressed" / "student_ensemble_kd.onnx").stat().st_size > 0

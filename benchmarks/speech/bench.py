@@ -1,0 +1,153 @@
+"""benchmarks/speech: Hinton et al. 2015's ensemble experiment on synthesized spoken words.
+
+For each seed, one `distil run` of ``configs/speech/bench.yaml`` (the ensemble strategy): four
+teachers (CNN 24-48-96, two TC-ResNet14-1.5, CNN 16-32-64; seeds s … s+3) → their ensemble → a
+TC-ResNet8 student distilled from it, next to the student distilled from the first teacher alone
+(``student_kd``) and trained from scratch (``student_scratch``). Accuracy is on the test split:
+utterances by voices that no training utterance uses.
+
+Then, per seed, the ensemble and the ensemble's student are exported to ONNX and their batch-1
+latency is timed in ONNX Runtime too (one thread), beside the PyTorch (eager) latency of the table.
+
+The goals (issue 18): the student from the ensemble recovers ≥ 80 % of the ensemble's gain over a
+single teacher, ``(acc(student_ensemble) − acc(teacher)) / (acc(ensemble) − acc(teacher))`` with the
+first teacher (CNN 24-48-96) as "a single teacher", and its batch-1 latency is ≥ 20× lower than the
+ensemble's. Also reported: the gain over the mean member, and over the student from one teacher.
+
+    DISTIL_THREADS=1 python benchmarks/speech/bench.py --seeds 0,10,20 --out /work/bench/speech/runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distil.compress.export import OnnxModel, export_onnx
+from distil.config.files import read_raw, resolve_paths, validate_config
+from distil.engine.measure import cpu_latency, percentile
+from distil.experiment import run_experiment
+from distil.hardware import machine, set_threads
+from distil.models import build_model
+from distil.strategies.ensemble import Ensemble
+from distil.weights import load_weights
+
+CONFIG = Path("configs/speech/bench.yaml")
+HERE = Path(__file__).parent
+KEEP = ("name", "role", "arch", "method", "accuracy", "val_accuracy", "params", "latency_ms_b1", "train_seconds")
+SHAPE = (1, 40, 51)
+CLASSES = 21
+
+
+def config(seed: int, overrides: list[str]):
+    return resolve_paths(validate_config(read_raw(CONFIG, [f"seed={seed}", *overrides]), str(CONFIG)), CONFIG.parent)
+
+
+def onnx_b1_ms(model: torch.nn.Module, folder: Path, name: str, repeats: int = 200) -> float:
+    """Median batch-1 latency (ms) of ``model`` exported to ONNX, in ONNX Runtime with one thread."""
+    path = export_onnx(model.eval(), SHAPE, folder / f"{name}.onnx")
+    times = cpu_latency(OnnxModel(path, threads=1), SHAPE, batch=1, repeats=repeats, warmup=20, copy_model=False)
+    return 1e3 * percentile(times, 0.5)
+
+
+def run_seed(seed: int, out: Path, overrides: list[str]) -> dict[str, Any]:
+    if not (out / "summary.json").is_file():
+        print(f"--- seed {seed}: {out}", flush=True)
+        run_experiment(config(seed, overrides), out, command=shlex.join(["python", *sys.argv]), resume=(out / "config.yaml").is_file())
+    rows = {m["name"]: {k: m.get(k) for k in KEEP} for m in json.loads((out / "summary.json").read_text())["models"]}
+    onnx_file = out / "onnx_latency.json"
+    if not onnx_file.is_file():
+        cfg = validate_config(read_raw(out / "config.yaml", []), str(out / "config.yaml"))
+        members = []
+        for name, member in zip(["teacher"] + [f"teacher_{i}" for i in range(1, 1 + len(cfg.strategy.teachers))], [cfg.teacher, *cfg.strategy.teachers]):
+            model = build_model(member.arch, input_shape=SHAPE, num_classes=CLASSES, **member.kwargs)
+            load_weights(model, out / f"{name}.safetensors")
+            members.append(model.eval())
+        student = build_model(cfg.student.arch, input_shape=SHAPE, num_classes=CLASSES, **cfg.student.kwargs)
+        load_weights(student, out / "student_ensemble_kd.safetensors")
+        torch.set_num_threads(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            latency = {"teacher_ensemble": onnx_b1_ms(Ensemble(members), Path(tmp), "ensemble"), "student_ensemble_kd": onnx_b1_ms(student, Path(tmp), "student")}
+        onnx_file.write_text(json.dumps(latency, indent=1))
+    onnx = json.loads(onnx_file.read_text())
+    return {"rows": rows, "onnx_latency_ms_b1": onnx}
+
+
+def summarise(seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    per_seed = {}
+    for seed, result in seeds.items():
+        r = result["rows"]
+        acc = {name: row["accuracy"] for name, row in r.items()}
+        members = [row["accuracy"] for name, row in r.items() if row["role"] == "teacher"]
+        single, ensemble, student = acc["teacher"], acc["teacher_ensemble"], acc["student_ensemble_kd"]
+        gain = ensemble - single
+        per_seed[seed] = {
+            "accuracy": acc,
+            "mean_member": statistics.mean(members),
+            "recovered_vs_teacher": (student - single) / gain if gain > 0 else None,
+            "recovered_vs_mean_member": (student - statistics.mean(members)) / (ensemble - statistics.mean(members)) if ensemble > statistics.mean(members) else None,
+            "student_gain_over_one_teacher_kd": student - acc["student_kd"],
+            "params": {name: row["params"] for name, row in r.items()},
+            "torch_latency_ms_b1": {name: row["latency_ms_b1"] for name, row in r.items()},
+            "torch_speedup_ensemble_over_student": r["teacher_ensemble"]["latency_ms_b1"] / r["student_ensemble_kd"]["latency_ms_b1"],
+            "onnx_latency_ms_b1": result["onnx_latency_ms_b1"],
+            "onnx_speedup_ensemble_over_student": result["onnx_latency_ms_b1"]["teacher_ensemble"] / result["onnx_latency_ms_b1"]["student_ensemble_kd"],
+        }
+    names = list(next(iter(per_seed.values()))["accuracy"])
+    mean = {name: statistics.mean(s["accuracy"][name] for s in per_seed.values()) for name in names}
+    return {"per_seed": per_seed, "mean_accuracy": mean}
+
+
+def table(summary: dict[str, Any]) -> str:
+    seeds = list(summary["per_seed"])
+    first = summary["per_seed"][seeds[0]]
+    lines = [f"| model | params | test accuracy ({', '.join(f'seed {s}' for s in seeds)}) | mean | PyTorch b1 ms (seed {seeds[0]}) |", "|---|---:|---|---:|---:|"]
+    for name, mean in summary["mean_accuracy"].items():
+        accs = ", ".join(f"{100 * summary['per_seed'][s]['accuracy'][name]:.1f}" for s in seeds)
+        lines.append(f"| {name} | {first['params'][name]:,} | {accs} | {100 * mean:.1f} | {first['torch_latency_ms_b1'][name]:.3f} |")
+    lines += ["", "| seed | recovered (vs teacher) | recovered (vs mean member) | ensemble-student − one-teacher-student | speed-up PyTorch b1 | ONNX b1 ms ensemble / student | speed-up ONNX b1 |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for s, r in summary["per_seed"].items():
+        rec = "n/a" if r["recovered_vs_teacher"] is None else f"{100 * r['recovered_vs_teacher']:.0f} %"
+        rec_m = "n/a" if r["recovered_vs_mean_member"] is None else f"{100 * r['recovered_vs_mean_member']:.0f} %"
+        o = r["onnx_latency_ms_b1"]
+        lines.append(
+            f"| {s} | {rec} | {rec_m} | {100 * r['student_gain_over_one_teacher_kd']:+.1f} pts | {r['torch_speedup_ensemble_over_student']:.1f}× | "
+            f"{o['teacher_ensemble']:.3f} / {o['student_ensemble_kd']:.3f} | {r['onnx_speedup_ensemble_over_student']:.1f}× |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", default="0,10,20")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-speech"))
+    parser.add_argument("--results", type=Path, default=HERE, help="where results.json and results.md go")
+    parser.add_argument("--only-seed", action="store_true", help="run the seeds, write no results (for running seeds in parallel processes)")
+    parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
+    args = parser.parse_args()
+    set_threads()
+    start = time.time()
+    seeds = {int(s): run_seed(int(s), args.out / f"seed{s}", args.overrides) for s in args.seeds.split(",")}
+    if args.only_seed:
+        return
+    summary = summarise(seeds)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    results = {"config": str(CONFIG), "overrides": args.overrides, "command": shlex.join(["python", *sys.argv]), "commit": commit,
+               "machine": machine(), "threads": torch.get_num_threads(), "seconds": round(time.time() - start, 1), **summary}  # fmt: skip
+    args.results.mkdir(parents=True, exist_ok=True)
+    (args.results / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (args.results / "results.md").write_text(table(summary))
+    print(table(summary))
+
+
+if __name__ == "__main__":
+    main()
