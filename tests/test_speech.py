@@ -223,14 +223,17 @@ def test_spoken_words_synthesizes_once_then_reads_the_cache(data_cache):
 # --- end to end ----------------------------------------------------------------------------------
 
 
-@needs_synth
-def test_speech_config_runs_teachers_ensemble_student_and_onnx(data_cache, tmp_path):
+@pytest.fixture(scope="module")
+def speech_run(tmp_path_factory) -> Path:
     """configs/speech/ensemble.yaml, shrunk: 2 CNN teachers → ensemble → TC-ResNet student (SpecAugment
-    views), then ONNX export of the student whose parity with PyTorch compress checks."""
+    views), then ONNX export of the student the ensemble taught; one run for the tests below."""
+    if not (shutil.which("espeak-ng") and shutil.which("flite")):
+        pytest.skip("needs espeak-ng and flite (apt-get install espeak-ng flite)")
     import yaml
 
     from strategy_helpers import run_cli
 
+    tmp = tmp_path_factory.mktemp("speech")
     raw = yaml.safe_load((Path(__file__).parents[1] / "configs/speech/ensemble.yaml").read_text())
     train = {"epochs": 1, "batch_size": 32, "lr": 0.05}
     raw["data"]["options"] = TINY
@@ -240,12 +243,65 @@ def test_speech_config_runs_teachers_ensemble_student_and_onnx(data_cache, tmp_p
     raw["strategy"]["teachers"] = [{**raw["teacher"], "seed": 1}]
     raw["cache"]["views"] = 2
     raw["measure"] = {"latency_repeats": 2, "throughput_repeats": 1}
-    result = run_cli(tmp_path, raw)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DISTIL_DATA_CACHE", str(tmp / "data-cache"))
+        result = run_cli(tmp, raw)
     assert result.exit_code == 0, result.output
-    out = tmp_path / "out"
-    rows = {m["name"]: m for m in json.loads((out / "summary.json").read_text())["models"]}
+    return tmp / "out"
+
+
+def test_speech_config_runs_teachers_ensemble_student_and_onnx(speech_run):
+    rows = {m["name"]: m for m in json.loads((speech_run / "summary.json").read_text())["models"]}
     assert {"teacher", "teacher_1", "teacher_ensemble", "student_kd", "student_ensemble_kd", "student_ensemble_kd.onnx"} <= set(rows)
     assert rows["teacher_ensemble"]["params"] == rows["teacher"]["params"] + rows["teacher_1"]["params"]
     assert rows["student_ensemble_kd.onnx"]["runtime"] == "onnxruntime"
     assert rows["student_ensemble_kd.onnx"]["accuracy"] == pytest.approx(rows["student_ensemble_kd"]["accuracy"], abs=1 / 21 + 1e-9)
-    assert (out / "compressed" / "student_ensemble_kd.onnx").stat().st_size > 0
+    assert (speech_run / "compressed" / "student_ensemble_kd.onnx").stat().st_size > 0
+
+
+# --- serving -------------------------------------------------------------------------------------
+
+
+def test_serving_an_audio_run_takes_waveforms_and_wav_uploads(speech_run):
+    """The server computes the run's features: a WAV upload at 22.05 kHz stereo, the same clip as an OIP
+    waveform at 16 kHz and the model run locally on the data pipeline's features agree; bad audio is 4xx JSON."""
+    import httpx
+    from serve_helpers import ThreadedServer
+
+    from distil.data.audio.spoken_words import front_end_for
+    from distil.data.audio.synth import speak
+    from distil.serve import ServeSettings, create_app, load_models
+    from distil.weights import load_weights
+
+    models = load_models(speech_run)
+    assert models[0].inputs.kind == "audio" and models[0].input_shape == (1, 40, 51)
+    word = speak("espeak:m7", "seven", 1.0, 1.0, "en-us")  # 22.05 kHz
+    stereo = np.stack([word.samples, word.samples], axis=1)
+    at_16k = resample(word.samples, word.rate, 16000)
+    clip = np.zeros(16000, np.float32)
+    clip[: min(16000, len(at_16k))] = at_16k[:16000]
+    summary = json.loads((speech_run / "summary.json").read_text())
+    features = (front_end_for(40)(torch.from_numpy(clip)[None]) - summary["data"]["mean"][0]) / summary["data"]["std"][0]
+    student = build_model("tc_resnet", input_shape=(1, 40, 51), num_classes=21, width_mult=0.25)
+    load_weights(student, speech_run / "student_ensemble_kd.safetensors")
+    with torch.inference_mode():
+        expected = torch.softmax(student.eval()(features), 1)[0].numpy()
+    with ThreadedServer(create_app(models, ServeSettings())) as server, httpx.Client(base_url=server.url, timeout=30) as client:
+        wav = _wav((np.clip(stereo, -1, 1) * 32767).astype("<i2"), word.rate, channels=2)
+        answer = client.post("/predict?k=21", files={"file": ("seven.wav", wav, "audio/wav")}).json()
+        probs = {p["class"]: p["probability"] for p in answer["predictions"][0]}
+        assert np.allclose([probs[c] for c in CLASS_NAMES], expected, atol=2e-3)
+        oip = client.post("/v2/models/student/infer", json={"inputs": [{"name": "waveform", "datatype": "FP32", "shape": [1, len(at_16k)], "data": at_16k.tolist()}]})
+        out = {o["name"]: o for o in oip.json()["outputs"]}
+        assert np.allclose(out["probabilities"]["data"], expected, atol=2e-3)
+        bad = {
+            "not a WAV": (client.post("/predict", content=b"ID3 not a wav", headers={"content-type": "audio/wav"}), 415),
+            "no samples": (client.post("/predict", files={"file": ("e.wav", write_wav(np.zeros(0), 16000), "audio/wav")}), 400),
+            "too long": (client.post("/predict", files={"file": ("l.wav", write_wav(np.zeros(16000 * 31), 16000), "audio/wav")}), 413),
+            "NaN": (client.post("/v2/models/student/infer", json={"inputs": [{"name": "waveform", "datatype": "FP32", "shape": [1, 3], "data": [0.1, "NaN", 0.2]}]}), 400),
+        }
+        for what, (response, status) in bad.items():
+            assert response.status_code == status, (what, response.text)
+            assert response.headers["content-type"].startswith("application/json") and response.json()["error"], what
+        assert client.get("/v2/health/ready").json()["ready"]  # still up
+        assert client.get("/v2/models/student").json()["parameters"]["audio"]["sample_rate"] == 16000

@@ -59,12 +59,14 @@ def onnx_b1_ms(model: torch.nn.Module, folder: Path, name: str, repeats: int = 2
     return 1e3 * percentile(times, 0.5)
 
 
-def run_seed(seed: int, out: Path, overrides: list[str]) -> dict[str, Any]:
+def run_seed(seed: int, out: Path, overrides: list[str], latency: bool = True) -> dict[str, Any]:
     if not (out / "summary.json").is_file():
         print(f"--- seed {seed}: {out}", flush=True)
         run_experiment(config(seed, overrides), out, command=shlex.join(["python", *sys.argv]), resume=(out / "config.yaml").is_file())
     rows = {m["name"]: {k: m.get(k) for k in KEEP} for m in json.loads((out / "summary.json").read_text())["models"]}
     onnx_file = out / "onnx_latency.json"
+    if not latency:
+        return {"rows": rows}
     if not onnx_file.is_file():
         cfg = validate_config(read_raw(out / "config.yaml", []), str(out / "config.yaml"))
         members = []
@@ -131,12 +133,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,10,20")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-speech"))
     parser.add_argument("--results", type=Path, default=HERE, help="where results.json and results.md go")
-    parser.add_argument("--only-seed", action="store_true", help="run the seeds, write no results (for running seeds in parallel processes)")
+    parser.add_argument("--only-seed", action="store_true", help="train the seeds' runs only: no ONNX timing, no results (run seeds in parallel processes, then once without this flag)")
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = parser.parse_args()
     set_threads()
     start = time.time()
-    seeds = {int(s): run_seed(int(s), args.out / f"seed{s}", args.overrides) for s in args.seeds.split(",")}
+    seeds = {int(s): run_seed(int(s), args.out / f"seed{s}", args.overrides, latency=not args.only_seed) for s in args.seeds.split(",")}
     if args.only_seed:
         return
     summary = summarise(seeds)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from distil.errors import ModelError
+from distil.serve.audio import AudioInput, audio_input
 from distil.serve.backends import Backend, OnnxBackend, TorchBackend
 from distil.serve.inputs import Batch, Limits, TensorInput, TextInput
 from distil.serve.text_runs import text_input, vocabulary_args
@@ -55,14 +56,14 @@ class ServedModel:
     std: tuple[float, ...] = ()
     role: str = "student"
     info: dict[str, Any] = field(default_factory=dict)  # arch, method, accuracy, source, ...
-    input: TensorInput | TextInput | None = None
+    input: TensorInput | TextInput | AudioInput | None = None
 
     def __post_init__(self) -> None:
         if self.input is None:
             self.input = TensorInput(self.backend.input_name, getattr(self.backend, "input_shape", ()), self.mean, self.std)
 
     @property
-    def inputs(self) -> TensorInput | TextInput:
+    def inputs(self) -> TensorInput | TextInput | AudioInput:
         """The model's input (never None after construction)."""
         assert self.input is not None
         return self.input
@@ -116,6 +117,7 @@ class ServedModel:
                 "mean": list(self.mean),
                 "std": list(self.std),
                 **({"text": self.inputs.description} if isinstance(self.input, TextInput) else {}),
+                **({"audio": self.inputs.description} if isinstance(self.input, AudioInput) else {}),
                 **self.info,
             },
         }
@@ -205,7 +207,11 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
     shape = tuple(data["input_shape"])
     text = data.get("text")
     # one input for both models: the tokenizer is loaded once and student and teacher read the same ids
-    model_input = text_input(text, str(run)) if text is not None else TensorInput("input", shape, tuple(data["mean"]), tuple(data["std"]))
+    model_input: TensorInput | TextInput | AudioInput
+    if text is not None:
+        model_input = text_input(text, str(run))
+    else:  # an audio run (spoken_words) takes waveforms and computes its features; any other run, tensors
+        model_input = audio_input(run, data) or TensorInput("input", shape, tuple(data["mean"]), tuple(data["std"]))
     common = {"class_names": tuple(data["class_names"]), "mean": model_input.mean, "std": model_input.std, "input": model_input}
     served = [_run_model(run, name, "student", student, shape, runtime, common)]
     if "paired" in data:  # the teacher takes another input (another modality) than the one a request carries
@@ -219,13 +225,13 @@ def _from_run_dir(run: Path, runtime: str, name: str) -> list[ServedModel]:
 
 def _run_model(run: Path, name: str, role: str, row: dict[str, Any], shape: tuple[int, ...], runtime: str, common: dict) -> ServedModel:
     info = {k: row[k] for k in ("arch", "method", "accuracy", "params") if k in row} | {"source": str(run)}
-    model_input: TensorInput | TextInput = common["input"]
+    model_input: TensorInput | TextInput | AudioInput = common["input"]
     backend: Backend | None = None
     if runtime == "onnxruntime":
         onnx_file = compressed_onnx(run, role)
         if onnx_file is not None:
             candidate = OnnxBackend(onnx_file)
-            if isinstance(model_input, TensorInput) or candidate.graph_input.takes_any_length:
+            if not isinstance(model_input, TextInput) or candidate.graph_input.takes_any_length:
                 backend, info["weights"] = candidate, str(onnx_file)
             else:
                 log.warning("%s takes %s %s, not token ids of any length; not used", onnx_file, candidate.input_type, candidate.input_shape)
@@ -313,7 +319,7 @@ PROBE_TEXTS = (
 )
 
 
-def _probe(backend: Backend, model_input: TensorInput | TextInput) -> int:
+def _probe(backend: Backend, model_input: TensorInput | TextInput | AudioInput) -> int:
     """Run the input's probe batch through ``backend`` (a broken model fails at start-up) and return K."""
     batch = model_input.probe()
     out = backend.predict(batch.x)
