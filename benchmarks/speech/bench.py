@@ -1,8 +1,8 @@
 """benchmarks/speech: Hinton et al. 2015's ensemble experiment on synthesized spoken words.
 
 For each seed, one `distil run` of ``configs/speech/bench.yaml`` (the ensemble strategy): four
-teachers (CNN 24-48-96, two TC-ResNet14-1.5, CNN 16-32-64; seeds s … s+3) → their ensemble → a
-TC-ResNet8 student distilled from it, next to the student distilled from the first teacher alone
+teachers (TC-ResNet14-1.5 twice, TC-ResNet14, TC-ResNet8-1.5; seeds s … s+3) → their ensemble → a
+TC-ResNet8-0.5 student distilled from it, next to the student distilled from the first teacher alone
 (``student_kd``) and trained from scratch (``student_scratch``). Accuracy is on the test split:
 utterances by voices that no training utterance uses.
 
@@ -11,7 +11,7 @@ latency is timed in ONNX Runtime too (one thread), beside the PyTorch (eager) la
 
 The goals (issue 18): the student from the ensemble recovers ≥ 80 % of the ensemble's gain over a
 single teacher, ``(acc(student_ensemble) − acc(teacher)) / (acc(ensemble) − acc(teacher))`` with the
-first teacher (CNN 24-48-96) as "a single teacher", and its batch-1 latency is ≥ 20× lower than the
+first teacher (TC-ResNet14-1.5) as "a single teacher", and its batch-1 latency is ≥ 20× lower than the
 ensemble's. Also reported: the gain over the mean member, and over the student from one teacher.
 
     DISTIL_THREADS=1 python benchmarks/speech/bench.py --seeds 0,10,20 --out /work/bench/speech/runs
