@@ -305,3 +305,50 @@ def test_serving_an_audio_run_takes_waveforms_and_wav_uploads(speech_run):
             assert response.headers["content-type"].startswith("application/json") and response.json()["error"], what
         assert client.get("/v2/health/ready").json()["ready"]  # still up
         assert client.get("/v2/models/student").json()["parameters"]["audio"]["sample_rate"] == 16000
+
+
+def test_the_page_records_from_the_microphone_and_takes_a_file(speech_run, tmp_path):
+    """Headless Chromium with a fake microphone playing a synthesized word: the recording (MediaRecorder,
+    decoded and sent as WAV) and an uploaded WAV both show the student's and the teacher's top classes."""
+    chromium, driver_path = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
+    if not (chromium and driver_path):
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from serve_helpers import ThreadedServer
+
+    from distil.data.audio.synth import speak
+    from distil.serve import create_app, load_models
+
+    word = speak("flite:slt", "seven", 1.0, 1.0, "en-us")
+    padded = np.concatenate([np.zeros(4000, np.float32), resample(word.samples, word.rate, 48000), np.zeros(48000, np.float32)])
+    microphone = tmp_path / "seven.wav"
+    microphone.write_bytes(write_wav(padded, 48000))
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
+                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone}"):  # fmt: skip
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    browser.set_page_load_timeout(30)
+
+    def shown() -> dict[str, int]:
+        WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".model-result .latency")) == 2)
+        return {b.get_attribute("data-model"): len(b.find_elements(By.CSS_SELECTOR, "tr.prediction")) for b in browser.find_elements(By.CSS_SELECTOR, ".model-result")}
+
+    try:
+        with ThreadedServer(create_app(load_models(speech_run))) as server:
+            browser.get(server.url + "/")
+            assert "audio" in browser.find_element(By.ID, "models-line").text
+            assert browser.find_element(By.ID, "image-input").get_attribute("hidden") is not None
+            browser.find_element(By.ID, "record").click()
+            assert shown() == {"student": 5, "teacher": 5}, browser.find_element(By.ID, "error").text
+            assert "features" in browser.find_element(By.CSS_SELECTOR, ".model-result .latency").text
+            browser.execute_script("document.getElementById('results').innerHTML = ''")
+            browser.find_element(By.ID, "audio-file").send_keys(str(microphone))
+            assert shown() == {"student": 5, "teacher": 5}
+            assert browser.find_element(By.ID, "error").text == ""
+    finally:
+        browser.quit()
