@@ -196,11 +196,17 @@ def test_the_test_voices_are_never_heard_in_training():
 
 
 def test_a_missing_synthesizer_says_how_to_install_it(data_cache, monkeypatch, tmp_path):
-    from distil.data import load_dataset
+    """`distil run` on spoken_words without espeak-ng on PATH: exit 2, the apt-get line, nothing written."""
+    import yaml
+
+    from strategy_helpers import run_cli
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(DataError, match="apt-get install (espeak-ng|flite)"):
-        load_dataset("spoken_words", **TINY)
+    raw = yaml.safe_load((Path(__file__).parents[1] / "configs/speech/ensemble.yaml").read_text())
+    result = run_cli(tmp_path, raw)
+    assert result.exit_code == 2
+    assert "apt-get install espeak-ng" in result.output
+    assert not (tmp_path / "out").exists() and not data_cache.exists()
 
 
 @needs_synth
