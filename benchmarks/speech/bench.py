@@ -48,8 +48,17 @@ SHAPE = (1, 40, 51)
 CLASSES = 21
 
 
-def config(seed: int, overrides: list[str]):
-    return resolve_paths(validate_config(read_raw(CONFIG, [f"seed={seed}", *overrides]), str(CONFIG)), CONFIG.parent)
+def config(seed: int, overrides: list[str], teachers_from: Path | None = None, student: dict[str, Any] | None = None):
+    """The run's config; ``teachers_from``: load the four teachers trained by that seed's run (only the
+    students train); ``student``: replace the student's ``arch``/``kwargs``."""
+    raw = read_raw(CONFIG, [f"seed={seed}", *overrides])
+    if teachers_from is not None:
+        raw["teacher"]["weights"] = str((teachers_from / "teacher.safetensors").resolve())
+        for i, member in enumerate(raw["strategy"]["teachers"], start=1):
+            member["weights"] = str((teachers_from / f"teacher_{i}.safetensors").resolve())
+    if student:
+        raw["student"].update(student)
+    return resolve_paths(validate_config(raw, str(CONFIG)), CONFIG.parent)
 
 
 def onnx_b1_ms(model: torch.nn.Module, folder: Path, name: str, repeats: int = 200) -> float:
@@ -59,10 +68,10 @@ def onnx_b1_ms(model: torch.nn.Module, folder: Path, name: str, repeats: int = 2
     return 1e3 * percentile(times, 0.5)
 
 
-def run_seed(seed: int, out: Path, overrides: list[str], latency: bool = True) -> dict[str, Any]:
+def run_seed(seed: int, out: Path, overrides: list[str], latency: bool = True, teachers_from: Path | None = None, student: dict[str, Any] | None = None) -> dict[str, Any]:
     if not (out / "summary.json").is_file():
         print(f"--- seed {seed}: {out}", flush=True)
-        run_experiment(config(seed, overrides), out, command=shlex.join(["python", *sys.argv]), resume=(out / "config.yaml").is_file())
+        run_experiment(config(seed, overrides, teachers_from, student), out, command=shlex.join(["python", *sys.argv]), resume=(out / "config.yaml").is_file())
     rows = {m["name"]: {k: m.get(k) for k in KEEP} for m in json.loads((out / "summary.json").read_text())["models"]}
     onnx_file = out / "onnx_latency.json"
     if not latency:
@@ -134,16 +143,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-speech"))
     parser.add_argument("--results", type=Path, default=HERE, help="where results.json and results.md go")
     parser.add_argument("--only-seed", action="store_true", help="train the seeds' runs only: no ONNX timing, no results (run seeds in parallel processes, then once without this flag)")
+    parser.add_argument("--teachers-from", type=Path, help="a previous --out: load each seed's four trained teachers from it (only the students train)")
+    parser.add_argument("--student", type=json.loads, help='the student instead of the config\'s, e.g. \'{"arch": "tc_resnet", "kwargs": {"blocks_per_stage": 2, "width_mult": 1.5}}\'')
     parser.add_argument("overrides", nargs="*", help="config overrides for every run (key=value)")
     args = parser.parse_args()
     set_threads()
     start = time.time()
-    seeds = {int(s): run_seed(int(s), args.out / f"seed{s}", args.overrides, latency=not args.only_seed) for s in args.seeds.split(",")}
+    seeds = {}
+    for s in args.seeds.split(","):
+        reuse = None if args.teachers_from is None else args.teachers_from / f"seed{s}"
+        seeds[int(s)] = run_seed(int(s), args.out / f"seed{s}", args.overrides, not args.only_seed, reuse, args.student)
     if args.only_seed:
         return
     summary = summarise(seeds)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    results = {"config": str(CONFIG), "overrides": args.overrides, "command": shlex.join(["python", *sys.argv]), "commit": commit,
+    results = {"config": str(CONFIG), "overrides": args.overrides, "student": args.student, "teachers_from": str(args.teachers_from or ""), "command": shlex.join(["python", *sys.argv]), "commit": commit,
                "machine": machine(), "threads": torch.get_num_threads(), "seconds": round(time.time() - start, 1), **summary}  # fmt: skip
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "results.json").write_text(json.dumps(results, indent=1, default=str))
