@@ -198,7 +198,6 @@ def test_the_test_voices_are_never_heard_in_training():
 def test_a_missing_synthesizer_says_how_to_install_it(data_cache, monkeypatch, tmp_path):
     """`distil run` on spoken_words without espeak-ng on PATH: exit 2, the apt-get line, nothing written."""
     import yaml
-
     from strategy_helpers import run_cli
 
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
@@ -236,7 +235,6 @@ def speech_run(tmp_path_factory) -> Path:
     if not (shutil.which("espeak-ng") and shutil.which("flite")):
         pytest.skip("needs espeak-ng and flite (apt-get install espeak-ng flite)")
     import yaml
-
     from strategy_helpers import run_cli
 
     tmp = tmp_path_factory.mktemp("speech")

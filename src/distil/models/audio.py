@@ -74,7 +74,7 @@ class DSCNN(nn.Sequential):
 @register_model("ds_cnn", "DS-CNN (Zhang et al. 2017, Hello Edge) on log-mel: conv (4×10)/2, depthwise-separable blocks, channels=64, blocks=4")
 def ds_cnn(*, input_shape: tuple[int, ...], num_classes: int, channels: int = 64, blocks: int = 4, dropout: float = 0.0) -> DSCNN:
     """DS-CNN for spectrograms (C, frequency, time); DS-CNN-S by default (see the module docstring)."""
-    c, h, w = image_shape("ds_cnn", input_shape)
+    c, _, _ = image_shape("ds_cnn", input_shape)
     return DSCNN(c, num_classes, positive_int("ds_cnn", "channels", channels), positive_int("ds_cnn", "blocks", blocks), probability("ds_cnn", "dropout", dropout))
 
 

@@ -128,7 +128,7 @@ def audio_input(run: Path, data: dict[str, Any]) -> AudioInput | None:
 
     options = data_cfg.get("options") or {}
     front_end = front_end_for(int(options.get("n_mels", 40)))
-    clip = int(round(float(options.get("seconds", 1.0)) * SAMPLE_RATE))
+    clip = round(float(options.get("seconds", 1.0)) * SAMPLE_RATE)
     made = AudioInput(front_end, clip, tuple(data["mean"]), tuple(data["std"]))
     if list(made.shape) != list(data["input_shape"]):
         raise DataError(f"{run}: the audio front end gives features {made.shape}, but the run was trained on {data['input_shape']}: {json.dumps(options)}")

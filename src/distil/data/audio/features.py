@@ -113,9 +113,4 @@ class LogMel:
             raise DataError(f"log-mel settings {settings!r} are not LogMel's fields: {err}") from None
 
 
-def frames_for_seconds(front_end: LogMel, seconds: float) -> int:
-    """Frames of a clip of ``seconds`` at the front end's rate."""
-    return front_end.frames(int(round(seconds * front_end.sample_rate)))
-
-
-__all__ = ["LOG_FLOOR", "LogMel", "frames_for_seconds", "hz_to_mel", "mel_filterbank", "mel_to_hz"]
+__all__ = ["LOG_FLOOR", "LogMel", "hz_to_mel", "mel_filterbank", "mel_to_hz"]

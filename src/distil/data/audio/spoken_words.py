@@ -183,7 +183,7 @@ def cached_waveforms(settings: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, 
         except (SafetensorError, OSError, KeyError) as err:
             warnings.warn(f"spoken_words cache {file} is unreadable ({err}); synthesizing again", RuntimeWarning, stacklevel=2)
     plan = utterance_plan(settings)
-    length = int(round(settings["seconds"] * SAMPLE_RATE))
+    length = round(settings["seconds"] * SAMPLE_RATE)
     workers = max(1, torch.get_num_threads())
     with ThreadPoolExecutor(max_workers=workers) as pool:  # each call is a subprocess: threads run them side by side
         clips = list(pool.map(lambda u: render(u, length), [u for _, u in plan]))

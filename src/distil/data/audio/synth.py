@@ -83,8 +83,8 @@ def espeak(word: str, variant: str, speed: float, pitch: float, accent: str) -> 
     return read_wav(done.stdout, what=f"espeak-ng's output for {word!r}")
 
 
-def flite(word: str, voice: str, speed: float, pitch: float, accent: str) -> Waveform:  # noqa: ARG001 - one accent per voice
-    """``word`` spoken by flite voice ``voice`` (8 kHz for kal, 16 kHz for the others)."""
+def flite(word: str, voice: str, speed: float, pitch: float, accent: str) -> Waveform:
+    """``word`` spoken by flite voice ``voice`` (8 kHz for kal, 16 kHz for the others); ``accent`` is unused (one per voice)."""
     f0 = FLITE_F0.get(voice, 100.0) * pitch
     command = [FLITE.path(), "-voice", voice, "--setf", f"duration_stretch={1 / speed:.4f}", "--setf", f"int_f0_target_mean={f0:.1f}"]
     done = _run([*command, "-t", word, "-o", "/dev/stdout"], FLITE)
