@@ -310,7 +310,7 @@ def test_npz_mistakes_list_what_the_file_has(tmp_path):
 
 
 def test_unknown_dataset_and_option_list_what_exists():
-    known = "known datasets: digits, fashion_mnist, folder, mnist1d, mr, mr_reviews, npz, pos, tagged_text, text_csv, text_folder, text_jsonl, transfer, tweets"
+    known = "known datasets: digits, fashion_mnist, folder, mnist1d, mr, mr_reviews, npz, pos, spoken_words, tagged_text, text_csv, text_folder, text_jsonl, transfer, tweets"
     with pytest.raises(DataError, match=rf"unknown dataset 'fashion-mnist' \(did you mean 'fashion_mnist'\?\); {known}"):
         load_dataset("fashion-mnist")
     with pytest.raises(DataError, match="no option 'num_sample'.*'num_samples'.*it accepts: num_samples, generation_seed"):

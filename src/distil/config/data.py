@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 
 from distil.config.base import Section
 from distil.data import Augment, BatchAugment, Dataset, TextAugment, load_dataset
+from distil.data.audio.spec_augment import SpecAugment
 from distil.data.labels import with_few_labels
 from distil.data.pairs import StudentView, with_student_view
 from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, MIN_MAX_LENGTH
@@ -19,13 +20,16 @@ from distil.errors import ConfigError, DataError
 #: The fields of each kind of data, with their defaults (any other value on the other kind is an error).
 IMAGE_FIELDS = {"crop_padding": 0, "hflip": False}
 TEXT_FIELDS = {"mask": 0.0, "replace": 0.0, "ngram": 0.0, "max_ngram": 5}
+#: SpecAugment's fields (spectrograms: (C, frequency, time) inputs such as spoken_words' log-mel).
+SPEC_FIELDS = {"freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0}
 
 
 class AugmentConfig(Section):
     """Batched augmentation of training inputs (off by default: then teacher outputs are cached).
 
     Images and signals: ``crop_padding``, ``hflip``. Text (Tang et al. 2019 §3.3): ``mask``,
-    ``replace``, ``ngram``, ``max_ngram``. With it on, the view cache's ``cache.views`` pre-drawn views
+    ``replace``, ``ngram``, ``max_ngram``. Spectrograms (SpecAugment, Park et al. 2019): ``freq_masks``
+    masks of up to ``freq_width`` mel channels and ``time_masks`` of up to ``time_width`` frames. With it on, the view cache's ``cache.views`` pre-drawn views
     per sample are the paper's synthetic copies of each sentence.
     """
 
@@ -35,6 +39,10 @@ class AugmentConfig(Section):
     replace: float = Field(0.0, ge=0, le=1, description="text: probability that a token becomes a random word of the training data")
     ngram: float = Field(0.0, ge=0, le=1, description="text: probability that only a random n-gram of the sentence is kept")
     max_ngram: int = Field(5, ge=1, description="text: n-gram sampling keeps n tokens, n uniform in 1..max_ngram")
+    freq_masks: int = Field(0, ge=0, description="spectrograms (SpecAugment): frequency masks per sample")
+    freq_width: int = Field(0, ge=0, description="spectrograms: a frequency mask covers 0..freq_width channels (uniform)")
+    time_masks: int = Field(0, ge=0, description="spectrograms (SpecAugment): time masks per sample")
+    time_width: int = Field(0, ge=0, description="spectrograms: a time mask covers 0..time_width frames (uniform)")
 
     @model_validator(mode="after")
     def _one_draw_per_token(self) -> AugmentConfig:
@@ -49,7 +57,7 @@ class AugmentConfig(Section):
         :class:`~distil.data.BatchAugment`; a field of the other kind is a ConfigError.
         """
         text = getattr(data, "text", None)
-        for name, default in (IMAGE_FIELDS if text is not None else TEXT_FIELDS).items():
+        for name, default in ({**IMAGE_FIELDS, **SPEC_FIELDS} if text is not None else TEXT_FIELDS).items():
             value = getattr(self, name)
             if value == default:
                 continue
@@ -64,7 +72,26 @@ class AugmentConfig(Section):
             )
         if text is not None:
             return TextAugment.for_text(text, mask=self.mask, replace=self.replace, ngram=self.ngram, max_ngram=self.max_ngram)
+        if any(getattr(self, name) != default for name, default in SPEC_FIELDS.items()):
+            return self._spec_augment(data)
         return BatchAugment(crop_padding=self.crop_padding, hflip=self.hflip)
+
+    def _spec_augment(self, data: Dataset | None) -> SpecAugment:
+        """SpecAugment for spectrogram data: (C, frequency, time) inputs, without crop or flip."""
+        if data is None:
+            raise ConfigError("data.augment.freq_masks/time_masks are for spectrograms: build the augmentation with the data (build(data))")
+        if self.crop_padding or self.hflip:
+            raise ConfigError(
+                "data.augment: SpecAugment masks (freq_masks, time_masks) do not combine with crop_padding or hflip; "
+                "spoken_words already shifts each word in time, so remove crop_padding and hflip"
+            )
+        if len(data.input_shape) != 3:
+            raise ConfigError(f"data.augment.freq_masks/time_masks mask spectrograms of shape (C, frequency, time), but {data.name!r} has inputs of shape {data.input_shape}")
+        _, n_freq, n_time = data.input_shape
+        try:
+            return SpecAugment(n_freq, n_time, self.freq_masks, self.freq_width, self.time_masks, self.time_width)
+        except DataError as err:
+            raise ConfigError(f"data.augment: {err}") from None
 
 
 class ViewsConfig(Section):

@@ -21,6 +21,7 @@ from distil.models import resnet  # noqa: F401  isort: skip
 from distil.models import wrn  # noqa: F401  isort: skip
 from distil.models import resnet_v2  # noqa: F401  isort: skip
 from distil.models import mobilenetv2  # noqa: F401  isort: skip
+from distil.models import audio  # noqa: F401  isort: skip
 from distil.models import text_students  # noqa: F401  isort: skip
 from distil.models import text_transformer  # noqa: F401  isort: skip
 from distil.models import text_taggers  # noqa: F401  isort: skip

@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from distil.serve.audio import AudioInput
 from distil.serve.images import array_to_raw, image_to_raw, normalize
 from distil.serve.inputs import Batch, TextInput
 from distil.serve.page import page_html
@@ -41,6 +42,10 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
             start = time.perf_counter()
             batch = await state.prepare(served.input.encode, served, texts, state.settings.limits)
             answer["tokenize_ms"] = round((time.perf_counter() - start) * 1000, 3)
+        elif isinstance(served.input, AudioInput):
+            start = time.perf_counter()
+            batch = served.input.from_wav(await _upload(request))
+            answer["features_ms"] = round((time.perf_counter() - start) * 1000, 3)
         else:
             start = time.perf_counter()
             batch = Batch(normalize(await _raw_input(request, served, state.settings.max_request_batch), served.mean, served.std))
@@ -84,6 +89,18 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
         if not state.models:  # teachable mode before its first Train
             return RedirectResponse("/teach")
         return HTMLResponse(page_html(state.models))
+
+
+async def _upload(request: Request) -> bytes:
+    """The file a /predict request carries: the multipart field ``file``, or the body itself (e.g. ``audio/wav``)."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InferError("the multipart form has no file field named 'file'")
+        return await upload.read()
+    return await request.body()
 
 
 async def _raw_input(request: Request, model: ServedModel, max_batch: int) -> np.ndarray:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from distil.errors import ModelError
+from distil.serve.audio import AudioInput, audio_input
 from distil.serve.backends import Backend, OnnxBackend, TorchBackend
 from distil.serve.inputs import Batch, Limits, TensorInput, TextInput
 from distil.serve.selection import Selection, choose_row
@@ -60,7 +61,7 @@ class ServedModel:
     std: tuple[float, ...] = ()
     role: str = "student"
     info: dict[str, Any] = field(default_factory=dict)  # arch, method, accuracy, source, ...
-    input: TensorInput | TextInput | None = None
+    input: TensorInput | TextInput | AudioInput | None = None
     version: str = "1"  # the OIP model version: 1 is the run's own model, 2, 3, ... distil loop's promotions
 
     def __post_init__(self) -> None:
@@ -68,7 +69,7 @@ class ServedModel:
             self.input = TensorInput(self.backend.input_name, getattr(self.backend, "input_shape", ()), self.mean, self.std)
 
     @property
-    def inputs(self) -> TensorInput | TextInput:
+    def inputs(self) -> TensorInput | TextInput | AudioInput:
         """The model's input (never None after construction)."""
         assert self.input is not None
         return self.input
@@ -122,6 +123,7 @@ class ServedModel:
                 "mean": list(self.mean),
                 "std": list(self.std),
                 **({"text": self.inputs.description} if isinstance(self.input, TextInput) else {}),
+                **({"audio": self.inputs.description} if isinstance(self.input, AudioInput) else {}),
                 **self.info,
             },
         }
@@ -208,7 +210,11 @@ def _from_run_dir(run: Path, runtime: str, name: str, wanted: str | None = None)
     shape = tuple(data["input_shape"])
     text = data.get("text")
     # one input for both models: the tokenizer is loaded once and student and teacher read the same ids
-    model_input = text_input(text, str(run)) if text is not None else TensorInput("input", shape, tuple(data["mean"]), tuple(data["std"]))
+    model_input: TensorInput | TextInput | AudioInput
+    if text is not None:
+        model_input = text_input(text, str(run))
+    else:  # an audio run (spoken_words) takes waveforms and computes its features; any other run, tensors
+        model_input = audio_input(run, data) or TensorInput("input", shape, tuple(data["mean"]), tuple(data["std"]))
     common = {"class_names": tuple(data["class_names"]), "mean": model_input.mean, "std": model_input.std, "input": model_input}
     rows = {m["name"]: m for m in models}
     served = [_run_model(run, name, "student", selection, shape, runtime, common, rows)]
@@ -227,11 +233,11 @@ def _run_model(
 ) -> ServedModel:
     """The model of ``selection``'s row: its ONNX file, or its safetensors rebuilt (and exported when ONNX Runtime serves)."""
     row = selection.row
-    model_input: TensorInput | TextInput = common["input"]
+    model_input: TensorInput | TextInput | AudioInput = common["input"]
     backend: Backend | None = None
     if str(row["weights"]).endswith(".onnx"):
         candidate = OnnxBackend(run / row["weights"])
-        if isinstance(model_input, TensorInput) or candidate.graph_input.takes_any_length:
+        if not isinstance(model_input, TextInput) or candidate.graph_input.takes_any_length:
             backend = candidate
         elif row.get("source") in rows:  # a text graph of one fixed length: serve the row it was made from instead
             log.warning("%s takes %s %s, not token ids of any length; serving %s", row["weights"], candidate.input_type, candidate.input_shape, row["source"])
@@ -343,7 +349,7 @@ PROBE_TEXTS = (
 )
 
 
-def _probe(backend: Backend, model_input: TensorInput | TextInput) -> int:
+def _probe(backend: Backend, model_input: TensorInput | TextInput | AudioInput) -> int:
     """Run the input's probe batch through ``backend`` (a broken model fails at start-up) and return K."""
     batch = model_input.probe()
     out = backend.predict(batch.x)
