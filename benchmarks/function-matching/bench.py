@@ -48,10 +48,13 @@ VARIANTS: dict[str, tuple[Path, list[str], str, str]] = {
 KEEP = ("name", "method", "accuracy", "val_accuracy", "train_seconds", "epochs", "best_epoch", "teacher_outputs")
 
 
-def run(variant: str, epochs: int, seed: int, views: int, out: Path) -> dict[str, Any]:
+def run(variant: str, epochs: int, seed: int, views: int, out: Path, subset: int | None = None) -> dict[str, Any]:
     path, overrides, method, _ = VARIANTS[variant]
     overrides = [*overrides, f"student.epochs={epochs}", f"seed={seed}", f"cache.views={views}", "compress=null", f"distill.method={method}"]
     folder = out / f"{variant}-e{epochs}-s{seed}"
+    if subset:  # SUBSET training images + the config's 5,000 validation images, carved from a seeded subset
+        overrides += ["data.name=subset:fashion_mnist", f"data.options.images={subset + 5000}"]
+        folder = out / f"{variant}-e{epochs}-s{seed}-sub{subset}"
     if not (folder / "summary.json").is_file():
         print(f"--- {folder}  {' '.join(overrides)}", flush=True)
         cfg = resolve_paths(validate_config(read_raw(path, overrides), str(path)), path.parent)
@@ -60,7 +63,7 @@ def run(variant: str, epochs: int, seed: int, views: int, out: Path) -> dict[str
         (folder / "wall.json").write_text(json.dumps({"wall_seconds": round(time.time() - start, 1)}))
     summary = json.loads((folder / "summary.json").read_text())
     models = {m["name"]: {k: m.get(k) for k in KEEP} for m in summary["models"]}
-    return {"variant": variant, "epochs": epochs, "seed": seed, "views": views, "overrides": overrides, "models": models,
+    return {"variant": variant, "epochs": epochs, "seed": seed, "views": views, "train_images": subset or 55000, "overrides": overrides, "models": models,
             "wall_seconds": summary["wall_seconds"], "machine": summary["machine"]}  # fmt: skip
 
 
@@ -70,20 +73,20 @@ def gap(student: float, scratch: float, teacher: float) -> float:
 
 def table(out: Path) -> None:
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/row.json"))]
-    plain = {(r["epochs"], r["seed"]): r["models"]["student_scratch"]["accuracy"] for r in rows if r["variant"] == "kd"}
+    plain = {(r.get("train_images"), r["epochs"], r["seed"]): r["models"]["student_scratch"]["accuracy"] for r in rows if r["variant"] == "kd"}
     lines = [
-        "| epochs | seed | variant | scratch, same aug. % | student % | teacher % | gap closed vs same-aug. scratch | vs plain scratch | student train s | run wall s |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| train images | epochs | seed | variant | scratch, same aug. % | student % | teacher % | gap closed vs same-aug. scratch | vs plain scratch | student train s | run wall s |",
+        "|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     order = list(VARIANTS)
-    for r in sorted(rows, key=lambda r: (r["epochs"], r["seed"], order.index(r["variant"]))):
+    for r in sorted(rows, key=lambda r: (-r.get("train_images", 55000), r["epochs"], r["seed"], order.index(r["variant"]))):
         m = r["models"]
         student = next(v for k, v in m.items() if k.startswith("student_") and k != "student_scratch")
         t, s, d = m["teacher"]["accuracy"], m["student_scratch"]["accuracy"], student["accuracy"]
-        p = plain.get((r["epochs"], r["seed"]))
+        p = plain.get((r.get("train_images"), r["epochs"], r["seed"]))
         vs_plain = f"{100 * gap(d, p, t):.0f} %" if p is not None else "–"
         lines.append(
-            f"| {r['epochs']} | {r['seed']} | {VARIANTS[r['variant']][3]} | {100 * s:.2f} | {100 * d:.2f} | {100 * t:.2f} | "
+            f"| {r.get('train_images', 55000):,} | {r['epochs']} | {r['seed']} | {VARIANTS[r['variant']][3]} | {100 * s:.2f} | {100 * d:.2f} | {100 * t:.2f} | "
             f"{100 * gap(d, s, t):.0f} % | {vs_plain} | {student['train_seconds']:.0f} | {r['wall_seconds']:.0f} |"
         )
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -97,6 +100,7 @@ def main() -> None:
     parser.add_argument("--epochs", default="10,30")
     parser.add_argument("--variants", default="kd,kd_views,fm")
     parser.add_argument("--views", type=int, default=8, help="pre-drawn views per sample (cache.views) for the augmented variants")
+    parser.add_argument("--subset", type=int, default=None, help="train on a seeded subset of this many images (needs benchmarks/function-matching on PYTHONPATH)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fm"))
     parser.add_argument("--table", action="store_true", help="only write results.md/json from the finished runs")
     args = parser.parse_args()
@@ -105,8 +109,9 @@ def main() -> None:
         for epochs in [int(e) for e in args.epochs.split(",")]:
             for seed in [int(s) for s in args.seeds.split(",")]:
                 for variant in args.variants.split(","):
-                    row = run(variant, epochs, seed, args.views, args.out)
-                    (args.out / f"{variant}-e{epochs}-s{seed}" / "row.json").write_text(json.dumps(row, indent=1))
+                    row = run(variant, epochs, seed, args.views, args.out, args.subset)
+                    sub = f"-sub{args.subset}" if args.subset else ""
+                    (args.out / f"{variant}-e{epochs}-s{seed}{sub}" / "row.json").write_text(json.dumps(row, indent=1))
     table(args.out)
 
 
