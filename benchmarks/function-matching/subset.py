@@ -13,8 +13,8 @@ from distil.data import RawData
 from distil.data.sources.fashion_mnist import load_fashion_mnist
 
 
-def fashion_mnist(path: Path | None, images: int = 25_000, seed: int = 0) -> RawData:
-    """Fashion-MNIST with ``images`` of its training images, chosen by ``seed`` (the same for every run seed)."""
+def fashion_mnist(path: Path | None, images: int = 25_000, subset_seed: int = 0) -> RawData:
+    """Fashion-MNIST with ``images`` of its training images, chosen by ``subset_seed`` (the same for every run seed)."""
     raw = load_fashion_mnist(path)
-    keep = np.sort(np.random.default_rng(seed).permutation(len(raw.train_x))[:images])
-    return replace(raw, train_x=raw.train_x[keep], train_y=raw.train_y[keep], source=f"{raw.source or path} (subset: {images} training images, seed {seed})")
+    keep = np.sort(np.random.default_rng(subset_seed).permutation(len(raw.train_x))[:images])
+    return replace(raw, train_x=raw.train_x[keep], train_y=raw.train_y[keep], source=f"{raw.source or path} (subset: {images} training images, seed {subset_seed})")
