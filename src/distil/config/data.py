@@ -46,9 +46,9 @@ class AugmentConfig(Section):
 
     @model_validator(mode="after")
     def _one_draw_per_token(self) -> AugmentConfig:
-        if self.mixup == 0 and self.cutmix == 0 and {"mix_prob", "cutmix_share"} & self.model_fields_set:
-            given = sorted({"mix_prob", "cutmix_share"} & self.model_fields_set)
-            raise ValueError(f"{', '.join(given)} choose(s) how inputs are mixed, but mixup and cutmix are both 0 (off); set mixup and/or cutmix (function matching: 1.0)")
+        changed = [name for name in ("mix_prob", "cutmix_share") if getattr(self, name) != IMAGE_FIELDS[name]]
+        if self.mixup == 0 and self.cutmix == 0 and changed:
+            raise ValueError(f"{' and '.join(changed)} choose how inputs are mixed, but mixup and cutmix are both 0 (off); set mixup and/or cutmix (function matching: 1.0)")
         if self.mask + self.replace > 1:
             raise ValueError(f"mask + replace must be at most 1 (one draw per token decides which), got {self.mask} + {self.replace}")
         return self
