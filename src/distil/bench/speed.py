@@ -11,7 +11,7 @@ rotated every round, so a change in the machine's load hits all of them alike), 
 - ``kd_online`` (augmentation only): distil's KD with a teacher forward per batch on freshly drawn
   augmentations, the accuracy the cached views must not fall below.
 
-With ``fm=True`` (``--fm``) a third setting, ``fm``: function matching (Beyer et al. 2022, the ``fm``
+``inputs`` chooses the settings (default ``noaug`` and ``aug``); ``fm`` (``--inputs noaug,aug,fm``): function matching (Beyer et al. 2022, the ``fm``
 preset) on crop + flip + mixup/cutmix pairs replayed from the view cache, against the student trained
 alone on the same mixed inputs (CE on the mixed labels): ``student`` and ``kd`` only.
 
@@ -62,6 +62,9 @@ AUGMENT = BatchAugment(crop_padding=2, hflip=True)
 
 #: The inputs of the ``fm`` setting: crop + flip after a mixup or cutmix pair (α = 1, half each).
 FM_AUGMENT = Mixed(AUGMENT, Mix(mixup=1.0, cutmix=1.0))
+
+#: The settings ``--inputs`` chooses from.
+INPUTS: dict[str, BatchAugment | Mixed] = {"noaug": BatchAugment(), "aug": AUGMENT, "fm": FM_AUGMENT}
 
 #: ``--quick``: scikit-learn digits with small CNNs, seconds end to end (the test runs it).
 QUICK = {
@@ -230,9 +233,12 @@ def bench_speed(
     reference_workers: int = 2,
     command: str = "distil bench speed",
     log: Callable[[str], None] = print,
-    fm: bool = False,
+    inputs: tuple[str, ...] = ("noaug", "aug"),
 ) -> dict[str, Any]:
     """Measure both settings; writes ``out/speed.json`` and returns it (see the module docstring)."""
+    unknown = sorted(set(inputs) - set(INPUTS))
+    if unknown or not inputs:
+        raise ConfigError(f"--inputs: unknown {unknown or 'empty list'}; known: {', '.join(INPUTS)}")
     cfg = config
     device = resolve_device(cfg.device)
     settings = cfg.student.settings()
@@ -267,8 +273,7 @@ def bench_speed(
         "machine": machine(),
         "settings": {},
     }
-    inputs: list[tuple[str, BatchAugment | Mixed]] = [("noaug", BatchAugment()), ("aug", AUGMENT)] + ([("fm", FM_AUGMENT)] if fm else [])
-    for name, augment in inputs:
+    for name, augment in ((n, INPUTS[n]) for n in inputs):
         mixes = isinstance(augment, Mixed)
         objective = kd_objective("fm" if mixes else None)
         T = objective.temperature
