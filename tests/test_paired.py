@@ -212,6 +212,7 @@ def test_paired_run_from_the_cli_shows_both_inputs(tmp_path):
         ({"data": {"name": "npz", "path": "p.npz"}}, "array 'x_teacher' has 89 samples but 'x' has 90"),
         ({"strategy": {"name": "mutual"}}, "strategy: 'mutual' does not work on paired data"),
         ({"data": {"name": "digits", "inputs": {"teacher": "a", "student": "b"}}}, "data.inputs names the two inputs of paired data"),
+        ({"data": {**PAIRED_DIGITS["data"], "augment": {"mixup": 1.0}}}, "is paired: the teacher sees its own, un-augmented input"),
     ],
 )
 def test_bad_paired_input_exits_2_and_writes_nothing(tmp_path, change, message):
