@@ -191,7 +191,9 @@ def fit_epochs(
     """:func:`fit` one epoch at a time: yields each epoch's record (a benchmark can interleave runs).
 
     When the teacher outputs replay pre-drawn views (``teacher.views``), each sample shows its view of
-    the epoch instead of a fresh augmentation. The best validation weights are restored when the
+    the epoch instead of a fresh augmentation. An augmentation that mixes pairs (mixup / cutmix,
+    :class:`~distil.data.mix.Mixed`) reads each partner from the whole ``train.x`` — the pair stored with
+    the view, or drawn per batch without a view cache — and the label terms read the pairs' soft labels. The best validation weights are restored when the
     generator is exhausted; ``result`` (if given) collects the history. A ``checkpoint`` restores the
     loop's state before the first epoch (the loop then starts after the restored epoch; a finished
     fit runs no epoch) and saves it after each one.
