@@ -36,3 +36,18 @@ def test_reference_dataset_transforms_one_sample_at_a_time():
     image, label = data[1]
     assert image.shape == (1, 4, 4) and label == 1
     assert set(image.flatten().tolist()) <= set(x[1].flatten().tolist()) | {0.0}
+
+
+def test_bench_speed_times_function_matching_from_cached_pairs(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "speed", "--quick", "--inputs", "fm", "--epochs", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    assert list(speed["settings"]) == ["fm"] and set(speed["settings"]["fm"]["epoch_seconds"]) == {"student", "kd"}
+    assert speed["settings"]["fm"]["augment"] == {"crop_padding": 2, "hflip": True, "mixup": 1.0, "cutmix": 1.0, "mix_prob": 1.0}
+    assert speed["settings"]["fm"]["teacher_outputs"]["kind"] == "views"
+    assert speed["kd_over_student_fm"] > 0 and "kd_over_student_fm" in result.output
+
+
+def test_bench_speed_refuses_unknown_inputs_before_any_work(tmp_path):
+    result = CliRunner().invoke(app, ["bench", "speed", "--quick", "--inputs", "fm,bogus", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "bogus" in result.output and not (tmp_path / "out").exists()

@@ -213,6 +213,7 @@ def test_paired_run_from_the_cli_shows_both_inputs(tmp_path):
         ({"strategy": {"name": "self_supervised"}}, "strategy: 'self_supervised' does not work on paired data"),
         ({"strategy": {"name": "mutual", "teacher_trains": True}}, "teacher_trains does not work on paired data"),
         ({"data": {"name": "digits", "inputs": {"teacher": "a", "student": "b"}}}, "data.inputs names the two inputs of paired data"),
+        ({"data": {**PAIRED_DIGITS["data"], "augment": {"mixup": 1.0}}}, "is paired: the teacher sees its own, un-augmented input"),
     ],
 )
 def test_bad_paired_input_exits_2_and_writes_nothing(tmp_path, change, message):

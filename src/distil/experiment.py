@@ -61,6 +61,12 @@ class Experiment:
             return read_summary(session.run_dir.path)
         data = cfg.data.load(cfg.seed)
         augment = cfg.data.augment.build(data)  # before any work: a field for the other kind of data is an error
+        if data.paired and getattr(augment, "mixes", False):
+            field = "mixup" if cfg.data.augment.mixup else "cutmix"
+            raise ConfigError(
+                f"data.augment.{field}: {data.name!r} is paired: the teacher sees its own, un-augmented input of each sample, "
+                "so it cannot see the student's mixed image (function matching needs the same image for both); turn mixing off"
+            )
         if data.paired and cfg.compress is not None and "kd" in steps:
             raise ConfigError(
                 f"compress: {data.name!r} is paired (the teacher sees other inputs than the student), which the compression "

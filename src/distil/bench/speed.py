@@ -11,6 +11,10 @@ rotated every round, so a change in the machine's load hits all of them alike), 
 - ``kd_online`` (augmentation only): distil's KD with a teacher forward per batch on freshly drawn
   augmentations, the accuracy the cached views must not fall below.
 
+``inputs`` chooses the settings (default ``noaug`` and ``aug``); ``fm`` (``--inputs noaug,aug,fm``): function matching (Beyer et al. 2022, the ``fm``
+preset) on crop + flip + mixup/cutmix pairs replayed from the view cache, against the student trained
+alone on the same mixed inputs (CE on the mixed labels): ``student`` and ``kd`` only.
+
 An epoch's time includes its validation pass, for every run. Building a cache is a one-off cost
 (reused from disk by later runs with the same teacher and data); it is reported apart, not in epochs.
 """
@@ -37,7 +41,9 @@ from torch.utils.data import Dataset as TorchDataset
 
 from distil.config import ExperimentConfig, validate_config
 from distil.data import BatchAugment, Dataset
+from distil.data.mix import Mix, Mixed
 from distil.engine.evaluate import accuracy
+from distil.engine.methods import METHODS
 from distil.engine.objective import Objective, build_objective, task_objective
 from distil.engine.teacher_outputs import teacher_outputs
 from distil.engine.teacher_sources import OnlineTeacher
@@ -53,6 +59,12 @@ except ImportError:  # not on Unix
 
 #: The augmentation of the "aug" setting: the crop + flip the demo teacher was trained with.
 AUGMENT = BatchAugment(crop_padding=2, hflip=True)
+
+#: The inputs of the ``fm`` setting: crop + flip after a mixup or cutmix pair (α = 1, half each).
+FM_AUGMENT = Mixed(AUGMENT, Mix(mixup=1.0, cutmix=1.0))
+
+#: The settings ``--inputs`` chooses from.
+INPUTS: dict[str, BatchAugment | Mixed] = {"noaug": BatchAugment(), "aug": AUGMENT, "fm": FM_AUGMENT}
 
 #: ``--quick``: scikit-learn digits with small CNNs, seconds end to end (the test runs it).
 QUICK = {
@@ -221,8 +233,12 @@ def bench_speed(
     reference_workers: int = 2,
     command: str = "distil bench speed",
     log: Callable[[str], None] = print,
+    inputs: tuple[str, ...] = ("noaug", "aug"),
 ) -> dict[str, Any]:
     """Measure both settings; writes ``out/speed.json`` and returns it (see the module docstring)."""
+    unknown = sorted(set(inputs) - set(INPUTS))
+    if unknown or not inputs:
+        raise ConfigError(f"--inputs: unknown {unknown or 'empty list'}; known: {', '.join(INPUTS)}")
     cfg = config
     device = resolve_device(cfg.device)
     settings = cfg.student.settings()
@@ -238,8 +254,9 @@ def bench_speed(
     def student() -> nn.Module:
         return cfg.student.build(data, cfg.seed).to(device)
 
-    def kd_objective() -> Objective:
-        return build_objective(cfg.distill.term_specs(), student(), teacher, data.train.x[:8], n_data=len(data.train), seed=cfg.seed)
+    def kd_objective(method: str | None = None) -> Objective:
+        specs = cfg.distill.term_specs() if method is None else list(METHODS[method].terms)
+        return build_objective(specs, student(), teacher, data.train.x[:8], n_data=len(data.train), seed=cfg.seed)
 
     result: dict[str, Any] = {
         "dataset": data.name,
@@ -256,24 +273,28 @@ def bench_speed(
         "machine": machine(),
         "settings": {},
     }
-    for name, augment in (("noaug", BatchAugment()), ("aug", AUGMENT)):
-        objective = kd_objective()
+    for name, augment in ((n, INPUTS[n]) for n in inputs):
+        mixes = isinstance(augment, Mixed)
+        objective = kd_objective("fm" if mixes else None)
         T = objective.temperature
         soft_weight = next((t.weight for t in objective.terms if t.loss.uses_teacher), 0.9)
         start = time.perf_counter()
         outputs = teacher_outputs(teacher, data.train.x, augment, objective.teacher_taps, settings=cfg.cache.settings(cfg.seed), temperature=T)
         cache_info = {**outputs.info, "seconds": round(time.perf_counter() - start, 2)}
         log(f"{name}: teacher outputs: {cache_info['kind']} ({cache_info.get('bytes', 0):,} bytes, {'from disk' if cache_info.get('from_disk') else 'built'} in {cache_info['seconds']} s)")
-        models = {"student": student(), "kd": student(), "reference": student()}
+        models = {"student": student(), "kd": student()}
         results = {k: FitResult(best_epoch=0, best_val_accuracy=-1.0) for k in ("student", "kd", "kd_online")}
         runs = {
             "student": _timed(fit_epochs(models["student"], data.train, data.val, task_objective(), settings, seed=cfg.seed, augment=augment, result=results["student"])),
             "kd": _timed(fit_epochs(models["kd"], data.train, data.val, objective, settings, seed=cfg.seed, teacher=outputs, augment=augment, result=results["kd"])),
-            "reference": _timed(
-                reference_epochs(copy.deepcopy(teacher).to(memory_format=torch.contiguous_format), models["reference"], data, settings, augment, T=T, soft_weight=soft_weight, seed=cfg.seed, workers=reference_workers)
-            ),
         }
-        if augment.enabled:
+        if not mixes:  # the tutorial's loop has no mixup / cutmix
+            assert isinstance(augment, BatchAugment)
+            models["reference"] = student()
+            runs["reference"] = _timed(
+                reference_epochs(copy.deepcopy(teacher).to(memory_format=torch.contiguous_format), models["reference"], data, settings, augment, T=T, soft_weight=soft_weight, seed=cfg.seed, workers=reference_workers)
+            )
+        if augment.enabled and not mixes:
             models["kd_online"] = student()
             online = OnlineTeacher(teacher, objective.teacher_taps)
             runs["kd_online"] = _timed(fit_epochs(models["kd_online"], data.train, data.val, kd_objective(), settings, seed=cfg.seed, teacher=online, augment=augment, result=results["kd_online"]))
@@ -296,7 +317,7 @@ def bench_speed(
         medians = {k: statistics.median(v) for k, v in times.items()}
         cpu_medians = {k: statistics.median(v) for k, v in cpu.items()}
         result["settings"][name] = {
-            "augment": {"crop_padding": augment.crop_padding, "hflip": augment.hflip},
+            "augment": _describe(augment),
             "epoch_seconds": {k: [round(s, 4) for s in v] for k, v in times.items()},
             "median_epoch_seconds": {k: round(v, 4) for k, v in medians.items()},
             "epoch_cpu_seconds": {k: [round(s, 4) for s in v] for k, v in cpu.items()},
@@ -305,9 +326,10 @@ def bench_speed(
             "teacher_outputs": cache_info,
         }
         result[f"kd_over_student_{name}"] = round(medians["kd"] / medians["student"], 3)
-        result[f"reference_over_kd_{name}"] = round(medians["reference"] / medians["kd"], 3)
         result[f"cpu_kd_over_student_{name}"] = round(cpu_medians["kd"] / cpu_medians["student"], 3)
-        result[f"cpu_reference_over_kd_{name}"] = round(cpu_medians["reference"] / cpu_medians["kd"], 3)
+        if "reference" in medians:
+            result[f"reference_over_kd_{name}"] = round(medians["reference"] / medians["kd"], 3)
+            result[f"cpu_reference_over_kd_{name}"] = round(cpu_medians["reference"] / cpu_medians["kd"], 3)
         if "kd_online" in medians:
             result[f"kd_online_over_kd_{name}"] = round(medians["kd_online"] / medians["kd"], 3)
         del outputs
@@ -318,6 +340,14 @@ def bench_speed(
     atomic_write(out / "speed.json", lambda tmp: tmp.write_text(text + "\n"))
     atomic_write(out / "speed.md", lambda tmp: tmp.write_text(markdown(result)))
     return result
+
+
+def _describe(augment: BatchAugment | Mixed) -> dict[str, Any]:
+    if isinstance(augment, Mixed):
+        base = augment.base
+        assert isinstance(base, BatchAugment)
+        return {**_describe(base), "mixup": augment.mix.mixup, "cutmix": augment.mix.cutmix, "mix_prob": augment.mix.prob}
+    return {"crop_padding": augment.crop_padding, "hflip": augment.hflip}
 
 
 def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -351,8 +381,8 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {run} | {times} | {median:.2f} | {median / base:.2f} | {cpu_text} | {100 * s['test_accuracy'][run]:.2f} % |")
     lines += ["", "| ratio (of median epoch times; cpu_: of median CPU times) | value |", "|---|---:|"]
     for key in (
-        "kd_over_student_noaug", "kd_over_student_aug", "reference_over_kd_noaug", "reference_over_kd_aug", "kd_online_over_kd_aug",
-        "cpu_kd_over_student_noaug", "cpu_kd_over_student_aug", "cpu_reference_over_kd_noaug", "cpu_reference_over_kd_aug",
+        "kd_over_student_noaug", "kd_over_student_aug", "kd_over_student_fm", "reference_over_kd_noaug", "reference_over_kd_aug", "kd_online_over_kd_aug",
+        "cpu_kd_over_student_noaug", "cpu_kd_over_student_aug", "cpu_kd_over_student_fm", "cpu_reference_over_kd_noaug", "cpu_reference_over_kd_aug",
     ):
         if key in result:
             lines.append(f"| `{key}` | {result[key]:.3f} |")

@@ -56,6 +56,7 @@ def bench_speed_command(
     samples: Annotated[int | None, typer.Option(min=1, help="use only this many training samples")] = None,
     quick: Annotated[bool, typer.Option(help="scikit-learn digits and small CNNs: seconds, for a smoke test")] = False,
     reference_workers: Annotated[int, typer.Option(min=0, help="DataLoader workers of the tutorial-style reference (the tutorial uses 2)")] = 2,
+    inputs: Annotated[str, typer.Option(help="settings to time, comma-separated: noaug, aug (crop+flip), fm (function matching on cached mixup/cutmix pairs vs the student on the same mixed inputs)")] = "noaug,aug",
 ) -> None:
     """Distillation vs the student alone vs a tutorial-style KD loop, interleaved: DIR/speed.json."""
     import shlex
@@ -68,12 +69,13 @@ def bench_speed_command(
     else:
         cfg = load_config_file(config or Path("configs/fashion_mnist/demo.yaml"), overrides)
         epochs = epochs or 3
-    result = bench_speed(cfg, out_dir, epochs=epochs, samples=samples, reference_workers=reference_workers, command=shlex.join(["distil", *sys.argv[1:]]), log=lambda m: err.print(m, highlight=False))
+    result = bench_speed(cfg, out_dir, epochs=epochs, samples=samples, reference_workers=reference_workers, inputs=tuple(i.strip() for i in inputs.split(",") if i.strip()), command=shlex.join(["distil", *sys.argv[1:]]), log=lambda m: err.print(m, highlight=False))
     table = Table(title=f"speed — {out_dir / 'speed.json'} ({result['threads']} threads)")
     for col in ("inputs", "run", "median s/epoch", "× student", "test acc"):
         table.add_column(col)
     for row in rows(result):
         table.add_row(*row)
     out.print(table)
-    for key in ("kd_over_student_noaug", "kd_over_student_aug", "reference_over_kd_noaug", "reference_over_kd_aug"):
-        out.print(f"{key} = {result[key]:.3f}", highlight=False)
+    for key in ("kd_over_student_noaug", "kd_over_student_aug", "kd_over_student_fm", "reference_over_kd_noaug", "reference_over_kd_aug"):
+        if key in result:
+            out.print(f"{key} = {result[key]:.3f}", highlight=False)

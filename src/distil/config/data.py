@@ -12,13 +12,14 @@ from distil.config.base import Section
 from distil.data import Augment, BatchAugment, Dataset, TextAugment, load_dataset
 from distil.data.audio.spec_augment import SpecAugment
 from distil.data.labels import with_few_labels
+from distil.data.mix import Mix, Mixed
 from distil.data.pairs import StudentView, with_student_view
 from distil.data.text.tokenizer import DEFAULT_MAX_LENGTH, MIN_MAX_LENGTH
 from distil.data.views import StrongViews
 from distil.errors import ConfigError, DataError
 
 #: The fields of each kind of data, with their defaults (any other value on the other kind is an error).
-IMAGE_FIELDS = {"crop_padding": 0, "hflip": False}
+IMAGE_FIELDS = {"crop_padding": 0, "hflip": False, "mixup": 0.0, "cutmix": 0.0, "mix_prob": 1.0, "cutmix_share": 0.5}
 TEXT_FIELDS = {"mask": 0.0, "replace": 0.0, "ngram": 0.0, "max_ngram": 5}
 #: SpecAugment's fields (spectrograms: (C, frequency, time) inputs such as spoken_words' log-mel).
 SPEC_FIELDS = {"freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 0}
@@ -27,7 +28,10 @@ SPEC_FIELDS = {"freq_masks": 0, "freq_width": 0, "time_masks": 0, "time_width": 
 class AugmentConfig(Section):
     """Batched augmentation of training inputs (off by default: then teacher outputs are cached).
 
-    Images and signals: ``crop_padding``, ``hflip``. Text (Tang et al. 2019 §3.3): ``mask``,
+    Images and signals: ``crop_padding``, ``hflip``; ``mixup`` / ``cutmix`` pairs for function
+    matching (Beyer et al. 2022; :mod:`distil.data.mix`: mixed first, then cropped and flipped; in the
+    view cache the pairs are pre-drawn with the views, so the teacher and the student see the same
+    mixed image; label terms read the mixed labels). Text (Tang et al. 2019 §3.3): ``mask``,
     ``replace``, ``ngram``, ``max_ngram``. Spectrograms (SpecAugment, Park et al. 2019): ``freq_masks``
     masks of up to ``freq_width`` mel channels and ``time_masks`` of up to ``time_width`` frames. With it on, the view cache's ``cache.views`` pre-drawn views
     per sample are the paper's synthetic copies of each sentence.
@@ -35,6 +39,10 @@ class AugmentConfig(Section):
 
     crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels")
     hflip: bool = Field(False, description="random horizontal flip")
+    mixup: float = Field(0.0, ge=0, description="mixup: each input blended with a random training input, x = λ·x_i + (1−λ)·x_j, λ ~ Beta(mixup, mixup); 0: off (function matching: 1)")
+    cutmix: float = Field(0.0, ge=0, description="cutmix: a box of a random training input pasted in, its area (1−λ), λ ~ Beta(cutmix, cutmix); 0: off")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="the share of inputs that are mixed (mixup or cutmix); the others are shown as they are")
+    cutmix_share: float = Field(0.5, ge=0, le=1, description="with both mixup and cutmix on: the share of mixed inputs that are cutmix pairs")
     mask: float = Field(0.0, ge=0, le=1, description="text: probability that a token becomes [MASK]")
     replace: float = Field(0.0, ge=0, le=1, description="text: probability that a token becomes a random word of the training data")
     ngram: float = Field(0.0, ge=0, le=1, description="text: probability that only a random n-gram of the sentence is kept")
@@ -46,6 +54,9 @@ class AugmentConfig(Section):
 
     @model_validator(mode="after")
     def _one_draw_per_token(self) -> AugmentConfig:
+        changed = [name for name in ("mix_prob", "cutmix_share") if getattr(self, name) != IMAGE_FIELDS[name]]
+        if self.mixup == 0 and self.cutmix == 0 and changed:
+            raise ValueError(f"{' and '.join(changed)} choose how inputs are mixed, but mixup and cutmix are both 0 (off); set mixup and/or cutmix (function matching: 1.0)")
         if self.mask + self.replace > 1:
             raise ValueError(f"mask + replace must be at most 1 (one draw per token decides which), got {self.mask} + {self.replace}")
         return self
@@ -73,8 +84,13 @@ class AugmentConfig(Section):
         if text is not None:
             return TextAugment.for_text(text, mask=self.mask, replace=self.replace, ngram=self.ngram, max_ngram=self.max_ngram)
         if any(getattr(self, name) != default for name, default in SPEC_FIELDS.items()):
+            if self.mixup or self.cutmix:
+                raise ConfigError("data.augment: mixup/cutmix do not combine with SpecAugment masks (freq_masks, time_masks) yet; use one or the other")
             return self._spec_augment(data)
-        return BatchAugment(crop_padding=self.crop_padding, hflip=self.hflip)
+        base = BatchAugment(crop_padding=self.crop_padding, hflip=self.hflip)
+        if self.mixup == 0 and self.cutmix == 0:
+            return base
+        return Mixed(base, Mix(mixup=self.mixup, cutmix=self.cutmix, prob=self.mix_prob, cutmix_share=self.cutmix_share))
 
     def _spec_augment(self, data: Dataset | None) -> SpecAugment:
         """SpecAugment for spectrogram data: (C, frequency, time) inputs, without crop or flip."""

@@ -14,6 +14,7 @@ from distil.config.distill import DistillConfig
 from distil.config.strategy import NoStrategy, StrategyOptions, strategy_options, teacherless
 from distil.config.sweep import SweepConfig
 from distil.config.training import ModelConfig, TeacherConfig
+from distil.losses import LOSSES
 
 
 class MeasureConfig(Section):
@@ -62,4 +63,19 @@ class ExperimentConfig(Section):
             return self
         if self.teacher.sha256 and not self.teacher.weights:
             raise ValueError("teacher.sha256 is set but teacher.weights is not")
+        return self
+
+    @model_validator(mode="after")
+    def _mixed_labels_need_soft_targets(self) -> ExperimentConfig:
+        """Mixed inputs carry two labels each: every label term of the method must read soft targets (CE)."""
+        augment = self.data.augment
+        if augment.mixup == 0 and augment.cutmix == 0:
+            return self
+        hard = [s.loss for s in self.distill.term_specs() if s.weight != 0 and LOSSES[s.loss].uses_target and not LOSSES[s.loss].soft_targets]
+        if hard:
+            field = "mixup" if augment.mixup else "cutmix"
+            raise ValueError(
+                f"data.augment.{field}: mixed inputs have two labels each, but distill.method {self.distill.method!r} has the label term "
+                f"{hard[0]}, which reads one; use a method whose label term is CE (fm, kd, dist, ...) or turn mixing off"
+            )
         return self

@@ -195,12 +195,21 @@ class AugmentViews:
     seed: int
 
     @classmethod
-    def draw(cls, augment: Augment, n: int, k: int, seed: int) -> AugmentViews:
-        """Draw ``k`` views of ``n`` samples from a generator seeded with ``seed`` (on the CPU)."""
+    def draw(cls, augment: Augment, n: int, k: int, seed: int, size: tuple[int, int] | None = None) -> AugmentViews:
+        """Draw ``k`` views of ``n`` samples from a generator seeded with ``seed`` (on the CPU).
+
+        An augmentation that mixes pairs (``augment.mixes``, :class:`~distil.data.mix.Mixed`) draws each
+        view's partner among the ``n`` samples; it needs the inputs' ``size`` (``(H, W)``, or ``(1, L)``).
+        """
         if k < 1:
             raise DataError(f"the number of pre-drawn views must be >= 1, got {k}")
         generator = torch.Generator().manual_seed(seed)
-        packed = augment.pack(augment.sample(n * k, generator))
+        if getattr(augment, "mixes", False):
+            if size is None:
+                raise DataError("views that mix pairs need the inputs' size to draw cutmix boxes (AugmentViews.draw(size=...))")
+            packed = augment.pack(augment.sample(n * k, generator, pool=n, size=size))  # type: ignore[call-arg]
+        else:
+            packed = augment.pack(augment.sample(n * k, generator))
         offset = torch.randint(0, k, (n,), generator=generator)
         return cls(augment, {name: t.reshape(n, k, *t.shape[1:]) for name, t in packed.items()}, offset, seed)
 
@@ -228,6 +237,18 @@ class AugmentViews:
         """The same views with their tables on ``device`` (where the training batches are)."""
         return AugmentViews(self.augment, {name: t.to(device) for name, t in self.table.items()}, self.offset.to(device), self.seed)
 
-    def apply(self, x: torch.Tensor, index: torch.Tensor, view: torch.Tensor) -> torch.Tensor:
-        """``x`` (the stored samples ``index``) as the views ``view``."""
-        return self.augment.apply(x, self.params(index, view))
+    def apply(self, x: torch.Tensor, index: torch.Tensor, view: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` (the stored samples ``index``) as the views ``view``.
+
+        ``source``: the stored inputs the views' partners are read from (all ``N``; needed when the views mix pairs).
+        """
+        return self.batch(x, index, view, source)[0]
+
+    def batch(self, x: torch.Tensor, index: torch.Tensor, view: torch.Tensor, source: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
+        """``x`` as the views ``view`` and the params of its pairs (``None`` when the views do not mix)."""
+        params = self.params(index, view)
+        if not getattr(self.augment, "mixes", False):
+            return self.augment.apply(x, params), None
+        if source is None:
+            raise DataError("these views mix pairs: apply them with the stored inputs the partners come from (source=)")
+        return self.augment.apply(x, params, source), params.mix  # type: ignore[call-arg]

@@ -10,7 +10,11 @@ The teacher is frozen, so its outputs are a fixed function of its input. Three s
   sample are drawn in advance (:class:`~distil.data.AugmentViews`, 3 or 4 bytes each), the teacher's logits
   for each are stored compactly — the ``top_k`` largest in fp16, the other classes as one fp16 value
   that keeps their total probability mass at the objective's temperature — and replayed, one view per
-  sample per epoch. Logits only: tapped feature maps of ``N × K`` views would rarely fit.
+  sample per epoch. Logits only: tapped feature maps of ``N × K`` views would rarely fit. With
+  mixup / cutmix (:class:`~distil.data.mix.Mixed`) a view is a *pair*: its partner, ``λ`` and cutmix
+  box are drawn with it and stored (14 more bytes), the teacher's logits are those of the mixed
+  image, and the student is shown the same mixed image when it replays the view — function matching
+  (Beyer et al. 2022) at the cost of a cache lookup.
 - :class:`OnlineTeacher` (``online``): a no-grad forward on every batch, the fallback when a cache is
   not possible or does not fit ``max_bytes``.
 
@@ -31,6 +35,7 @@ import torch
 from torch import nn
 
 from distil.data import Augment, AugmentViews
+from distil.data.mix import input_size
 from distil.data.tokens import length_order, trim
 from distil.engine.evaluate import INFERENCE_BATCH
 from distil.engine.taps import LOGITS, Taps, probe_shapes
@@ -165,7 +170,7 @@ class ViewCache:
         store: TeacherStore | None = None,
     ) -> None:
         teacher = _frozen(teacher)
-        self.views = AugmentViews.draw(augment, len(x), views, seed)
+        self.views = AugmentViews.draw(augment, len(x), views, seed, size=input_size(x) if getattr(augment, "mixes", False) else None)
         self.T = float(T)
         num_classes = probe_shapes(teacher, x[:1], {LOGITS})[LOGITS][1]
         self.num_classes = num_classes
@@ -193,7 +198,7 @@ class ViewCache:
             view = torch.full((len(x),), k, dtype=torch.int64)
 
             def as_view(xb: torch.Tensor, index: torch.Tensor, view: torch.Tensor = view) -> torch.Tensor:
-                return self.views.apply(xb, index, view[index.cpu()].to(xb.device))
+                return self.views.apply(xb, index, view[index.cpu()].to(xb.device), source=x)
 
             logits = _teacher_pass(teacher, x, {LOGITS}, batch_size, as_view)[LOGITS]
             per_view.append(encode_logits(logits, self.top_k, self.T))

@@ -18,12 +18,13 @@ import torch
 from torch import nn
 
 from distil.data import Augment, Split
+from distil.data.mix import MixedBatches
 from distil.data.tokens import bucketed_batches, is_tokens, lengths, token_positions, trim
 from distil.engine.distributed import SINGLE_PROCESS, Sync
 from distil.engine.evaluate import use_channels_last
 from distil.engine.objective import Objective
 from distil.engine.precision import autocast
-from distil.engine.taps import Taps
+from distil.engine.taps import LOGITS, Taps
 from distil.engine.teacher_sources import TeacherOutputs
 
 
@@ -131,6 +132,21 @@ class Checkpoint(Protocol):
     def save(self, state: LoopState) -> None: ...
 
 
+def _check_mixing(objective: Objective, train: Split) -> bool:
+    """Mixed inputs (mixup / cutmix) have two labels each: the label terms must read soft targets
+    (``Loss.soft_targets``: CE). Returns whether a term reads labels (then the soft targets are made)."""
+    if train.x.dim() not in (3, 4):
+        raise ValueError(f"mixup and cutmix mix images (N, C, H, W) or signals (N, C, L); these inputs are {tuple(train.x.shape)}")
+    active = [(name, t) for name, t in zip(objective.names, objective.terms) if t.weight != 0 and t.loss.uses_target]
+    hard = [name for name, t in active if not t.loss.soft_targets]
+    if hard:
+        raise ValueError(
+            f"term {hard[0]} reads one label per input, but mixed inputs (data.augment.mixup / cutmix) have two; "
+            "use a method whose label term is CE (kd, fm, scratch) or turn mixing off"
+        )
+    return bool(active) and train.y is not None
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -175,7 +191,9 @@ def fit_epochs(
     """:func:`fit` one epoch at a time: yields each epoch's record (a benchmark can interleave runs).
 
     When the teacher outputs replay pre-drawn views (``teacher.views``), each sample shows its view of
-    the epoch instead of a fresh augmentation. The best validation weights are restored when the
+    the epoch instead of a fresh augmentation. An augmentation that mixes pairs (mixup / cutmix,
+    :class:`~distil.data.mix.Mixed`) reads each partner from the whole ``train.x`` — the pair stored with
+    the view, or drawn per batch without a view cache — and the label terms read the pairs' soft labels. The best validation weights are restored when the
     generator is exhausted; ``result`` (if given) collects the history. A ``checkpoint`` restores the
     loop's state before the first epoch (the loop then starts after the restored epoch; a finished
     fit runs no epoch) and saves it after each one.
@@ -204,6 +222,8 @@ def fit_epochs(
     augment = augment if augment is not None and augment.enabled else None
     uses_teacher = objective.uses_teacher and teacher is not None
     views = getattr(teacher, "views", None) if uses_teacher and augment is not None else None
+    mix = MixedBatches.of(augment)
+    mixed_labels = mix is not None and _check_mixing(objective, train)
     # Text: batches of similar length (little padding), each cut to its longest sentence after augmenting.
     token_lengths = lengths(train.x) if is_tokens(train.x) else None
 
@@ -223,10 +243,12 @@ def fit_epochs(
                 batches = bucketed_batches(permutation, token_lengths, batch_size, order)
             for step, index in enumerate(batches):
                 x = train.x[index]
-                view = None
+                view = pairs = None
                 if views is not None:
                     view = views.view_of(index, epoch - 1)
-                    x = views.apply(x, index, view)
+                    x, pairs = views.batch(x, index, view, source=train.x)
+                elif mix is not None:
+                    x, pairs = mix.draw(x, train.x, order)
                 elif augment is not None:
                     x = augment(x, order)
                 x = trim(x)
@@ -236,6 +258,8 @@ def fit_epochs(
                 positions = token_positions(x, target) if is_tokens(x) else None
                 with autocast(settings.precision, device):
                     student_out = student.forward(x)
+                    if mixed_labels and pairs is not None and target is not None and mix is not None:
+                        target = mix.targets(target, train.y[pairs.partner.to(train.y.device)], pairs.lam, student_out[LOGITS].shape[-1])
                     teacher_out = None
                     if uses_teacher and teacher is not None:
                         teacher_out = teacher(index, x) if view is None else teacher(index, x, view)

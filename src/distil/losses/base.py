@@ -37,6 +37,9 @@ class Loss(nn.Module):
     #: the loss reads every teacher logit as it is (a discriminator), so the teacher's logits may not come
     #: from the view cache, which keeps the top-k and spreads the rest evenly
     needs_exact_logits: ClassVar[bool] = False
+    #: a label term that also reads soft targets (float ``(B, C)`` rows of class probabilities): the labels
+    #: of mixed inputs (mixup, cutmix), which carry two classes each
+    soft_targets: ClassVar[bool] = False
 
     def __mul__(self, weight: float) -> Term:
         return Term(self) * weight

@@ -23,10 +23,15 @@ class CE(Loss):
     ``(1-ε)·onehot(y) + ε/K`` (Szegedy et al. 2016). Rows labelled ``-100`` (no label: an unlabeled
     row of a semi-supervised batch) are left out of the sum and of the count, and a batch without
     any label gives 0 — not the 0/0 = NaN of ``F.cross_entropy``'s mean.
+
+    Soft targets (float ``(B, C)``, rows of class probabilities: the labels ``λ·onehot(y_i) + (1 − λ)·onehot(y_j)``
+    of mixed inputs): ``CE = -mean_i Σ_c q_ic log softmax(s_i)_c``, smoothed as ``(1-ε)·q + ε/K``;
+    an all-zero row carries no label and is left out like a ``-100``.
     """
 
     uses_teacher = False
     uses_target = True
+    soft_targets = True
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         super().__init__()
@@ -35,6 +40,11 @@ class CE(Loss):
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor | None = None, *, target: torch.Tensor) -> torch.Tensor:
+        if target.is_floating_point():
+            labelled = target.sum(1, keepdim=True) > 0
+            soft = (1 - self.label_smoothing) * target + labelled * (self.label_smoothing / student.shape[1])
+            total = -(soft * F.log_softmax(student, dim=1)).sum()
+            return as_scalar(total / labelled.sum().clamp_min(1))
         total = F.cross_entropy(student, target, ignore_index=NO_LABEL, label_smoothing=self.label_smoothing, reduction="sum")
         return as_scalar(total / (target != NO_LABEL).sum().clamp_min(1))
 
