@@ -223,3 +223,31 @@ def test_checkpoint_restore_continues_bit_identically(tmp_path):
         1,
         2,
     ]  # the restored epochs, logged again
+
+
+def test_resume_reads_a_field_added_since_the_run_as_its_default(tmp_path):
+    """A run made before a config field existed resumes: its absent field is the default, not a change;
+    a value that was set differently is still refused, named."""
+    from rich.console import Console
+
+    from distil.config import validate_config
+    from distil.config.files import dump_config
+    from distil.errors import ConfigError
+    from distil.session.checkpoints import check_resume
+    from distil.session.run_dir import CONFIG as CONFIG_FILE
+    from distil.session.run_dir import RunDir
+
+    raw = {"name": "old", "data": {"name": "digits"}, "teacher": {"arch": "mlp"}, "student": {"arch": "mlp"}}
+    config = dump_config(validate_config(raw))
+    written = json.loads(json.dumps(config))
+    del written["data"]["augment"]["mixup"], written["data"]["augment"]["cutmix"]  # fields a later version added
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / CONFIG_FILE).write_text(yaml.safe_dump(written))
+    console = Console(file=open(os.devnull, "w"))
+    plan = {"steps": ["teacher"], "methods": []}
+    assert check_resume(RunDir(run), config, plan, console) in ("resume", "new")
+    changed = json.loads(json.dumps(config))
+    changed["seed"] = 7
+    with pytest.raises(ConfigError, match=r"seed: 0 → 7"):
+        check_resume(RunDir(run), changed, plan, console)

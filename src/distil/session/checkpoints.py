@@ -196,7 +196,8 @@ def check_resume(run_dir: RunDir, config: dict[str, Any], plan: dict[str, Any], 
     except yaml.YAMLError as err:
         raise ConfigError(f"--resume: {path} is not valid YAML ({err}); it cannot be compared with the config") from None
     new = yaml.safe_load(yaml.safe_dump(config, sort_keys=False))  # the form config.yaml is written in
-    differ = config_differences(old if isinstance(old, dict) else {}, new)
+    old = _as_written_now(old if isinstance(old, dict) else {})
+    differ = config_differences(old, new)
     if differ:
         listed = "; ".join(f"{key}: {_show(a)} → {_show(b)}" for key, a, b in differ)
         raise ConfigError(
@@ -228,6 +229,18 @@ def _recorded_plan(run_dir: RunDir, finished: bool) -> dict[str, Any] | None:
         return json.loads(path.read_text()) if path.is_file() else None
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
         raise ConfigError(f"--resume: {run_dir.path}: cannot read what the run did ({err}); start over without --resume") from None
+
+
+def _as_written_now(old: dict[str, Any]) -> dict[str, Any]:
+    """``old`` (a run's config.yaml) as this version of distil writes it: a field added since the run was
+    made reads as its default, so only values that were set differently count as differences. A file
+    that no longer validates is compared as it is (its differences are then listed)."""
+    from distil.config.files import dump_config, validate_config
+
+    try:
+        return yaml.safe_load(yaml.safe_dump(dump_config(validate_config(old)), sort_keys=False))
+    except ConfigError:
+        return old
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[tuple[str, Any, Any]]:
