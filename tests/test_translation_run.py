@@ -148,3 +148,21 @@ def test_page_shows_student_and_teacher_translations_in_a_browser(tiny_run):
             assert "empty" in driver.find_element(By.ID, "error").text
     finally:
         driver.quit()
+
+
+def test_resume_and_serve_options_a_translation_run_lacks_exit_2(tiny_run, tmp_path):
+    """--resume would silently start over (no checkpoints yet); --feedback/--teachable would be ignored."""
+    from typer.testing import CliRunner
+
+    from distil.cli import app
+
+    runner = CliRunner()
+    out, _ = tiny_run
+    (tmp_path / "c.yaml").write_text(json.dumps(TINY))
+    resumed = runner.invoke(app, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "out"), "--resume"])
+    assert resumed.exit_code == 2 and "keep no checkpoints yet" in resumed.output
+    assert not (tmp_path / "out").exists()
+    for flags in (["--feedback", str(tmp_path / "fb")], ["--teachable"]):
+        served = runner.invoke(app, ["serve", str(out), *flags])
+        assert served.exit_code == 2 and "not available for a translation run" in " ".join(served.output.split()), served.output
+    assert not (tmp_path / "fb").exists()

@@ -23,6 +23,10 @@ def run(config: Config, overrides: Overrides = None, out_dir: OutDir = Path("run
     from distil.config.translation import is_translation_config
 
     if is_translation_config(config):  # kind: translation — a sequence-to-sequence experiment (distil.translation)
+        if resume:
+            from distil.errors import ConfigError
+
+            raise ConfigError("--resume: translation runs (kind: translation) keep no checkpoints yet; run again without --resume (it starts over)")
         from distil.config.translation import load_translation_config
         from distil.translation import run_translation
 

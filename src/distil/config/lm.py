@@ -139,7 +139,7 @@ def is_lm_config(path: str | Path) -> bool:
     """Whether the YAML at ``path`` says ``kind: lm`` (False for anything unreadable: the usual loader reports it)."""
     try:
         raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     return isinstance(raw, dict) and raw.get("kind") == KIND
 

@@ -36,7 +36,7 @@ from distil.errors import ModelError
 from distil.serve.audio import AudioInput, audio_input
 from distil.serve.backends import Backend, OnnxBackend, TorchBackend
 from distil.serve.inputs import Batch, Limits, TensorInput, TextInput
-from distil.serve.selection import Selection, choose_row
+from distil.serve.selection import Selection, choose_row, servable
 from distil.serve.text_runs import text_input, vocabulary_args
 from distil.session.versions import Version
 
@@ -239,7 +239,7 @@ def _run_model(
         candidate = OnnxBackend(run / row["weights"])
         if not isinstance(model_input, TextInput) or candidate.graph_input.takes_any_length:
             backend = candidate
-        elif row.get("source") in rows:  # a text graph of one fixed length: serve the row it was made from instead
+        elif row.get("source") in rows and servable(run, rows[row["source"]], "torch"):  # a text graph of one fixed length: serve the row it was made from
             log.warning("%s takes %s %s, not token ids of any length; serving %s", row["weights"], candidate.input_type, candidate.input_shape, row["source"])
             selection = Selection(rows[row["source"]], f"{selection.reason}; {row['name']} takes one fixed length", selection.best)
             row = selection.row
@@ -251,7 +251,11 @@ def _run_model(
     if backend is not None:
         info["weights"] = str(run / row["weights"])
     elif role == "teacher" and runtime == "onnxruntime" and (onnx_file := compressed_onnx(run, role)) is not None:
-        backend, info["weights"] = OnnxBackend(onnx_file), str(onnx_file)
+        candidate = OnnxBackend(onnx_file)
+        if not isinstance(model_input, TextInput) or candidate.graph_input.takes_any_length:
+            backend, info["weights"] = candidate, str(onnx_file)
+        else:
+            log.warning("%s takes %s %s, not token ids of any length; not used", onnx_file, candidate.input_type, candidate.input_shape)
     if backend is None:
         model = rebuild_model(run, role, row, shape)
         info["weights"] = str(run / row["weights"])
