@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from distil.config.base import Section, registered
-from distil.config.files import apply_override, format_validation_error
+from distil.config.files import format_validation_error, read_raw
 from distil.engine.lm_trainer import LM_METHODS, LMMethod, LMTrainSettings
 from distil.errors import ConfigError
 from distil.losses import LOSSES
@@ -147,15 +147,7 @@ def is_lm_config(path: str | Path) -> bool:
 def load_lm_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> LMExperimentConfig:
     """Read, override and validate an LM config; relative weight paths resolve next to the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    for item in overrides:
-        apply_override(raw, item)
-    return validate_lm_config(raw, str(path), path.parent)
+    return validate_lm_config(read_raw(path, overrides), str(path), path.parent)
 
 
 def validate_lm_config(raw: dict[str, Any], source: str = "config", base: Path | None = None) -> LMExperimentConfig:
