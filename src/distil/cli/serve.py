@@ -54,15 +54,15 @@ def serve(
     from distil.serve.lm_app import is_lm_run
     from distil.serve.translation import is_translation_run
 
-    if target is not None and (is_lm_run(target) or is_translation_run(target)):
-        kind = "language-model" if is_lm_run(target) else "translation"
+    lm, translation = target is not None and is_lm_run(target), target is not None and is_translation_run(target)
+    if lm or translation:
         given = [flag for flag, on in (("--teachable", teachable), ("--feedback", feedback is not None), ("--model", row is not None), ("--admin-token", admin_token is not None)) if on]
         if given:
-            raise ConfigError(f"{', '.join(given)}: not available for a {kind} run ({target}) yet; serve it without")
-    if target is not None and is_lm_run(target):  # a language-model run: prompts in, generated text out
+            raise ConfigError(f"{', '.join(given)}: not available for a {'language-model' if lm else 'translation'} run ({target}) yet; serve it without")
+    if lm:  # a language-model run: prompts in, generated text out
         return serve_lm(target, host, port, None if model_name == "student" else model_name, runtime.value, max_tokens)
 
-    if target is not None and is_translation_run(target):  # a kind: translation run: text in, translation out (distil.serve.translation)
+    if translation:  # a kind: translation run: text in, translation out (distil.serve.translation)
         from distil.serve.translation import create_translation_app, load_translators
 
         translators = load_translators(target, runtime.value, model_name)

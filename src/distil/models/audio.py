@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from distil.models.checks import image_shape, positive_float, positive_int, positive_ints, probability
-from distil.models.layers import init_weights
+from distil.models.layers import add_classifier_head, init_weights
 from distil.models.registry import register_model
 
 
@@ -62,11 +62,7 @@ class DSCNN(nn.Sequential):
         )
         for b in range(1, blocks + 1):
             layers[f"block{b}"] = _separable(channels)
-        layers["pool"] = nn.AdaptiveAvgPool2d(1)
-        layers["flatten"] = nn.Flatten()
-        if dropout > 0:
-            layers["dropout"] = nn.Dropout(dropout)
-        layers["fc"] = nn.Linear(channels, num_classes)
+        add_classifier_head(layers, nn.AdaptiveAvgPool2d(1), channels, num_classes, dropout)
         super().__init__(layers)
         init_weights(self)
 
@@ -121,11 +117,7 @@ class TCResNet(nn.Sequential):
                 blocks[f"block{b + 1}"] = TemporalBlock(channels, width, stride=2 if b == 0 else 1)
                 channels = width
             layers[f"stage{s}"] = nn.Sequential(blocks)
-        layers["pool"] = nn.AdaptiveAvgPool1d(1)
-        layers["flatten"] = nn.Flatten()
-        if dropout > 0:
-            layers["dropout"] = nn.Dropout(dropout)
-        layers["fc"] = nn.Linear(channels, num_classes)
+        add_classifier_head(layers, nn.AdaptiveAvgPool1d(1), channels, num_classes, dropout)
         super().__init__(layers)
         init_weights(self)
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from distil.models.checks import image_shape, positive_int, positive_ints, probability, signal_shape
-from distil.models.layers import init_weights
+from distil.models.layers import add_classifier_head, init_weights
 from distil.models.registry import register_model
 
 
@@ -71,11 +71,7 @@ class ConvNet(nn.Sequential):
                 stage["pool"] = ops.max_pool(2)
                 size //= 2
             layers[f"stage{s}"] = nn.Sequential(stage)
-        layers["pool"] = ops.global_pool(1)
-        layers["flatten"] = nn.Flatten()
-        if dropout > 0:
-            layers["dropout"] = nn.Dropout(dropout)
-        layers["fc"] = nn.Linear(channels, num_classes)
+        add_classifier_head(layers, ops.global_pool(1), channels, num_classes, dropout)
         super().__init__(layers)
         init_weights(self)
 

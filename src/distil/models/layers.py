@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
+
 from torch import nn
 
 
@@ -25,3 +27,13 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+def add_classifier_head(layers: MutableMapping[str, nn.Module], pool: nn.Module, channels: int, num_classes: int, dropout: float = 0.0) -> None:
+    """The zoo's classifier head, appended to ``layers``: ``pool`` → ``flatten`` → ``dropout`` (when > 0) → ``fc``.
+    The names are the taps every method and connector reads (``pool``, ``fc:input``, ``fc``)."""
+    layers["pool"] = pool
+    layers["flatten"] = nn.Flatten()
+    if dropout > 0:
+        layers["dropout"] = nn.Dropout(dropout)
+    layers["fc"] = nn.Linear(channels, num_classes)
