@@ -134,3 +134,27 @@ def test_hf_teacher_folder_with_its_tokenizer(tmp_path):
 
     served = load_lm_models(tmp_path / "out", "onnxruntime")  # the hf teacher on torch, the gpt student on ONNX Runtime
     assert [(m.name, m.backend) for m in served] == [("teacher", "torch"), ("student_rkl", "onnxruntime")]
+
+
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_fit_lm_ends_at_the_best_validation_perplexity(keep_best):
+    """The student ends with the weights of the evaluation with the lowest val_ppl (steps 2, 4, 6: the
+    middle one here), or with its last weights when keep_best is off; best_step says which."""
+    from distil.engine.lm_trainer import LMMethod, LMTrainSettings, fit_lm
+    from distil.models.gpt import GPT
+
+    torch.manual_seed(0)
+    model = GPT(vocab_size=50, width=16, depth=1, heads=2, mlp_ratio=2, dropout=0.0, max_length=16)
+    blocks = torch.randint(0, 50, (16, 9))
+    seen, scores = [], iter([5.0, 3.0, 4.0])
+
+    def evaluate(m):
+        seen.append({k: v.clone() for k, v in m.state_dict().items()})
+        return {"val_ppl": next(scores)}
+
+    settings = LMTrainSettings(steps=6, batch_size=4, lr=0.01, warmup=1, eval_every=2, keep_best=keep_best)
+    result = fit_lm(model, blocks, LMMethod("data"), settings, seed=0, log=lambda record: None, evaluate=evaluate)
+    expected = seen[1] if keep_best else seen[2]
+    assert not torch.equal(seen[1]["embedding.weight"], seen[2]["embedding.weight"])  # the weights did move between evaluations
+    assert all(torch.equal(v, expected[k]) for k, v in model.state_dict().items())
+    assert result["best_step"] == (4 if keep_best else 6) and not model.training

@@ -45,6 +45,7 @@ class LMTrainConfig(Section):
     warmup: int = Field(50, ge=0)
     clip: float = Field(1.0, ge=0, description="gradient norm clip (0: off)")
     eval_every: int = Field(0, ge=0, description="log validation perplexity every this many steps (0: at the end only)")
+    keep_best: bool = Field(True, description="end with the weights of the evaluation (every eval_every steps) with the lowest validation perplexity")
     blocks: int | None = Field(None, ge=1, description="train on a seeded subset of this many training blocks (default: all); students share it, and the teacher cache covers only it")
 
     def settings(self, prompt_tokens: int, sample_temperature: float) -> LMTrainSettings:

@@ -83,6 +83,7 @@ class LMTrainSettings:
     prompt_tokens: int = 8
     sample_temperature: float = 1.0
     eval_every: int = 0
+    keep_best: bool = True
 
 
 TeacherLogits = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -113,6 +114,11 @@ def fit_lm(
     ``teacher_logits(index, x)`` gives the teacher's logits for data batches (the cache, or a forward);
     ``teacher`` scores on-policy samples. ``log`` receives a record every ``eval_every`` steps (and at
     the end) with the mean loss and whatever ``evaluate(student)`` returns.
+
+    **The best evaluation is kept** (``keep_best``, on by default): when ``evaluate`` returns
+    ``val_ppl``, the student ends with its weights at the evaluation point of the lowest validation
+    perplexity — what the image runs do with the best epoch — so a student that starts to overfit is
+    compared at its best, not at its last step. ``best_step`` in the result says which.
     """
     divergence = build_loss(method.loss, **method.params) if method.loss else None
     if divergence is not None and (teacher_logits is None or (method.on_policy > 0 and teacher is None)):
@@ -131,6 +137,7 @@ def fit_lm(
     student.train()
     started, tokens, on_policy_steps = time.perf_counter(), 0, 0
     running: list[float] = []
+    best: tuple[float, int, dict[str, torch.Tensor]] | None = None  # (val ppl, step, weights)
     for step in range(settings.steps):
         if at + settings.batch_size > perm.numel():
             perm, at = torch.randperm(text.shape[0], generator=order), 0
@@ -172,11 +179,18 @@ def fit_lm(
             if evaluate is not None:
                 record.update(evaluate(student))
                 student.train()
+                ppl = record.get("val_ppl")
+                if settings.keep_best and ppl is not None and (best is None or ppl < best[0]):
+                    best = (ppl, step + 1, {k: v.detach().clone() for k, v in student.state_dict().items()})
             log(record)
             running = []
-    student.eval()
     seconds = time.perf_counter() - started
-    return {"steps": settings.steps, "on_policy_steps": on_policy_steps, "train_tokens": tokens, "train_s": seconds}
+    best_step = settings.steps
+    if best is not None and best[1] != settings.steps:
+        student.load_state_dict(best[2])
+        best_step = best[1]
+    student.eval()
+    return {"steps": settings.steps, "best_step": best_step, "on_policy_steps": on_policy_steps, "train_tokens": tokens, "train_s": seconds}
 
 
 @torch.inference_mode()
