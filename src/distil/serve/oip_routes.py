@@ -12,6 +12,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from distil.serve.protocol import HEADER_LENGTH, InferError, encode_response, parse_infer
 from distil.serve.state import ServeState
@@ -72,7 +73,7 @@ class _PlainRoute(Route):
     """A Starlette route that, like FastAPI's, names itself in the scope (``scope["route"]``): the
     request metrics are labelled by the route's path template."""
 
-    def matches(self, scope):  # noqa: ANN001, ANN201 (Starlette's signature)
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child = super().matches(scope)
         if match != Match.NONE:
             child["route"] = self
