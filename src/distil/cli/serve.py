@@ -91,7 +91,7 @@ def serve(
             acc = m.info.get("accuracy")
             err.print(f"  row {m.info['row']} ({m.info.get('method')}, accuracy {acc if acc is None else f'{100 * acc:.2f} %'}): {m.info['selected_by']}", highlight=False)
     err.print(f"serving on http://{host}:{port}/ (Open Inference Protocol v2 under /v2, /predict, /metrics)", highlight=False)
-    watched = target if watch and target is not None and target.is_dir() and not models[0].is_text else None
+    watched = target if watch and target is not None and target.is_dir() else None
     teach = None
     if teachable:
         from distil.serve.teachable import DEFAULT_CONFIG, teachable_from_config, teachable_from_run

@@ -4,7 +4,9 @@ promote only if it is not worse.
 ``run_loop(RUN, FEEDBACK)`` — the command ``distil loop RUN --feedback DIR``:
 
 1. **Inputs, not answers.** The feedback folder (``distil serve --feedback DIR``) holds the served
-   inputs at raw scale; they are normalized with the run's statistics. A sample is *held out* when
+   inputs: tensors at raw scale, normalized with the run's statistics, or a text-classification
+   run's texts, tokenized with the run's own tokenizer (:mod:`distil.loop.inputs`: what differs
+   between the kinds of run; tagging and paired runs are refused). A sample is *held out* when
    the first byte of sha256(id) falls under ``holdout`` (20 %): a fixed choice per sample, so a
    growing folder keeps its held-out samples held out in every later loop.
 2. **Labels.** The teacher labels every feedback input with soft targets — the KD term over the
@@ -22,7 +24,8 @@ promote only if it is not worse.
    and the teacher's top class otherwise. The new one is promoted iff it is not worse than the old
    by more than ``tolerance`` (0.5 point) on either.
 5. **Promotion** writes ``RUN/versions/N/`` (:mod:`distil.session.versions`): weights, the ONNX
-   export, and the summary row measured like every row, ``summary.json`` last. Every attempt is a
+   export (a text model's with dynamic batch and length), and the summary row measured like every
+   row (text: with the tokenizer's latency), ``summary.json`` last. Every attempt is a
    line of ``versions/history.jsonl``. ``distil serve RUN`` picks the new version up.
 """
 
@@ -83,12 +86,14 @@ def run_loop(
 ) -> LoopResult:
     """One turn of the deploy loop on ``run`` with the feedback folder ``feedback`` (see the module doc)."""
     from distil.data import Split
-    from distil.data.sources.transfer import UNCORRECTED, load_feedback
+    from distil.data.sources.transfer import UNCORRECTED
+    from distil.data.tokens import concat
     from distil.engine.evaluate import accuracy, predict_logits
     from distil.engine.objective import build_objective
     from distil.engine.teacher_outputs import CacheSettings, teacher_outputs
     from distil.engine.trainer import fit
     from distil.hardware import resolve_device
+    from distil.loop.inputs import input_kind
     from distil.losses import CE, KD
     from distil.session import read_config, read_summary
     from distil.session.versions import promoted_versions
@@ -98,15 +103,8 @@ def run_loop(
     config = read_config(run)
     summary = read_summary(run)
     data = config.data.load(config.seed)
-    if data.text is not None or data.train.x_teacher is not None:
-        raise DataError(f"{run}: distil loop takes runs on tensor inputs (images, signals); this run's data are {'text' if data.text is not None else 'paired'}")
-    fb = load_feedback(feedback)
-    if fb.input_shape != tuple(data.input_shape) or fb.class_names != tuple(data.class_names):
-        raise DataError(
-            f"{feedback}: the feedback's inputs {list(fb.input_shape)} and classes {list(fb.class_names)} are not the run's "
-            f"({list(data.input_shape)}, {list(data.class_names)}); collect it with `distil serve {run} --feedback {feedback}`"
-        )
-    x = _normalized(fb.x, data.mean, data.std)
+    kind = input_kind(run, data)
+    fb = kind.read(run, feedback, data)
     out_mask = np.array([held_out(i, holdout) for i in fb.ids], dtype=bool)
     device = resolve_device(config.device)
 
@@ -119,7 +117,7 @@ def run_loop(
     old = load_weights(config.student.build(data, config.seed), old_weights).eval().to(device)
 
     # held-out feedback: the correction where there is one, else the teacher's top class
-    x_out = torch.from_numpy(x[out_mask]).to(device)
+    x_out = fb.x[torch.from_numpy(out_mask)].to(device)
     teacher_top = predict_logits(teacher, x_out).argmax(1).cpu().numpy() if len(x_out) else np.zeros(0, np.int64)
     corrected_out = fb.corrected[out_mask]
     y_out = torch.from_numpy(np.where(corrected_out != UNCORRECTED, corrected_out, teacher_top)).to(device)
@@ -131,9 +129,9 @@ def run_loop(
         return found
 
     # training: the run's training split plus the feedback not held out; corrections as labels, −100 elsewhere
-    x_in = torch.from_numpy(x[~out_mask])
+    x_in = fb.x[torch.from_numpy(~out_mask)]
     y_in = torch.from_numpy(fb.corrected[~out_mask])
-    train = Split(torch.cat([data.train.x, x_in]), torch.cat([data.train.y, y_in])).to(device)
+    train = Split(concat([data.train.x, x_in]), torch.cat([data.train.y, y_in])).to(device)
     new = copy.deepcopy(old).train()
     settings = config.student.settings()
     settings = replace(settings, epochs=epochs if epochs is not None else settings.epochs, lr=lr if lr is not None else settings.lr * FINE_TUNE_LR)
@@ -163,14 +161,9 @@ def run_loop(
     counts = {"train": int((~out_mask).sum()), "held_out": int(out_mask.sum()), "corrected": int((fb.corrected != UNCORRECTED).sum())}
     result = LoopResult(before, after, promoted, None, reason, counts)
     if promoted:
-        result.version = _promote(run, config, data, new, before, after, reason, counts, seconds, old_weights)
+        result.version = _promote(run, config, data, kind, new, before, after, reason, counts, seconds, old_weights)
     _append_history(run, result)
     return result
-
-
-def _normalized(raw: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
-    shape = (1, -1) + (1,) * (raw.ndim - 2)
-    return ((raw - np.asarray(mean, np.float32).reshape(shape)) / np.asarray(std, np.float32).reshape(shape)).astype(np.float32)
 
 
 def _base_student(summary: dict[str, Any]) -> dict[str, Any]:
@@ -182,7 +175,7 @@ def _base_student(summary: dict[str, Any]) -> dict[str, Any]:
     return max(distilled, key=lambda m: m.get("accuracy", 0.0))
 
 
-def _promote(run: Path, config, data, model, before, after, reason, counts, seconds, old_weights: Path) -> int:
+def _promote(run: Path, config, data, kind, model, before, after, reason, counts, seconds, old_weights: Path) -> int:
     """Write ``versions/N/`` — weights, ONNX, then summary.json (last, atomically) — and return N."""
     from distil.compress.export import OnnxModel, export_onnx
     from distil.engine.measure import measure, timing_input
@@ -194,10 +187,11 @@ def _promote(run: Path, config, data, model, before, after, reason, counts, seco
     folder.mkdir(parents=True)
     model = model.cpu().eval()
     save_weights(model, folder / WEIGHTS)
-    export_onnx(model, tuple(data.input_shape), folder / ONNX, exporter="torchscript", atol=1e-4)
+    export_onnx(model, tuple(data.input_shape), folder / ONNX, exporter="torchscript", example=kind.export_example(data), atol=1e-4)
     measured = measure(OnnxModel(folder / ONNX), timing_input(data), runtime="onnxruntime", test=(data.test.x, data.test.y),
                        size_bytes=(folder / ONNX).stat().st_size, counted=model,
                        latency_repeats=config.measure.latency_repeats, throughput_repeats=config.measure.throughput_repeats)  # fmt: skip
+    measured |= kind.row_extras(data, measured)
     row = {"name": f"student.v{number}", "role": "student", "method": "loop", "arch": config.student.arch, **measured,
            "feedback_accuracy": after.get("feedback"), "train_seconds": round(seconds, 2), "weights": f"versions/{number}/{ONNX}",
            "sha256": file_sha256(folder / ONNX)}  # fmt: skip

@@ -16,8 +16,12 @@ nothing): the teacher labels the inputs with soft targets at distillation time, 
 with the predictions as pseudo-labels (``data: {name: transfer, path: DIR}``).
 
 **Text.** The served texts are appended to ``DIR/served.jsonl``, one JSON object per line:
-``{"text": ..., "label": <the predicted class>}`` (a tagger: ``"words"`` and ``"tags"``, a tag per
-word, instead of ``"label"``), next to ``transfer.json``. That file is distil's ``text_jsonl``
+``{"id": ..., "text": ..., "label": <the predicted class>}`` (a tagger: ``"words"`` and ``"tags"``, a
+tag per word, instead of ``"label"``, and no id), next to ``transfer.json``. Ids and corrections
+work as for tensors — ``/predict`` answers ``feedback_ids``, ``POST /feedback {"id", "label"}``
+appends to ``corrections.jsonl``, and ``distil loop`` reads both
+(:func:`distil.data.sources.transfer.load_text_feedback`); a tagger's words are not corrected. That
+file is distil's ``text_jsonl``
 format, so it is a text transfer set as it stands — ``transfer: {name: text_jsonl, path:
 DIR/served.jsonl, options: {label_column: null}}`` — or, with ``label_column: label`` and the
 ``classes``, pseudo-labelled data. Lines are appended a shard at a time, each shard in one write;
@@ -39,15 +43,14 @@ from pathlib import Path
 
 import numpy as np
 
+from distil.data.sources.transfer import CORRECTIONS, TEXT_FILE, served_text_id, served_text_records
 from distil.serve.inputs import Batch
 from distil.serve.protocol import InferError
 from distil.serve.repository import ServedModel, softmax, word_tags
 from distil.weights import atomic_write
 
 META = "transfer.json"
-CORRECTIONS = "corrections.jsonl"
 SHARD_GLOB = "shard-*.npz"
-TEXT_FILE = "served.jsonl"
 
 
 class FeedbackWriter:
@@ -125,17 +128,8 @@ class FeedbackWriter:
 
         An unknown id is a 404, a class the model does not have a 422 naming the classes; nothing is written then.
         """
-        if label not in self.class_names:
-            raise InferError(f"unknown class {label!r}; the classes are: {', '.join(self.class_names)}", 422)
         with self._lock:
-            if sample_id not in self._known:
-                raise InferError(f"no captured sample has the id {sample_id!r} (ids come from /predict's feedback_id)", 404)
-            record = {"id": sample_id, "label": label, "index": self.class_names.index(label)}
-            with open(self.folder / CORRECTIONS, "ab") as f:
-                f.write(json.dumps(record).encode() + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-        return record
+            return append_correction(self.folder, self.class_names, self._known, sample_id, label)
 
     def flush(self) -> None:
         with self._lock:
@@ -154,6 +148,23 @@ class FeedbackWriter:
         self.written += len(x)
 
 
+def append_correction(folder: Path, class_names: tuple[str, ...], known: set[str], sample_id: str, label: str) -> dict:
+    """Append ``{"id", "label", "index"}`` to ``folder/corrections.jsonl`` (one fsync'd line) and return it.
+
+    A class outside ``class_names`` is a 422 naming the classes, an id not in ``known`` a 404; nothing is written then.
+    """
+    if label not in class_names:
+        raise InferError(f"unknown class {label!r}; the classes are: {', '.join(class_names)}", 422)
+    if sample_id not in known:
+        raise InferError(f"no captured sample has the id {sample_id!r} (ids come from /predict's feedback_id)", 404)
+    record = {"id": sample_id, "label": label, "index": class_names.index(label)}
+    with open(folder / CORRECTIONS, "ab") as f:
+        f.write(json.dumps(record).encode() + b"\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return record
+
+
 def _count(shard: Path) -> int:
     with np.load(shard, allow_pickle=False) as archive:
         return len(archive["y"])
@@ -166,7 +177,10 @@ def _ids(shard: Path) -> list[str]:
 
 
 class TextFeedbackWriter:
-    """Served texts with the served model's predictions, appended to ``folder/served.jsonl`` (see the module doc)."""
+    """Served texts with the served model's predictions, appended to ``folder/served.jsonl`` (see the module doc).
+
+    ``tags``: the model is a tagger (its lines hold words and tags; they have no id and take no correction).
+    """
 
     def __init__(
         self,
@@ -176,6 +190,7 @@ class TextFeedbackWriter:
         max_samples: int = 10_000,
         max_bytes: int = 256 << 20,
         shard_size: int = 256,
+        tags: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -188,11 +203,15 @@ class TextFeedbackWriter:
             "class_names": list(class_names),
             "format": "text_jsonl",
             "file": TEXT_FILE,
-            "labels": f"predictions of the served {labelled_by}",
+            "labels": f"predictions of the served {labelled_by} (a record; distil loop labels the texts with the teacher and {CORRECTIONS})",
             "transfer": {"name": "text_jsonl", "path": str(self.file.resolve()), "options": {"label_column": None}},
         }
         atomic_write(self.folder / META, lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
         self.written, self.size = _whole_lines(self.file)
+        self.tags = tags
+        self._known = {served_text_id(r, i) for i, r in enumerate(served_text_records(self.file)) if "text" in r}
+        self._prefix = secrets.token_hex(4)  # this writer's ids cannot meet those of an earlier server
+        self._counter = 0
         self._lines: list[bytes] = []
         self._lock = threading.Lock()
 
@@ -204,8 +223,9 @@ class TextFeedbackWriter:
     def full(self) -> bool:
         return self.written + self.pending >= self.max_samples or self.size + sum(map(len, self._lines)) >= self.max_bytes
 
-    def capture(self, model: ServedModel, batch: Batch, logits: np.ndarray) -> int:
-        """Queue the texts of ``batch`` with ``model``'s predictions; returns how many were kept."""
+    def capture(self, model: ServedModel, batch: Batch, logits: np.ndarray) -> list[str] | int:
+        """Queue the texts of ``batch`` with ``model``'s predictions; returns the ids of those kept (a
+        tagger's texts have none: how many were kept)."""
         assert batch.texts is not None, "a text model's batch carries its texts"
         if model.tags_words:
             assert batch.words is not None
@@ -213,9 +233,22 @@ class TextFeedbackWriter:
             records = [
                 {"text": t, "words": w, "tags": [self.class_names[k] for k, _ in row]} for t, w, row in zip(batch.texts, batch.words, tags)
             ]
-        else:
-            records = [{"text": t, "label": self.class_names[int(k)]} for t, k in zip(batch.texts, logits.argmax(axis=1))]
-        return self.add([json.dumps(r, ensure_ascii=False).encode("utf-8") + b"\n" for r in records])
+            return self.add([_line(r) for r in records])
+        with self._lock:
+            ids = [f"{self._prefix}-{self._counter + i}" for i in range(len(batch.texts))]
+            self._counter += len(ids)
+        records = [{"id": i, "text": t, "label": self.class_names[int(k)]} for i, t, k in zip(ids, batch.texts, logits.argmax(axis=1))]
+        kept = ids[: self.add([_line(r) for r in records])]
+        with self._lock:
+            self._known.update(kept)
+        return kept
+
+    def correct(self, sample_id: str, label: str) -> dict:
+        """Store a person's class for a served text (``corrections.jsonl``), as :meth:`FeedbackWriter.correct` does."""
+        if self.tags:
+            raise InferError("the served model is a tagger: corrections take one class per text, not a tag per word", 409)
+        with self._lock:
+            return append_correction(self.folder, self.class_names, self._known, sample_id, label)
 
     def add(self, lines: list[bytes]) -> int:
         """Queue JSON lines (each ending in a newline) within the caps; returns how many were kept."""
@@ -247,6 +280,10 @@ class TextFeedbackWriter:
         self._lines = []
 
 
+def _line(record: dict) -> bytes:
+    return json.dumps(record, ensure_ascii=False).encode("utf-8") + b"\n"
+
+
 def _whole_lines(file: Path) -> tuple[int, int]:
     """Lines and bytes of ``file`` (0, 0 when absent), after cutting a last line left without its newline."""
     if not file.is_file():
@@ -264,5 +301,5 @@ def feedback_writer(
 ) -> FeedbackWriter | TextFeedbackWriter:
     """The writer that captures what ``model`` serves: texts for a text model, tensor shards otherwise."""
     if model.is_text:
-        return TextFeedbackWriter(folder, model.class_names, model.name, max_samples, max_bytes)
+        return TextFeedbackWriter(folder, model.class_names, model.name, max_samples, max_bytes, tags=model.tags_words)
     return FeedbackWriter(folder, model.class_names, model.input_shape, model.mean, model.std, model.name, max_samples, max_bytes)

@@ -274,8 +274,10 @@ def _run_model(
 
 def version_model(base: ServedModel, version: Version) -> ServedModel:
     """A promoted version (``RUN/versions/N``, :mod:`distil.session.versions`) of ``base``: its ONNX file
-    with ``base``'s input and classes, reporting its own summary row and the comparison that promoted it."""
+    with ``base``'s input (a text model's tokenizer is shared) and classes, reporting its own summary row and the comparison that promoted it."""
     backend = OnnxBackend(version.onnx)
+    if base.is_text and not backend.graph_input.takes_any_length:
+        raise ModelError(f"{version.onnx}: a text model must take token ids of any length; the graph's input is {backend.input_type} {backend.input_shape}")
     if _probe(backend, base.inputs) != base.num_classes:
         raise ModelError(f"{version.onnx}: the model's outputs do not match the {base.num_classes} classes of {base.name!r}")
     row = version.row

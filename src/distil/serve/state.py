@@ -160,7 +160,7 @@ class ServeState:
 
     async def timed_logits(self, model: ServedModel, batch: Batch) -> tuple[np.ndarray, Timing, list[str]]:
         """:meth:`logits`, where the time went (queueing apart from the forward pass: :class:`Timing`) and
-        the feedback ids of the captured samples (empty when none were: feedback off, full, text)."""
+        the feedback ids of the captured samples (empty when none were: feedback off, full, a tagger's texts)."""
         try:
             logits, timing = await asyncio.wait_for(self.batchers[(model.name, model.version)].submit_timed(batch.x), self.settings.timeout_s)
         except TimeoutError:
