@@ -97,7 +97,7 @@ def test_loop_on_a_text_run_promotes_a_version_that_serve_answers_from(run, tmp_
     folder = tmp_path / "fb"
     texts, labels = [t for t, _ in SERVED], [y for _, y in SERVED]
     ids = serve_and_correct(run, folder, texts, labels, corrected=12)
-    held = [held_out(i, 0.2) for i in ids]
+    held = [held_out(t, 0.2) for t in texts]  # a text run holds out by the text itself
     assert 0 < sum(held) < len(ids)
 
     cache = tmp_path / "teacher-cache"
@@ -108,10 +108,10 @@ def test_loop_on_a_text_run_promotes_a_version_that_serve_answers_from(run, tmp_
     # feedback (labelled by the correction, else the teacher's top class), recomputed here by hand
     data, local = text_reference(run)
     x_out = data.text.encode([t for t, h in zip(texts, held) if h])
-    corrected = {ids[i]: labels[i] for i in range(12)}
+    corrected = {texts[i]: labels[i] for i in range(12)}  # a correction holds for every copy of its text
     with torch.inference_mode():
         teacher_top = local["teacher"](x_out).argmax(1)
-        y_out = torch.tensor([["neg", "pos"].index(corrected[i]) if i in corrected else int(k) for i, k in zip([i for i, h in zip(ids, held) if h], teacher_top)])
+        y_out = torch.tensor([["neg", "pos"].index(corrected[t]) if t in corrected else int(k) for t, k in zip([t for t, h in zip(texts, held) if h], teacher_top)])
         old_feedback = float((local["student"](x_out).argmax(1) == y_out).float().mean())
         old_test = float((local["student"](data.test.x).argmax(1) == data.test.y).float().mean())
     assert result.old == pytest.approx({"test": old_test, "feedback": old_feedback}, abs=1e-6)
@@ -173,3 +173,33 @@ def test_loop_refuses_feedback_of_another_kind_and_tagging_runs(run, tmp_path, m
     with pytest.raises(DataError, match="'tag' text run .*text-classification runs"):
         run_loop(tiny_tagger_run(), tmp_path / "fb", log=lambda _: None)
     assert not (run / "versions").exists() and not (tiny_tagger_run() / "versions").exists()  # nothing written
+
+
+def test_text_feedback_edge_cases(run, tmp_path):
+    """A correction of a text still in memory writes the text first; a line cut inside a UTF-8 character
+    is one bad line, not a crash; copies of one text are held out together and share its correction;
+    a run whose tokenizer changed since training is refused by name."""
+    from distil.loop.inputs import input_kind
+
+    folder = tmp_path / "fb"
+    writer = TextFeedbackWriter(folder, ("neg", "pos"), shard_size=1000)
+    models = load_models(run, "torch")
+    batch = models[0].inputs.from_oip([t.encode() for t in ("très bien", "the plot was dull", "très bien")], [3], ServeSettings().limits)
+    ids = writer.capture(models[0], batch, np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]], np.float32))
+    assert writer.pending == 3 and not (folder / "served.jsonl").exists()
+    writer.correct(ids[0], "neg")  # the texts waiting in memory reach the disk before the correction
+    assert writer.pending == 0 and load_text_feedback(folder).ids == tuple(ids)
+    with open(folder / "served.jsonl", "ab") as f:  # a torn last line, cut inside "é", and then a whole one
+        f.write('{"id": "x-0", "text": "caf'.encode() + "é".encode()[:1] + b"\n" + b'{"id": "x-1", "text": "fine"}\n')
+    fb = load_text_feedback(folder)
+    assert fb.texts == ("très bien", "the plot was dull", "très bien", "fine")
+    data, _ = text_reference(run)
+    loop_fb = input_kind(run, data).read(run, folder, data)
+    assert loop_fb.corrected.tolist() == [0, UNCORRECTED, 0, UNCORRECTED]  # both copies carry the correction
+    assert loop_fb.keys[0] == loop_fb.keys[2] and held_out(loop_fb.keys[0], 0.2) == held_out(loop_fb.keys[2], 0.2)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["data"]["text"]["tokenizer_sha256"] = "0" * 64
+    (run / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(DataError, match="not the one the run was trained with"):
+        run_loop(run, folder, log=lambda _: None)
+    assert not (run / "versions").exists()

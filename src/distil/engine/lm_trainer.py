@@ -118,7 +118,8 @@ def fit_lm(
     **The best evaluation is kept** (``keep_best``, on by default): when ``evaluate`` returns
     ``val_ppl``, the student ends with its weights at the evaluation point of the lowest validation
     perplexity — what the image runs do with the best epoch — so a student that starts to overfit is
-    compared at its best, not at its last step. ``best_step`` in the result says which.
+    compared at its best, not at its last step. ``best_step`` in the result says which. (Evaluations
+    run with ``log`` only; the copy is kept on the CPU.)
     """
     divergence = build_loss(method.loss, **method.params) if method.loss else None
     if divergence is not None and (teacher_logits is None or (method.on_policy > 0 and teacher is None)):
@@ -180,8 +181,8 @@ def fit_lm(
                 record.update(evaluate(student))
                 student.train()
                 ppl = record.get("val_ppl")
-                if settings.keep_best and ppl is not None and (best is None or ppl < best[0]):
-                    best = (ppl, step + 1, {k: v.detach().clone() for k, v in student.state_dict().items()})
+                if settings.keep_best and ppl is not None and math.isfinite(ppl) and (best is None or ppl < best[0]):
+                    best = (ppl, step + 1, {k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()})
             log(record)
             running = []
     seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ promote only if it is not worse.
    inputs: tensors at raw scale, normalized with the run's statistics, or a text-classification
    run's texts, tokenized with the run's own tokenizer (:mod:`distil.loop.inputs`: what differs
    between the kinds of run; tagging and paired runs are refused). A sample is *held out* when
-   the first byte of sha256(id) falls under ``holdout`` (20 %): a fixed choice per sample, so a
+   the first byte of sha256(id) — of the text itself for a text run, so repeated texts fall on one side — falls under ``holdout`` (20 %): a fixed choice per sample, so a
    growing folder keeps its held-out samples held out in every later loop.
 2. **Labels.** The teacher labels every feedback input with soft targets — the KD term over the
    training split extended by the feedback inputs, through the ordinary teacher cache (exact logits,
@@ -68,9 +68,9 @@ class LoopResult:
         return {"old": finite(self.old), "new": finite(self.new), "promoted": self.promoted, "version": self.version, "reason": self.reason, "feedback": self.feedback}
 
 
-def held_out(sample_id: str, fraction: float) -> bool:
-    """Whether a feedback sample is held out for evaluation: fixed per id (sha256's first byte < fraction · 256)."""
-    return hashlib.sha256(sample_id.encode()).digest()[0] < fraction * 256
+def held_out(key: str, fraction: float) -> bool:
+    """Whether a feedback sample is held out for evaluation: fixed per key (its id; a text's words), sha256's first byte < fraction · 256."""
+    return hashlib.sha256(key.encode()).digest()[0] < fraction * 256
 
 
 def run_loop(
@@ -105,7 +105,7 @@ def run_loop(
     data = config.data.load(config.seed)
     kind = input_kind(run, data)
     fb = kind.read(run, feedback, data)
-    out_mask = np.array([held_out(i, holdout) for i in fb.ids], dtype=bool)
+    out_mask = np.array([held_out(k, holdout) for k in fb.keys], dtype=bool)
     device = resolve_device(config.device)
 
     teacher_row = next((m for m in summary["models"] if m.get("name") == "teacher"), None)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from distil.data.sources.transfer import UNCORRECTED
 from distil.errors import DataError
 
 SUPPORTED = "image and signal runs (tensor inputs) and text-classification runs (a label per text)"
@@ -32,11 +33,14 @@ SUPPORTED = "image and signal runs (tensor inputs) and text-classification runs 
 @dataclass(frozen=True)
 class LoopFeedback:
     """A feedback folder as the loop trains on it: ``x`` the model's inputs (normalized tensors, or token
-    ids ``(N, L)`` right-padded), each sample's ``id``, and ``corrected`` (a class index, or −100)."""
+    ids ``(N, L)`` right-padded), each sample's ``id``, ``corrected`` (a class index, or −100) and
+    ``keys``, what decides whether a sample is held out (its id; a text's own words for text: the same
+    text served twice is held out twice or trained on twice, never both)."""
 
     x: torch.Tensor
     ids: tuple[str, ...]
     corrected: np.ndarray
+    keys: tuple[str, ...]
 
     def __len__(self) -> int:
         return len(self.x)
@@ -63,7 +67,7 @@ def _read_tensors(run: Path, folder: Path, data) -> LoopFeedback:
         )
     shape = (1, -1) + (1,) * (fb.x.ndim - 2)
     x = (fb.x - np.asarray(data.mean, np.float32).reshape(shape)) / np.asarray(data.std, np.float32).reshape(shape)
-    return LoopFeedback(torch.from_numpy(x.astype(np.float32)), fb.ids, fb.corrected)
+    return LoopFeedback(torch.from_numpy(x.astype(np.float32)), fb.ids, fb.corrected, fb.ids)
 
 
 def _read_texts(run: Path, folder: Path, data) -> LoopFeedback:
@@ -75,7 +79,31 @@ def _read_texts(run: Path, folder: Path, data) -> LoopFeedback:
             f"{folder}: the feedback's classes {list(fb.class_names)} are not the run's {list(data.class_names)}; "
             f"collect it with `distil serve {run} --feedback {folder}`"
         )
-    return LoopFeedback(data.text.encode(fb.texts), fb.ids, fb.corrected)
+    recorded = _recorded_tokenizer(run)
+    if recorded is not None and recorded != data.text.tokenizer_sha256:
+        raise DataError(
+            f"{run}: the tokenizer {data.text.tokenizer_dir} is not the one the run was trained with (its tokenizer.json "
+            f"has sha256 {data.text.tokenizer_sha256[:12]}…, the run recorded {recorded[:12]}…); restore the run's tokenizer"
+        )
+    return LoopFeedback(data.text.encode(fb.texts), fb.ids, _corrections_per_text(fb.texts, fb.corrected), fb.texts)
+
+
+def _recorded_tokenizer(run: Path) -> str | None:
+    """The sha256 of the tokenizer the run was trained with (``summary.json``'s ``data.text``), if recorded."""
+    from distil.session import read_summary
+
+    text = read_summary(run).get("data", {}).get("text")
+    return text.get("tokenizer_sha256") if isinstance(text, dict) else None
+
+
+def _corrections_per_text(texts: tuple[str, ...], corrected: np.ndarray) -> np.ndarray:
+    """A correction of one served copy of a text holds for every copy of it (the latest corrected copy's
+    class), so that the same words never carry the teacher's class in one row and a person's in another."""
+    latest: dict[str, int] = {}
+    for text, label in zip(texts, corrected):
+        if label != UNCORRECTED:
+            latest[text] = int(label)
+    return np.array([latest.get(t, int(c)) for t, c in zip(texts, corrected)], dtype=np.int64)
 
 
 def _tokenizer_latency(data, measured: dict[str, Any]) -> dict[str, Any]:

@@ -89,7 +89,7 @@ class FeedbackWriter:
         self._x: list[np.ndarray] = []
         self._y: list[np.ndarray] = []
         self._ids: list[str] = []
-        self._prefix = secrets.token_hex(4)  # this writer's ids cannot meet those of an earlier server
+        self._prefix = secrets.token_hex(8)  # this writer's ids cannot meet those of an earlier server (64 random bits)
         self._counter = 0
         self._lock = threading.Lock()
 
@@ -127,8 +127,11 @@ class FeedbackWriter:
         """Store a person's label for a captured sample (``corrections.jsonl``, one fsync'd line).
 
         An unknown id is a 404, a class the model does not have a 422 naming the classes; nothing is written then.
+        A sample still waiting in memory is written first: a correction never outlives its input on disk.
         """
         with self._lock:
+            if sample_id in self._ids:
+                self._flush()
             return append_correction(self.folder, self.class_names, self._known, sample_id, label)
 
     def flush(self) -> None:
@@ -210,7 +213,7 @@ class TextFeedbackWriter:
         self.written, self.size = _whole_lines(self.file)
         self.tags = tags
         self._known = {served_text_id(r, i) for i, r in enumerate(served_text_records(self.file)) if "text" in r}
-        self._prefix = secrets.token_hex(4)  # this writer's ids cannot meet those of an earlier server
+        self._prefix = secrets.token_hex(8)  # this writer's ids cannot meet those of an earlier server (64 random bits)
         self._counter = 0
         self._lines: list[bytes] = []
         self._lock = threading.Lock()
@@ -248,6 +251,8 @@ class TextFeedbackWriter:
         if self.tags:
             raise InferError("the served model is a tagger: corrections take one class per text, not a tag per word", 409)
         with self._lock:
+            if sample_id in self._known:
+                self._flush()  # the lines waiting in memory first: a correction never outlives its text on disk
             return append_correction(self.folder, self.class_names, self._known, sample_id, label)
 
     def add(self, lines: list[bytes]) -> int:

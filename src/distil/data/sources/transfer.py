@@ -144,10 +144,14 @@ def served_text_records(file: Path) -> list[dict]:
     """The JSON objects of ``served.jsonl``, one per line (a blank line or one cut short by a crash counts
     as an empty record, so that line numbers, and the ids made from them, stay fixed)."""
     records = []
-    for line in Path(file).read_text(encoding="utf-8").split("\n")[:-1] if Path(file).is_file() else ():
+    try:
+        raw = Path(file).read_bytes() if Path(file).is_file() else b""
+    except OSError as err:
+        raise DataError(f"{file}: cannot be read ({err})") from None
+    for line in raw.split(b"\n")[:-1]:  # decoded line by line: a line cut inside a character is one bad line
         try:
-            record = json.loads(line)
-        except ValueError:
+            record = json.loads(line.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is a ValueError
             record = {}
         records.append(record if isinstance(record, dict) else {})
     return records
