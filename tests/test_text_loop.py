@@ -203,3 +203,13 @@ def test_text_feedback_edge_cases(run, tmp_path):
     with pytest.raises(DataError, match="not the one the run was trained with"):
         run_loop(run, folder, log=lambda _: None)
     assert not (run / "versions").exists()
+
+
+def test_a_text_feedback_folder_given_to_an_image_run_is_named(tmp_path):
+    from distil.data.sources.transfer import load_feedback
+
+    writer = TextFeedbackWriter(tmp_path / "fb", ("neg", "pos"))
+    writer.add([b'{"id": "a-0", "text": "fine"}\n'])
+    writer.flush()
+    with pytest.raises(DataError, match=r"a text model's feedback \(served.jsonl\); this run takes tensor inputs"):
+        load_feedback(tmp_path / "fb")

@@ -89,8 +89,10 @@ def load_feedback(path: Path) -> Feedback:
     A correction naming an id no shard holds (its sample was never written: the server stopped before
     flushing) or a class outside ``transfer.json``'s is skipped; a line cut short by a crash too.
     """
-    raw = load_transfer(path)
     root = Path(path)
+    if (root / TEXT_FILE).is_file() and not any(root.glob("shard-*.npz")):
+        raise DataError(f"{root}: a text model's feedback ({TEXT_FILE}); this run takes tensor inputs (images, signals): give it its own feedback folder")
+    raw = load_transfer(path)
     ids: list[str] = []
     for shard in sorted(root.glob("shard-*.npz")):
         with np.load(shard, allow_pickle=False) as archive:
