@@ -119,7 +119,7 @@ def test_reorder_state_picks_rows_on_dim_one():
 @pytest.mark.parametrize("tie", [False, True])
 def test_onnx_encoder_and_cached_step_translate_as_pytorch(tmp_path, tie):
     m = transformer(tie=tie)
-    encoder, step = export_seq2seq(m, tmp_path, SRC)
+    export_seq2seq(m, tmp_path, SRC)
     onnx = OnnxSeq2Seq(tmp_path)
     inputs = {i.name: i.shape for i in onnx.step.get_inputs()}
     assert inputs["keys"] == [2, "batch", 2, "past", 8] and onnx.state_names == ["keys", "values"]
@@ -203,3 +203,13 @@ def test_a_transformer_teacher_distils_an_lstm_student(tmp_path, monkeypatch):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [m["arch"] for m in summary["models"]] == ["transformer 1+1x32 h4 ffn 64", "lstm 1x16", "lstm 1x16"]
     assert summary["models"][1]["word_kd"] == {"alpha": 0.5, "T": 1.0} and summary["models"][2]["teacher_outputs"]["beam"] == 5
+
+
+def test_the_shipped_transformer_config_is_sized_like_the_lstm_one():
+    from distil.config.translation import load_translation_config
+
+    count = lambda cfg: sum(p.numel() for p in cfg.build(2000, 2000, 0).parameters())
+    transformers = load_translation_config("configs/translation/bible_en_es_transformer.yaml")
+    lstms = load_translation_config("configs/translation/bible_en_es.yaml")
+    assert (count(transformers.teacher), count(transformers.student)) == (1_901_056, 489_728)  # as its header says
+    assert (count(lstms.teacher), count(lstms.student)) == (1_947_856, 611_376)

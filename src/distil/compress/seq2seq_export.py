@@ -37,8 +37,8 @@ import torch
 from torch import nn
 
 from distil.compress.export import ExportError, _quiet, session
-from distil.models.seq2seq_encoded import Encoded, State
 from distil.models.seq2seq_decode import BOS_ID, greedy
+from distil.models.seq2seq_encoded import Encoded, State
 from distil.weights import atomic_write
 
 ENCODER, STEP = "encoder.onnx", "decoder_step.onnx"
