@@ -10,7 +10,7 @@ from strategy_helpers import run_cli
 from test_translation_run import TINY
 
 from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
-from distil.config.translation import Seq2SeqConfig
+from distil.config.translation import ARCHS, Seq2SeqConfig
 from distil.models.seq2seq import SEQ2SEQ, LstmSeq2Seq, TransformerSeq2Seq
 from distil.models.seq2seq_decode import BOS_ID, EOS_ID, beam_search, decode, greedy, next_token_logits
 from distil.models.seq2seq_encoded import reorder_state
@@ -134,7 +134,7 @@ def test_config_builds_the_transformer_and_rejects_the_other_archs_fields():
     m = cfg.build(30, 40, 0)
     assert isinstance(m, TransformerSeq2Seq) and len(m.encoder) == 2 and len(m.decoder) == 1 and m.out is None
     assert m.decoder[0].ffn.fc1.out_features == 48 and cfg.describe() == "transformer 2+1x32 h4 ffn 48"
-    assert "transformer" in SEQ2SEQ
+    assert set(ARCHS) == set(SEQ2SEQ)  # every registered model can be built from a config
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ checks the kind first (:func:`is_translation_config`) and runs :func:`distil.tra
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -67,7 +68,7 @@ class Seq2SeqConfig(TrainConfig):
     """A sequence-to-sequence model and how it trains (the training fields are :class:`TrainConfig`'s).
 
     ``hidden`` and ``layers`` size either model (the LSTM's width and depth; the Transformer's ``d_model``
-    and encoder layers); the other fields belong to one arch (:data:`ARCH_FIELDS`), and one set (to a value
+    and encoder layers); the other fields belong to one arch (:data:`ARCHS`), and one set (to a value
     other than its default) for the other arch is an error rather than silently ignored.
     """
 
@@ -95,8 +96,8 @@ class Seq2SeqConfig(TrainConfig):
 
     @model_validator(mode="after")
     def _fields_of_the_arch(self) -> Seq2SeqConfig:
-        for arch, fields in ARCH_FIELDS.items():
-            wrong = sorted(f for f in fields if arch != self.arch and getattr(self, f) != type(self).model_fields[f].default)
+        for arch, spec in ARCHS.items():
+            wrong = sorted(f for f in spec.fields if arch != self.arch and getattr(self, f) != type(self).model_fields[f].default)
             if wrong:
                 raise ValueError(f"{', '.join(wrong)}: for arch {arch} only, and this model's arch is {self.arch}")
         if self.arch == "transformer" and (self.hidden % self.heads or (self.hidden // self.heads) % 2):
@@ -105,24 +106,34 @@ class Seq2SeqConfig(TrainConfig):
 
     def build(self, src_vocab: int, tgt_vocab: int, seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        return SEQ2SEQ[self.arch](src_vocab, tgt_vocab, **ARCH_OPTIONS[self.arch](self))
+        return SEQ2SEQ[self.arch](src_vocab, tgt_vocab, **ARCHS[self.arch].options(self))
 
     def describe(self) -> str:
-        if self.arch == "transformer":
-            return f"transformer {self.layers}+{self.decoder_layers or self.layers}x{self.hidden} h{self.heads} ffn {self.ffn or 4 * self.hidden}"
-        return f"{'bi' if self.bidirectional else ''}lstm {self.layers}x{self.hidden}"
+        return ARCHS[self.arch].describe(self)
 
 
-#: arch -> the config fields only that arch reads.
-ARCH_FIELDS: dict[str, set[str]] = {
-    "lstm_attention": {"embed", "bidirectional"},
-    "transformer": {"heads", "ffn", "decoder_layers", "tie_embeddings"},
-}
+@dataclass(frozen=True)
+class Seq2SeqArch:
+    """How the config serves one :data:`SEQ2SEQ` arch: the fields only it reads, its factory's keyword
+    arguments from the config, and its one-line description (the table's ``arch`` column)."""
 
-#: arch -> the keyword arguments of its :data:`SEQ2SEQ` factory, from the config.
-ARCH_OPTIONS: dict[str, Callable[[Seq2SeqConfig], dict[str, Any]]] = {
-    "lstm_attention": lambda c: {"embed": c.embed, "hidden": c.hidden, "layers": c.layers, "bidirectional": c.bidirectional, "dropout": c.dropout},
-    "transformer": lambda c: {"d_model": c.hidden, "heads": c.heads, "layers": c.layers, "decoder_layers": c.decoder_layers, "ffn": c.ffn, "dropout": c.dropout, "tie_embeddings": c.tie_embeddings},
+    fields: frozenset[str]
+    options: Callable[[Seq2SeqConfig], dict[str, Any]]
+    describe: Callable[[Seq2SeqConfig], str]
+
+
+#: arch -> how the config builds and describes it.
+ARCHS: dict[str, Seq2SeqArch] = {
+    "lstm_attention": Seq2SeqArch(
+        frozenset({"embed", "bidirectional"}),
+        lambda c: {"embed": c.embed, "hidden": c.hidden, "layers": c.layers, "bidirectional": c.bidirectional, "dropout": c.dropout},
+        lambda c: f"{'bi' if c.bidirectional else ''}lstm {c.layers}x{c.hidden}",
+    ),
+    "transformer": Seq2SeqArch(
+        frozenset({"heads", "ffn", "decoder_layers", "tie_embeddings"}),
+        lambda c: {"d_model": c.hidden, "heads": c.heads, "layers": c.layers, "decoder_layers": c.decoder_layers, "ffn": c.ffn, "dropout": c.dropout, "tie_embeddings": c.tie_embeddings},
+        lambda c: f"transformer {c.layers}+{c.decoder_layers or c.layers}x{c.hidden} h{c.heads} ffn {c.ffn or 4 * c.hidden}",
+    ),
 }
 
 
