@@ -19,7 +19,8 @@ encoder returns it empty, ``past = 0``; the step is traced with ``past = 2``).
 ``decode``), so :func:`distil.models.seq2seq_decode.greedy` / ``beam_search`` drive it unchanged: the
 search is ~40 lines of tensor code a server keeps; the weights are all in the files. The torchscript
 exporter is used: it keeps the batch and length axes of ``nn.LSTM`` dynamic (see
-:func:`distil.compress.export.export_onnx`).
+:func:`distil.compress.export.export_onnx`), and the Transformer's positions and causal mask, computed
+from the cache's length, stay dynamic too.
 
 :func:`seq2seq_parity`: on real sentences, the largest logit difference of the two graphs against
 PyTorch, and the share of sentences whose greedy translation is token-for-token the same.
