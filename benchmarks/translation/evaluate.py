@@ -31,13 +31,19 @@ from distil.weights import load_weights
 HERE = Path(__file__).resolve().parent
 
 
+def exports_of(run: Path, export: str | None, first: Path) -> list[str]:
+    """The models of ``run`` named in ``--export``: ``NAME`` (a model of the first run) or ``RUN/NAME``."""
+    names = [e for e in (export or "").split(",") if e]
+    return [e.split("/", 1)[1] for e in names if "/" in e and e.split("/", 1)[0] == run.name] + ([e for e in names if "/" not in e] if run == first else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--sentences", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="evaluation")
-    parser.add_argument("--export", default=None, help="also export these models (comma-separated) of the first run as ONNX (encoder + decoder step), check it on the test split and time it")
+    parser.add_argument("--export", default=None, help="also export these models (comma-separated; NAME of the first run or RUN/NAME) as ONNX (encoder + decoder step), check it on the test split and time it")
     args = parser.parse_args()
     set_threads()
     models, sentences, scores, data = {}, None, {}, None
@@ -59,7 +65,7 @@ def main() -> None:
             scores[name] = {"method": row["method"], "arch": row["arch"], "params": row["params"], "size_bytes": row["size_bytes"], "train_seconds": row["train_seconds"],
                             "bleu": greedy["bleu"], "chrf": greedy["chrf"], "bleu_beam5": beam["bleu"], "chrf_beam5": beam["chrf"], "tokens_per_s": greedy["tokens_per_s"]}  # fmt: skip
             print(name, scores[name], flush=True)
-        for exported in args.export.split(",") if args.export and run == Path(args.runs[0]) else []:
+        for exported in exports_of(run, args.export, Path(args.runs[0])):
             name = f"{run.name}/{exported}"
             folder = export_seq2seq(models[name], run / "onnx" / exported, src[:50])[0].parent
             onnx = OnnxSeq2Seq(folder)

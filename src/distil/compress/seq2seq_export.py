@@ -4,16 +4,23 @@ A translation is a loop — encode once, then one decoder step per output token,
 beam) choosing the next token — so what runs without Python training code is the two graphs the loop
 calls, not the loop itself:
 
-* ``encoder.onnx``: ``src`` int64 ``(batch, length)`` → ``memory`` ``(batch, length, H)``,
-  ``mask`` bool ``(batch, length)``, ``h0``/``c0`` ``(layers, batch, H)``;
-* ``decoder_step.onnx``: ``token`` int64 ``(batch, 1)``, ``h``, ``c``, ``memory``, ``mask`` → ``logits``
-  ``(batch, 1, V)``, ``h``, ``c``.
+* ``encoder.onnx``: ``src`` int64 ``(batch, length)`` → ``memory`` ``(batch, length, ·)``,
+  ``mask`` bool ``(batch, length)``, then the decoder's first state, one output per state tensor;
+* ``decoder_step.onnx``: ``token`` int64 ``(batch, 1)``, ``memory``, ``mask`` and the state → ``logits``
+  ``(batch, 1, V)`` and the state after the token (``NAME_out``).
+
+The state is whatever tuple of tensors the model's ``decode`` carries (batch on dim 1,
+:mod:`distil.models.seq2seq_encoded`), named and given its dynamic axes by the model's ``state_axes``:
+the LSTM's ``h``, ``c`` ``(layers, batch, H)``; the Transformer's self-attention cache ``keys``,
+``values`` ``(layers, batch, heads, past, D/heads)`` whose ``past`` axis grows by one each step (the
+encoder returns it empty, ``past = 0``; the step is traced with ``past = 2``).
 
 :class:`OnnxSeq2Seq` wraps the two ONNX Runtime sessions in the model's own interface (``encode``,
 ``decode``), so :func:`distil.models.seq2seq_decode.greedy` / ``beam_search`` drive it unchanged: the
 search is ~40 lines of tensor code a server keeps; the weights are all in the files. The torchscript
 exporter is used: it keeps the batch and length axes of ``nn.LSTM`` dynamic (see
-:func:`distil.compress.export.export_onnx`).
+:func:`distil.compress.export.export_onnx`), and the Transformer's positions and causal mask, computed
+from the cache's length, stay dynamic too.
 
 :func:`seq2seq_parity`: on real sentences, the largest logit difference of the two graphs against
 PyTorch, and the share of sentences whose greedy translation is token-for-token the same.
@@ -31,11 +38,17 @@ import torch
 from torch import nn
 
 from distil.compress.export import ExportError, _quiet, session
-from distil.models.seq2seq import Encoded
 from distil.models.seq2seq_decode import BOS_ID, greedy
+from distil.models.seq2seq_encoded import Encoded, State
 from distil.weights import atomic_write
 
 ENCODER, STEP = "encoder.onnx", "decoder_step.onnx"
+
+
+def state_axes(model: nn.Module, state: tuple[torch.Tensor, ...]) -> dict[str, dict[int, str]]:
+    """The model's state tensors by name with their dynamic axes (``model.state_axes``; else ``state0``, … with the batch on dim 1)."""
+    declared = getattr(model, "state_axes", None)
+    return dict(declared) if declared else {f"state{i}": {1: "batch"} for i in range(len(state))}
 
 
 class _EncoderGraph(nn.Module):
@@ -45,7 +58,7 @@ class _EncoderGraph(nn.Module):
 
     def forward(self, src: torch.Tensor):
         enc = self.model.encode(src)
-        return enc.memory, enc.mask, enc.state[0], enc.state[1]
+        return (enc.memory, enc.mask, *enc.state)
 
 
 class _StepGraph(nn.Module):
@@ -53,9 +66,9 @@ class _StepGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, token: torch.Tensor, h: torch.Tensor, c: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor):
-        logits, (h, c) = self.model.decode(token, Encoded(memory, mask, (h, c)), (h, c))
-        return logits, h, c
+    def forward(self, token: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, *state: torch.Tensor):
+        logits, state = self.model.decode(token, Encoded(memory, mask, state), state)
+        return (logits, *state)
 
 
 def export_seq2seq(model: nn.Module, folder: str | Path, example: torch.Tensor, opset: int = 17) -> tuple[Path, Path]:
@@ -66,21 +79,23 @@ def export_seq2seq(model: nn.Module, folder: str | Path, example: torch.Tensor, 
     example = example.cpu()
     with torch.no_grad():
         enc = model.encode(example)
+        # The step is traced after two tokens, so a cache that grows with the prefix (the Transformer's) is non-empty.
+        _, state = model.decode(torch.full((example.shape[0], 2), BOS_ID, dtype=torch.int64), enc)
         token = torch.full((example.shape[0], 1), BOS_ID, dtype=torch.int64)
-    h, c = enc.state
-    layers = {"memory": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}, "h0": {1: "batch"}, "c0": {1: "batch"}}
-    step_axes = {"token": {0: "batch"}, "h": {1: "batch"}, "c": {1: "batch"}, "memory": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"},
-                 "logits": {0: "batch"}, "h_out": {1: "batch"}, "c_out": {1: "batch"}}  # fmt: skip
+    axes = state_axes(model, state)
+    source = {"memory": {0: "batch", 1: "length"}, "mask": {0: "batch", 1: "length"}}
+    grown = {f"{name}_out": {d: a if a == "batch" else f"{a}_next" for d, a in ax.items()} for name, ax in axes.items()}
+    step_axes = {"token": {0: "batch"}, **source, **axes, "logits": {0: "batch"}, **grown}
 
     def write_encoder(tmp: Path) -> None:
         with _quiet(), torch.no_grad():
             torch.onnx.export(_EncoderGraph(model), (example,), str(tmp), dynamo=False, opset_version=opset, input_names=["src"],
-                              output_names=["memory", "mask", "h0", "c0"], dynamic_axes={"src": {0: "batch", 1: "length"}, **layers})  # fmt: skip
+                              output_names=["memory", "mask", *axes], dynamic_axes={"src": {0: "batch", 1: "length"}, **source, **axes})  # fmt: skip
 
     def write_step(tmp: Path) -> None:
         with _quiet(), torch.no_grad():
-            torch.onnx.export(_StepGraph(model), (token, h, c, enc.memory, enc.mask), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=["token", "h", "c", "memory", "mask"], output_names=["logits", "h_out", "c_out"], dynamic_axes=step_axes)  # fmt: skip
+            torch.onnx.export(_StepGraph(model), (token, enc.memory, enc.mask, *state), str(tmp), dynamo=False, opset_version=opset,
+                              input_names=["token", "memory", "mask", *axes], output_names=["logits", *grown], dynamic_axes=step_axes)  # fmt: skip
 
     try:
         atomic_write(folder / ENCODER, write_encoder)
@@ -98,20 +113,22 @@ class OnnxSeq2Seq:
         self.encoder = session(folder / ENCODER, threads)
         self.step = session(folder / STEP, threads)
         self.folder = folder
+        #: The step's state inputs in the order its outputs return them (files of any model, or of an older export).
+        self.state_names = [i.name for i in self.step.get_inputs() if i.name not in ("token", "memory", "mask")]
 
     def eval(self) -> OnnxSeq2Seq:
         return self
 
     def encode(self, src: torch.Tensor) -> Encoded:
-        memory, mask, h0, c0 = self.encoder.run(None, {"src": src.cpu().numpy().astype(np.int64)})
-        return Encoded(torch.from_numpy(memory), torch.from_numpy(mask), (torch.from_numpy(h0), torch.from_numpy(c0)))
+        memory, mask, *state = self.encoder.run(None, {"src": src.cpu().numpy().astype(np.int64)})
+        return Encoded(torch.from_numpy(memory), torch.from_numpy(mask), tuple(torch.from_numpy(s) for s in state))
 
-    def decode(self, tokens: torch.Tensor, enc: Encoded, state: tuple[torch.Tensor, torch.Tensor] | None = None):
-        h, c = state if state is not None else enc.state
-        feeds = {"token": tokens[:, -1:].cpu().numpy().astype(np.int64), "h": h.contiguous().numpy(), "c": c.contiguous().numpy(),
-                 "memory": enc.memory.contiguous().numpy(), "mask": enc.mask.contiguous().numpy()}  # fmt: skip
-        logits, h, c = self.step.run(None, feeds)
-        return torch.from_numpy(logits), (torch.from_numpy(h), torch.from_numpy(c))
+    def decode(self, tokens: torch.Tensor, enc: Encoded, state: State | None = None) -> tuple[torch.Tensor, State]:
+        state = state if state is not None else enc.state
+        feeds = {"token": tokens[:, -1:].cpu().numpy().astype(np.int64), "memory": enc.memory.contiguous().numpy(), "mask": enc.mask.contiguous().numpy(),
+                 **{name: s.contiguous().numpy() for name, s in zip(self.state_names, state, strict=True)}}  # fmt: skip
+        logits, *state = self.step.run(None, feeds)
+        return torch.from_numpy(logits), tuple(torch.from_numpy(s) for s in state)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ checks the kind first (:func:`is_translation_config`) and runs :func:`distil.tra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,13 +65,22 @@ class ParallelDataConfig(Section):
 
 
 class Seq2SeqConfig(TrainConfig):
-    """A sequence-to-sequence model and how it trains (the training fields are :class:`TrainConfig`'s)."""
+    """A sequence-to-sequence model and how it trains (the training fields are :class:`TrainConfig`'s).
+
+    ``hidden`` and ``layers`` size either model (the LSTM's width and depth; the Transformer's ``d_model``
+    and encoder layers); the other fields belong to one arch (:data:`ARCHS`), and one set (to a value
+    other than its default) for the other arch is an error rather than silently ignored.
+    """
 
     arch: str = Field("lstm_attention", description=f"one of {', '.join(SEQ2SEQ)}")
-    embed: int = Field(128, ge=1)
-    hidden: int = Field(256, ge=2)
-    layers: int = Field(1, ge=1)
-    bidirectional: bool = Field(False, description="a bidirectional encoder (the teacher of Kim & Rush 2016); false: one direction")
+    embed: int = Field(128, ge=1, description="lstm_attention: embedding width")
+    hidden: int = Field(256, ge=2, description="lstm_attention: LSTM width; transformer: d_model")
+    layers: int = Field(1, ge=1, description="lstm_attention: LSTM layers; transformer: encoder layers")
+    bidirectional: bool = Field(False, description="lstm_attention: a bidirectional encoder (the teacher of Kim & Rush 2016); false: one direction")
+    heads: int = Field(4, ge=1, description="transformer: attention heads (hidden / heads must be even)")
+    ffn: int | None = Field(None, ge=1, description="transformer: feed-forward width (default 4 × hidden)")
+    decoder_layers: int | None = Field(None, ge=1, description="transformer: decoder layers (default: layers)")
+    tie_embeddings: bool = Field(False, description="transformer: the output layer is the target embedding (Press & Wolf 2017)")
     dropout: float = Field(0.2, ge=0, lt=1)
     weights: str | None = Field(None, description="teacher: load these weights (.safetensors) instead of training")
     optimizer: Literal["sgd", "adamw"] = "adamw"
@@ -83,12 +94,47 @@ class Seq2SeqConfig(TrainConfig):
     def _known_arch(cls, arch: str) -> str:
         return registered("sequence-to-sequence model", arch, list(SEQ2SEQ))
 
+    @model_validator(mode="after")
+    def _fields_of_the_arch(self) -> Seq2SeqConfig:
+        for arch, spec in ARCHS.items():
+            wrong = sorted(f for f in spec.fields if arch != self.arch and getattr(self, f) != type(self).model_fields[f].default)
+            if wrong:
+                raise ValueError(f"{', '.join(wrong)}: for arch {arch} only, and this model's arch is {self.arch}")
+        if self.arch == "transformer" and (self.hidden % self.heads or (self.hidden // self.heads) % 2):
+            raise ValueError(f"transformer: hidden (d_model) {self.hidden} must be heads ({self.heads}) × an even head width")
+        return self
+
     def build(self, src_vocab: int, tgt_vocab: int, seed: int) -> nn.Module:
         torch.manual_seed(seed)
-        return SEQ2SEQ[self.arch](src_vocab, tgt_vocab, embed=self.embed, hidden=self.hidden, layers=self.layers, bidirectional=self.bidirectional, dropout=self.dropout)
+        return SEQ2SEQ[self.arch](src_vocab, tgt_vocab, **ARCHS[self.arch].options(self))
 
     def describe(self) -> str:
-        return f"{'bi' if self.bidirectional else ''}lstm {self.layers}x{self.hidden}"
+        return ARCHS[self.arch].describe(self)
+
+
+@dataclass(frozen=True)
+class Seq2SeqArch:
+    """How the config serves one :data:`SEQ2SEQ` arch: the fields only it reads, its factory's keyword
+    arguments from the config, and its one-line description (the table's ``arch`` column)."""
+
+    fields: frozenset[str]
+    options: Callable[[Seq2SeqConfig], dict[str, Any]]
+    describe: Callable[[Seq2SeqConfig], str]
+
+
+#: arch -> how the config builds and describes it.
+ARCHS: dict[str, Seq2SeqArch] = {
+    "lstm_attention": Seq2SeqArch(
+        frozenset({"embed", "bidirectional"}),
+        lambda c: {"embed": c.embed, "hidden": c.hidden, "layers": c.layers, "bidirectional": c.bidirectional, "dropout": c.dropout},
+        lambda c: f"{'bi' if c.bidirectional else ''}lstm {c.layers}x{c.hidden}",
+    ),
+    "transformer": Seq2SeqArch(
+        frozenset({"heads", "ffn", "decoder_layers", "tie_embeddings"}),
+        lambda c: {"d_model": c.hidden, "heads": c.heads, "layers": c.layers, "decoder_layers": c.decoder_layers, "ffn": c.ffn, "dropout": c.dropout, "tie_embeddings": c.tie_embeddings},
+        lambda c: f"transformer {c.layers}+{c.decoder_layers or c.layers}x{c.hidden} h{c.heads} ffn {c.ffn or 4 * c.hidden}",
+    ),
+}
 
 
 class TranslationDistillConfig(Section):

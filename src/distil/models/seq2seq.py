@@ -1,4 +1,6 @@
-"""Sequence-to-sequence models for translation: an LSTM encoder–decoder with attention.
+"""Sequence-to-sequence models for translation: an LSTM encoder–decoder with attention here, and the
+Transformer (:mod:`distil.models.seq2seq_transformer`); both give the interface of
+:mod:`distil.models.seq2seq_encoded` (``encode``, ``decode`` with a state of tensors, batch on dim 1).
 
 Luong, Pham & Manning 2015 ("Effective Approaches to Attention-based NMT"), global "general" attention,
 without input feeding (so one decoder step needs only the previous token and the LSTM state — the
@@ -20,12 +22,16 @@ Models are built by name from :data:`SEQ2SEQ` (``distil`` configs: ``teacher.arc
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from distil.models.seq2seq_encoded import Encoded, State
+from distil.models.seq2seq_transformer import TransformerSeq2Seq
 from distil.models.text_embedding import PAD_ID
+
+__all__ = ["SEQ2SEQ", "Encoded", "LstmSeq2Seq", "TransformerSeq2Seq", "reverse_within_length"]
 
 
 def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -35,21 +41,11 @@ def reverse_within_length(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tenso
     return x.gather(1, index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
-@dataclass
-class Encoded:
-    """The encoder's output: ``memory`` ``(B, S, H)``, ``mask`` ``(B, S)`` (True at real tokens), the decoder's first state."""
-
-    memory: torch.Tensor
-    mask: torch.Tensor
-    state: tuple[torch.Tensor, torch.Tensor]
-
-    def repeat(self, k: int) -> Encoded:
-        """Each row ``k`` times in a row (beam search: row ``b·k + j`` is beam ``j`` of sentence ``b``)."""
-        return Encoded(self.memory.repeat_interleave(k, 0), self.mask.repeat_interleave(k, 0), tuple(s.repeat_interleave(k, 1) for s in self.state))
-
-
 class LstmSeq2Seq(nn.Module):
     """Attention encoder–decoder (see the module doc). ``forward(src, tgt_in)`` → logits ``(B, T, V)``."""
+
+    #: The decoder state's tensors by name and their dynamic axes (the ONNX export's input names).
+    state_axes: ClassVar[dict[str, dict[int, str]]] = {"h": {1: "batch"}, "c": {1: "batch"}}
 
     def __init__(
         self, src_vocab: int, tgt_vocab: int, *, embed: int = 128, hidden: int = 256, layers: int = 1,
@@ -83,7 +79,7 @@ class LstmSeq2Seq(nn.Module):
         h0 = torch.tanh(self.bridge(pooled)).view(-1, self.layers, self.hidden).transpose(0, 1).contiguous()
         return Encoded(self.memory(self.drop(h)), mask, (h0, torch.zeros_like(h0)))
 
-    def decode(self, tgt_in: torch.Tensor, enc: Encoded, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+    def decode(self, tgt_in: torch.Tensor, enc: Encoded, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Logits ``(B, T, V)`` for the target prefix ``tgt_in`` (``[BOS] y_1 …``) and the state after it."""
         d, state = self.decoder(self.drop(self.tgt_embed(tgt_in)), state if state is not None else enc.state)
         scores = torch.bmm(d, enc.memory.transpose(1, 2)).masked_fill(~enc.mask.unsqueeze(1), float("-inf"))
@@ -98,4 +94,5 @@ class LstmSeq2Seq(nn.Module):
 #: arch name -> factory(src_vocab, tgt_vocab, **options).
 SEQ2SEQ: dict[str, Callable[..., nn.Module]] = {
     "lstm_attention": LstmSeq2Seq,
+    "transformer": TransformerSeq2Seq,
 }

@@ -1,6 +1,8 @@
 """Batched greedy and beam-search decoding of a sequence-to-sequence model (:mod:`distil.models.seq2seq`).
 
-The model gives ``encode(src) → Encoded`` and ``decode(tokens, enc, state) → (logits, state)``. Both
+The model gives ``encode(src) → Encoded`` and ``decode(tokens, enc, state) → (logits, state)``
+(:mod:`distil.models.seq2seq_encoded`: the state is a tuple of tensors with the batch on dim 1, an
+LSTM's ``(h, c)`` or a Transformer's key/value cache, reordered by one function). Both
 decoders run a whole batch of sentences at once, one decoder step per target position, and stop when
 every row has produced ``[EOS]`` or reached its length limit (``max_len``). Output rows are the target
 ids without ``[BOS]``, ``[EOS]`` kept, padded with 0 after it.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from distil.models.seq2seq_encoded import reorder_state
 from distil.models.text_embedding import PAD_ID
 
 #: The ids of ``[BOS]`` and ``[EOS]`` in every translation vocabulary (distil.data.text.subwords; data is a sibling layer).
@@ -90,7 +93,7 @@ def beam_search(model: nn.Module, src: torch.Tensor, beam: int = 5, alpha: float
         history = torch.cat([history[rows, origin], chosen.unsqueeze(-1)], dim=-1)
         done = done[rows, origin] | (chosen == EOS_ID)
         pick = (rows * k + origin).view(-1)
-        state = tuple(s[:, pick] for s in state)
+        state = reorder_state(state, pick)
         token = chosen.view(-1, 1)
         if bool(done.all()):
             break

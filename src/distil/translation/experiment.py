@@ -11,6 +11,11 @@ teacher; one-direction LSTM students trained
   :mod:`distil.translation.teacher_translations`);
 * with both (``seq_word_kd``): word-level KD along ``ŷ``.
 
+Either model may instead be a pre-norm Transformer encoder–decoder (``arch: transformer``, Vaswani et
+al. 2017; :mod:`distil.models.seq2seq_transformer`): the methods read only logits and beam outputs, so
+every teacher/student pair of archs works, and the export and the server drive either through the same
+``encode`` / ``decode`` interface (:mod:`distil.models.seq2seq_encoded`).
+
 Why not the classification run loop (:class:`distil.experiment.Experiment`): a seq2seq model takes two
 inputs (source and target prefix) and is scored by decoding, not by a forward pass and an argmax; the
 generic loop's teacher cache would hold ``N × T × V`` logits (11k sentences × 40 tokens × 2k subwords
