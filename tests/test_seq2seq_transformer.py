@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fastapi.testclient import TestClient
 from strategy_helpers import run_cli
 from test_translation_run import TINY
@@ -18,9 +19,9 @@ from distil.models.seq2seq_transformer import sinusoids
 from distil.serve.translation import create_translation_app, load_translators
 
 
-def transformer(seed=0, tie=False, tgt_vocab=22):
+def transformer(seed=0, tie=False, tgt_vocab=22, dropout=0.0):
     torch.manual_seed(seed)
-    return TransformerSeq2Seq(20, tgt_vocab, d_model=16, heads=2, layers=2, decoder_layers=2, ffn=32, dropout=0.0, tie_embeddings=tie).eval()
+    return TransformerSeq2Seq(20, tgt_vocab, d_model=16, heads=2, layers=2, decoder_layers=2, ffn=32, dropout=dropout, tie_embeddings=tie).eval()
 
 
 SRC = torch.tensor([[4, 5, 6, 0, 0], [7, 8, 9, 10, 11], [12, 13, 0, 0, 0]])
@@ -72,9 +73,26 @@ def test_source_padding_changes_nothing():
     assert torch.allclose(m(wider, TGT), batched, atol=1e-5)
 
 
-def test_greedy_and_beam_search_run_and_beam_one_is_greedy():
+def test_attention_is_scaled_dot_product_attention_and_dropout_is_off_in_eval():
+    """Attention against torch's reference formula (softmax(QKᵀ/√d_k + mask) V per head, then the
+    output projection), with a padding mask; a model with dropout gives the same logits twice in eval."""
+    from distil.models.seq2seq_transformer import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(16, 4, dropout=0.0).eval()
+    x, memory = torch.randn(2, 3, 16), torch.randn(2, 5, 16)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]]).view(2, 1, 1, 5)
+    keys, values = attn.keys_values(memory)
+    q = attn.query(x).view(2, 3, 4, 4).transpose(1, 2)
+    reference = attn.proj(F.scaled_dot_product_attention(q, keys, values, attn_mask=mask).transpose(1, 2).reshape(2, 3, 16))
+    assert torch.allclose(attn(x, keys, values, mask), reference, atol=1e-6)
+    m = transformer(dropout=0.5).eval()
+    assert torch.equal(m(SRC, TGT), m(SRC, TGT))
+    assert not torch.equal(m.train()(SRC, TGT), m(SRC, TGT))  # and on in training
+
+
+def test_batched_beam_search_equals_each_sentence_alone():
     m = transformer()
-    assert torch.equal(beam_search(m, SRC, beam=1), greedy(m, SRC))
     batched = decode(m, SRC, beam=3, batch_size=2)
     for i in range(len(SRC)):
         alone = decode(m, SRC[i : i + 1, : int((SRC[i] != 0).sum())], beam=3)
@@ -135,13 +153,14 @@ def test_config_builds_the_transformer_and_rejects_the_other_archs_fields():
     assert isinstance(m, TransformerSeq2Seq) and len(m.encoder) == 2 and len(m.decoder) == 1 and m.out is None
     assert m.decoder[0].ffn.fc1.out_features == 48 and cfg.describe() == "transformer 2+1x32 h4 ffn 48"
     assert set(ARCHS) == set(SEQ2SEQ)  # every registered model can be built from a config
+    assert Seq2SeqConfig(arch="transformer", hidden=96, heads=32).build(30, 40, 0).heads == 32  # an odd head width is a valid model
 
 
 @pytest.mark.parametrize(
     ("student", "message"),
     [
         ({"arch": "transformer", "embed": 16}, "embed: for arch lstm_attention only"),
-        ({"arch": "transformer", "hidden": 30, "heads": 4}, "must be heads (4) × an even head width"),
+        ({"arch": "transformer", "hidden": 30, "heads": 4}, "a multiple of heads (4)"),
         ({"heads": 2}, "heads: for arch transformer only"),
     ],
 )

@@ -124,6 +124,10 @@ class OnnxSeq2Seq:
         return Encoded(torch.from_numpy(memory), torch.from_numpy(mask), tuple(torch.from_numpy(s) for s in state))
 
     def decode(self, tokens: torch.Tensor, enc: Encoded, state: State | None = None) -> tuple[torch.Tensor, State]:
+        """One decoder step: the logits of ``tokens[:, -1]`` given ``state`` (the earlier tokens'); the
+        exported graph takes one token at a time, so a prefix without its state is refused."""
+        if state is None and tokens.shape[1] > 1:
+            raise ValueError(f"the ONNX decoder step takes one token at a time; got a prefix of {tokens.shape[1]} tokens without its state")
         state = state if state is not None else enc.state
         feeds = {"token": tokens[:, -1:].cpu().numpy().astype(np.int64), "memory": enc.memory.contiguous().numpy(), "mask": enc.mask.contiguous().numpy(),
                  **{name: s.contiguous().numpy() for name, s in zip(self.state_names, state, strict=True)}}  # fmt: skip

@@ -77,7 +77,7 @@ class Seq2SeqConfig(TrainConfig):
     hidden: int = Field(256, ge=2, description="lstm_attention: LSTM width; transformer: d_model")
     layers: int = Field(1, ge=1, description="lstm_attention: LSTM layers; transformer: encoder layers")
     bidirectional: bool = Field(False, description="lstm_attention: a bidirectional encoder (the teacher of Kim & Rush 2016); false: one direction")
-    heads: int = Field(4, ge=1, description="transformer: attention heads (hidden / heads must be even)")
+    heads: int = Field(4, ge=1, description="transformer: attention heads (hidden must be a multiple of heads, and even)")
     ffn: int | None = Field(None, ge=1, description="transformer: feed-forward width (default 4 × hidden)")
     decoder_layers: int | None = Field(None, ge=1, description="transformer: decoder layers (default: layers)")
     tie_embeddings: bool = Field(False, description="transformer: the output layer is the target embedding (Press & Wolf 2017)")
@@ -100,8 +100,8 @@ class Seq2SeqConfig(TrainConfig):
             wrong = sorted(f for f in spec.fields if arch != self.arch and getattr(self, f) != type(self).model_fields[f].default)
             if wrong:
                 raise ValueError(f"{', '.join(wrong)}: for arch {arch} only, and this model's arch is {self.arch}")
-        if self.arch == "transformer" and (self.hidden % self.heads or (self.hidden // self.heads) % 2):
-            raise ValueError(f"transformer: hidden (d_model) {self.hidden} must be heads ({self.heads}) × an even head width")
+        if self.arch == "transformer" and (self.hidden % self.heads or self.hidden % 2):
+            raise ValueError(f"transformer: hidden (d_model) {self.hidden} must be even (sin/cos positions) and a multiple of heads ({self.heads})")
         return self
 
     def build(self, src_vocab: int, tgt_vocab: int, seed: int) -> nn.Module:

@@ -1,8 +1,8 @@
 """``transformer``: a pre-norm Transformer encoder–decoder for translation, decoding with a key/value cache.
 
 Vaswani et al. 2017 ("Attention Is All You Need", NeurIPS), with each sub-layer's LayerNorm moved before
-it (pre-norm: Wang et al. 2019, arXiv:1906.01787; Xiong et al. 2020, arXiv:2002.04745 — trains without
-the post-norm model's careful warm-up) and a final LayerNorm on each side::
+it (pre-norm: Wang et al. 2019, arXiv:1906.01787; Xiong et al. 2020, arXiv:2002.04745 — needs less warm-up than
+the post-norm model) and a final LayerNorm on each side::
 
     x = √d · E_src[src] + PE(0 .. S)                                 → dropout
     encoder layer:  x = x + Drop(SelfAttn(LN(x)))       keys: the real source tokens
@@ -135,8 +135,8 @@ class TransformerSeq2Seq(nn.Module):
         super().__init__()
         name = "transformer"
         d_model, heads = positive_int(name, "d_model", d_model), positive_int(name, "heads", heads)
-        if d_model % heads or (d_model // heads) % 2:
-            raise ModelError(f"model 'transformer': d_model {d_model} must be heads ({heads}) × an even head width")
+        if d_model % heads or d_model % 2:
+            raise ModelError(f"model 'transformer': d_model {d_model} must be even (sin/cos positions) and a multiple of heads ({heads})")
         self.d_model, self.heads = d_model, heads
         layers = positive_int(name, "layers", layers)
         decoder_layers = positive_int(name, "decoder_layers", layers if decoder_layers is None else decoder_layers)
