@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from typer.testing import CliRunner, Result
 
@@ -33,3 +34,14 @@ def run_cli(folder: Path, raw: dict[str, Any]) -> Result:
     path = folder / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
     return runner.invoke(app, ["run", str(path), "--out", str(folder / "out")])
+
+
+def run_cli_with(folder: Path, raw: dict[str, Any], **env: str) -> Result:
+    """:func:`run_cli` with environment variables set for the run only (e.g. a cache folder of its own);
+    the run must succeed."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        result = run_cli(folder, raw)
+    assert result.exit_code == 0, result.output
+    return result

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fastapi.testclient import TestClient
-from strategy_helpers import run_cli
+from strategy_helpers import run_cli, run_cli_with
 from test_translation_run import TINY
 
 from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
@@ -180,10 +180,7 @@ TRANSFORMERS = {
 @pytest.fixture(scope="module")
 def transformer_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("transformer-translation")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DISTIL_CACHE", str(folder / "teacher-cache"))
-        result = run_cli(folder, TRANSFORMERS)
-    assert result.exit_code == 0, result.output
+    run_cli_with(folder, TRANSFORMERS, DISTIL_CACHE=str(folder / "teacher-cache"))
     return folder / "out"
 
 

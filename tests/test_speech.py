@@ -235,7 +235,7 @@ def speech_run(tmp_path_factory) -> Path:
     if not (shutil.which("espeak-ng") and shutil.which("flite")):
         pytest.skip("needs espeak-ng and flite (apt-get install espeak-ng flite)")
     import yaml
-    from strategy_helpers import run_cli
+    from strategy_helpers import run_cli_with
 
     tmp = tmp_path_factory.mktemp("speech")
     raw = yaml.safe_load((Path(__file__).parents[1] / "configs/speech/ensemble.yaml").read_text())
@@ -247,10 +247,7 @@ def speech_run(tmp_path_factory) -> Path:
     raw["strategy"]["teachers"] = [{**raw["teacher"], "seed": 1}]
     raw["cache"]["views"] = 2
     raw["measure"] = {"latency_repeats": 2, "throughput_repeats": 1}
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DISTIL_DATA_CACHE", str(tmp / "data-cache"))
-        result = run_cli(tmp, raw)
-    assert result.exit_code == 0, result.output
+    run_cli_with(tmp, raw, DISTIL_DATA_CACHE=str(tmp / "data-cache"))
     return tmp / "out"
 
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 from serve_helpers import ThreadedServer
-from strategy_helpers import run_cli
+from strategy_helpers import run_cli, run_cli_with
 
 from distil.serve.translation import create_translation_app, load_translators
 
@@ -25,11 +25,7 @@ TINY = {
 def tiny_run(tmp_path_factory):
     """One tiny run shared by the tests of this module (its teacher cache in a temporary folder)."""
     folder = tmp_path_factory.mktemp("translation")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DISTIL_CACHE", str(folder / "teacher-cache"))
-        result = run_cli(folder, TINY)
-    assert result.exit_code == 0, result.output
-    return folder / "out", result
+    return folder / "out", run_cli_with(folder, TINY, DISTIL_CACHE=str(folder / "teacher-cache"))
 
 
 def test_one_command_runs_teacher_and_every_student_and_writes_the_table(tiny_run):
