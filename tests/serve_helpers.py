@@ -216,3 +216,26 @@ def local_word_tags(data, model: torch.nn.Module, text: str) -> tuple[list[str],
     with torch.inference_mode():
         logits = model(encoded.ids)[0]
     return encoded.words, [data.class_names[int(logits[p].argmax())] for p in encoded.positions]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+def headless_chromium(*flags: str):
+    """A Selenium driver of Debian's headless Chromium (skips the test without chromium, chromium-driver
+    or selenium), with ``flags`` added to the usual ones; the caller quits it."""
+    import pytest
+
+    if not (CHROMIUM and CHROMEDRIVER):
+        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", *flags):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    return driver

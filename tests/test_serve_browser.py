@@ -7,32 +7,21 @@ latency, side by side; the student's top class must be what `/predict` answers f
 from __future__ import annotations
 
 import json
-import shutil
 
 import httpx
 import pytest
-from serve_helpers import ThreadedServer, digit_png, tiny_run
+from serve_helpers import CHROMEDRIVER, CHROMIUM, ThreadedServer, digit_png, headless_chromium, tiny_run
 
 from distil.serve import create_app, load_models
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
+    not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)"
 )
 
 
 @pytest.fixture(scope="module")
 def browser():
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1200,900"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    driver.set_page_load_timeout(30)
+    driver = headless_chromium("--window-size=1200,900")
     yield driver
     driver.quit()
 

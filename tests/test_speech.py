@@ -311,14 +311,7 @@ def test_serving_an_audio_run_takes_waveforms_and_wav_uploads(speech_run):
 def test_the_page_records_from_the_microphone_and_takes_a_file(speech_run, tmp_path):
     """Headless Chromium with a fake microphone playing a synthesized word: the recording (MediaRecorder,
     decoded and sent as WAV) and an uploaded WAV both show the student's and the teacher's top classes."""
-    chromium, driver_path = shutil.which("chromium") or shutil.which("chromium-browser"), shutil.which("chromedriver")
-    if not (chromium and driver_path):
-        pytest.skip("needs Debian's chromium and chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-    from serve_helpers import ThreadedServer
+    from serve_helpers import ThreadedServer, headless_chromium
 
     from distil.data.audio.synth import speak
     from distil.serve import create_app, load_models
@@ -327,13 +320,10 @@ def test_the_page_records_from_the_microphone_and_takes_a_file(speech_run, tmp_p
     padded = np.concatenate([np.zeros(4000, np.float32), resample(word.samples, word.rate, 48000), np.zeros(48000, np.float32)])
     microphone = tmp_path / "seven.wav"
     microphone.write_bytes(write_wav(padded, 48000))
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--autoplay-policy=no-user-gesture-required",
-                 "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={microphone}"):  # fmt: skip
-        options.add_argument(flag)
-    browser = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    browser.set_page_load_timeout(30)
+    browser = headless_chromium("--autoplay-policy=no-user-gesture-required", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                                f"--use-file-for-fake-audio-capture={microphone}")  # fmt: skip
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     def shown() -> dict[str, int]:
         WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".model-result .latency")) == 2)

@@ -111,14 +111,7 @@ def test_teach_two_fashion_classes_over_http_and_bad_input_is_4xx(server, images
 def test_teach_page_in_headless_chromium(server, images, tmp_path):
     """The whole flow on the page: name two classes, upload examples of each, Train, watch the progress
     reach ready, then upload an unseen image and see the taught class."""
-    from test_serve_browser import CHROMIUM, DRIVER
-
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("needs Debian's chromium and chromium-driver")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from serve_helpers import headless_chromium
 
     x, y = images
     files = {}
@@ -131,11 +124,10 @@ def test_teach_page_in_headless_chromium(server, images, tmp_path):
     unseen = tmp_path / "unseen-bag.png"
     unseen.write_bytes(png(x[y == BAG][60]))
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+    driver = headless_chromium()
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
     try:
         driver.get(server.url + "/teach")
         driver.find_element(By.ID, "class-names").send_keys("trouser, bag")

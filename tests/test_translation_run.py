@@ -1,7 +1,6 @@
 """`distil run` on a translation config: tiny models on a few hundred Bible verse pairs, end to end; bad input."""
 
 import json
-import shutil
 
 import httpx
 import pytest
@@ -108,23 +107,14 @@ def test_serving_a_translation_run(tiny_run, runtime):
     assert "teacher" in client.get("/").text and client.get("/v2/models/teacher").json()["parameters"]["beam"] == 5
 
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-
-
-@pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver")
 def test_page_shows_student_and_teacher_translations_in_a_browser(tiny_run):
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
+    from serve_helpers import headless_chromium
+
+    driver = headless_chromium()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     out, _ = tiny_run
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
     try:
         with ThreadedServer(create_translation_app(load_translators(out, "torch"))) as server:
             expected = httpx.post(server.url + "/predict", json={"text": "And God said"}).json()["translations"]

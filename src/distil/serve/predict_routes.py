@@ -91,10 +91,13 @@ def add_predict_routes(app: FastAPI, state: ServeState) -> None:
         return HTMLResponse(page_html(state.models))
 
 
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def _upload(request: Request) -> bytes:
     """The file a /predict request carries: the multipart field ``file``, or the body itself (e.g. ``audio/wav``)."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind == "multipart/form-data":
+    if _content_type(request) == "multipart/form-data":
         form = await request.form(max_files=1, max_fields=4)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
@@ -105,13 +108,9 @@ async def _upload(request: Request) -> bytes:
 
 async def _raw_input(request: Request, model: ServedModel, max_batch: int) -> np.ndarray:
     """The raw-scale batch a /predict request carries: a multipart upload, an image body or JSON."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = _content_type(request)
     if kind == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=4)
-        upload = form.get("file")
-        if upload is None or isinstance(upload, str):
-            raise InferError("the multipart form has no file field named 'file'")
-        return image_to_raw(await upload.read(), model.input_shape)
+        return image_to_raw(await _upload(request), model.input_shape)
     body = await request.body()
     if kind == "application/json":
         try:
