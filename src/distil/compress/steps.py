@@ -63,7 +63,7 @@ def prune_step(chain: Chain) -> list[dict[str, Any]]:
     path = save_weights(model, chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "role": "student", "method": "pruned", "source": chain.name})
     extra = {"prune": {"method": p.method, "sparsity": p.sparsity, "rounds": p.rounds, "recovery_epochs": p.epochs, "multiple_of": p.multiple_of,
                        "accuracy_before_recovery": accuracy_after_prune, "weight_sparsity": round(prune.sparsity_of(model), 4), **info}}  # fmt: skip
-    result = row(chain, name, "pruned", "torch", model, path, train_seconds=round(seconds, 2), **extra)
+    result = row(chain, name, "pruned", "torch", model, path, train_seconds=round(seconds, 4), **extra)
     chain.model, chain.name, chain.onnx = model, name, None
     return [result]
 
@@ -90,7 +90,7 @@ def lowrank_step(chain: Chain) -> list[dict[str, Any]]:
                          "macs": macs, "macs_after": lowrank.model_macs(model, example),
                          "factorized": {p.layer: p.as_dict() for p in plans if p.skipped is None},
                          "left_whole": {p.layer: p.skipped for p in plans if p.skipped is not None}}}  # fmt: skip
-    result = row(chain, name, "lowrank", "torch", model, path, train_seconds=round(seconds, 2), **extra)
+    result = row(chain, name, "lowrank", "torch", model, path, train_seconds=round(seconds, 4), **extra)
     chain.model, chain.name, chain.onnx = model, name, None
     return [result]
 
@@ -117,7 +117,7 @@ def int8_step(chain: Chain) -> list[dict[str, Any]]:
     path = save_tensors(quantize.int8_tensors(model), chain.out / f"{name}.safetensors", metadata={"arch": chain.arch, "method": "int8", "mode": q.mode, "source": chain.name})
     left = quantize.unquantized_layers(model)
     extra = {"int8": {"mode": q.mode, "backend": q.backend, "fp32_layers": left}, "parity": checked.as_dict()}
-    return [row(chain, name, "int8", "torch-int8", model, path, counted=chain.model, train_seconds=round(seconds, 2), **extra)]
+    return [row(chain, name, "int8", "torch-int8", model, path, counted=chain.model, train_seconds=round(seconds, 4), **extra)]
 
 
 def _export(chain: Chain) -> tuple[Path, dict[str, Any]]:
