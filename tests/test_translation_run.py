@@ -4,11 +4,14 @@ import json
 
 import httpx
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from serve_helpers import ThreadedServer
 from strategy_helpers import run_cli, run_cli_with
 
+from distil.config.translation import TranslationConfig
 from distil.serve.translation import create_translation_app, load_translators
+from distil.weights import load_weights
 
 TINY = {
     "kind": "translation",
@@ -182,6 +185,12 @@ def test_an_ensemble_of_a_bilstm_and_a_transformer_teacher_then_the_same_members
     assert rows["student_ensemble_seq_kd"]["method"] == "ensemble→seq_kd" and rows["student_ensemble_seq_kd"]["teacher_outputs"]["ensemble"] == "probs"
     assert set(summary["examples"][0]["translations"]) >= {"teacher", "teacher_1", "teacher_ensemble", "teacher_ensemble (beam 3)", "student_ensemble_seq_kd"}
     assert "teacher_ensemble" in (out / "report.html").read_text()
+    cfg = TranslationConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
+    for row in summary["models"]:  # every row's model rebuilt from the run's config takes its weights (evaluate.py, serve)
+        model = cfg.build_model(row, 120, 120)
+        load_weights(model, out / row["weights"], row["sha256"])
+        assert type(model).__name__ == {"teacher": "LstmSeq2Seq", "teacher_1": "TransformerSeq2Seq", "teacher_ensemble": "Seq2SeqEnsemble"}.get(row["name"], "LstmSeq2Seq")
+    assert [t.name for t in load_translators(out, "torch")] == ["student", "teacher"]
 
     # The same members loaded (weights from run a, whose tokenizers are this run's), the single-teacher baseline too:
     # every teacher row scores as before, and the ensemble's beam outputs are read from the cache (same members, same key).

@@ -7,7 +7,7 @@ checks the kind first (:func:`is_translation_config`) and runs :func:`distil.tra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,6 +24,7 @@ from distil.config.training import TrainConfig
 from distil.data.text.parallel import ParallelData, bible_pairs, build_parallel, read_pairs_file
 from distil.errors import ConfigError
 from distil.models.seq2seq import SEQ2SEQ
+from distil.models.seq2seq_ensemble import Seq2SeqEnsemble
 
 #: method -> (targets the student learns: the reference or the teacher's beam output, word-level KD on or off).
 TRANSLATION_METHODS: dict[str, tuple[Literal["data", "teacher"], bool]] = {
@@ -213,6 +214,17 @@ class TranslationConfig(Section):
         if isinstance(self.strategy, TranslationEnsembleOptions):
             members += [(f"teacher_{i}", t, t.seed if t.seed is not None else self.seed + i) for i, t in enumerate(self.strategy.teachers, start=1)]
         return members
+
+    def build_model(self, row: Mapping[str, Any], src_vocab: int, tgt_vocab: int) -> nn.Module:
+        """The untrained model of one row of this run's table (``summary.json``'s ``models``), for its weights:
+        a teacher's or the student's arch, or the ensemble of every teacher."""
+        members = {name: (cfg, seed) for name, cfg, seed in self.teacher_members()}
+        if row["role"] == "ensemble" and isinstance(self.strategy, TranslationEnsembleOptions):
+            return Seq2SeqEnsemble([cfg.build(src_vocab, tgt_vocab, seed) for cfg, seed in members.values()], self.strategy.weights, self.strategy.combine)
+        if row["role"] == "teacher" and row["name"] in members:
+            cfg, seed = members[row["name"]]
+            return cfg.build(src_vocab, tgt_vocab, seed)
+        return self.student.build(src_vocab, tgt_vocab, self.seed)
 
 
 def is_translation_config(path: str | Path) -> bool:
