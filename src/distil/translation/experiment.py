@@ -222,6 +222,34 @@ class TranslationRun:
         role = TeacherRole("ensemble_", ensemble, ensemble.at_temperature(cfg.distill.T), {"ensemble": opts.combine})
         return [single, role] if opts.baseline else [role]
 
+    def train_students(self, roles: list[TeacherRole], data: ParallelData) -> None:
+        """Every method's student of every teacher role (the data-only student, taught by none, once); the
+        beam outputs of each role computed (or read from the cache) once, for every method that needs them."""
+        cfg = self.config
+        sv, tv = data.source_vocab.size, data.target_vocab.size  # type: ignore[attr-defined]
+        beams: dict[str, tuple[Any, dict[str, Any]]] = {}  # role infix -> its beam outputs on the training sources
+        for method in cfg.distill.methods:
+            kind, word = TRANSLATION_METHODS[method]
+            for role in roles if kind == "teacher" or word else [None]:
+                infix = role.infix if role else ""
+                extra: dict[str, Any] = {}
+                targets = None
+                if role and kind == "teacher":
+                    if infix not in beams:
+                        src = data.tensors["train"][0].to(self.device)
+                        beams[infix] = teacher_targets(role.decoder, src, beam=cfg.distill.beam, alpha=cfg.evaluate.length_penalty, max_length=data.max_length, about=role.about)
+                        info = beams[infix][1]
+                        self.say(f"sequence-level KD: {'the ensemble' if infix else 'teacher'} beam-{cfg.distill.beam} translations of {len(beams[infix][0])} training sources "
+                                 + ("read from the cache" if info["cached"] else f"in {info['seconds']:.0f} s (cached)"))
+                    targets, extra["teacher_outputs"] = beams[infix]
+                if word:
+                    extra["word_kd"] = {"alpha": cfg.distill.alpha, "T": cfg.distill.T}
+                student = cfg.student.build(sv, tv, cfg.seed).to(self.device)
+                terms = word_kd_terms(method, cfg.distill.alpha, cfg.distill.T)
+                result = self.fit(f"student_{infix}{method}", student, cfg.student, data, targets=targets, teacher=role.word if role and word else None, terms=terms)
+                label = f"{infix.rstrip('_')}→{method}" if infix else method
+                self.record(f"student_{infix}{method}", "student", label, student, cfg.student.describe(), data, result, extra)
+
     def run(self) -> dict[str, Any]:
         cfg = self.config
         started = time.perf_counter()
@@ -244,30 +272,7 @@ class TranslationRun:
             model.to(self.device)
             result = None if member_cfg.weights else self.fit(name, model, member_cfg, data, seed=seed)
             self.record(name, "teacher", "loaded" if member_cfg.weights else "trained", model, member_cfg.describe(), data, result, {"seed": seed})
-        roles = self.teacher_roles(members, data)
-        beams: dict[str, tuple[Any, dict[str, Any]]] = {}  # role infix -> its beam outputs on the training sources
-        for method in cfg.distill.methods:
-            kind, word = TRANSLATION_METHODS[method]
-            taught = kind == "teacher" or word  # the data-only student learns from no teacher: trained once
-            for role in roles if taught else [TeacherRole("", roles[0].decoder, roles[0].word)]:
-                extra: dict[str, Any] = {}
-                targets = None
-                if kind == "teacher":
-                    if role.infix not in beams:
-                        src = data.tensors["train"][0].to(self.device)
-                        beams[role.infix] = teacher_targets(role.decoder, src, beam=cfg.distill.beam, alpha=cfg.evaluate.length_penalty, max_length=data.max_length, about=role.about)
-                        info = beams[role.infix][1]
-                        self.say(f"sequence-level KD: {'the ensemble' if role.infix else 'teacher'} beam-{cfg.distill.beam} translations of {len(beams[role.infix][0])} training sources "
-                                 + ("read from the cache" if info["cached"] else f"in {info['seconds']:.0f} s (cached)"))
-                    targets, extra["teacher_outputs"] = beams[role.infix]
-                if word:
-                    extra["word_kd"] = {"alpha": cfg.distill.alpha, "T": cfg.distill.T}
-                name = f"student_{role.infix}{method}"
-                label = f"{role.infix.rstrip('_')}→{method}" if role.infix else method
-                student = cfg.student.build(sv, tv, cfg.seed).to(self.device)
-                terms = word_kd_terms(method, cfg.distill.alpha, cfg.distill.T)
-                result = self.fit(name, student, cfg.student, data, targets=targets, teacher=role.word if word else None, terms=terms)
-                self.record(name, "student", label, student, cfg.student.describe(), data, result, extra)
+        self.train_students(self.teacher_roles(members, data), data)
         exported = self.export(data) if cfg.evaluate.export else None
         test = data.splits["test"]
         shown = list(range(min(cfg.evaluate.examples, len(test))))
