@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_seq2seq_transformer import SRC, TGT, _best_by_enumeration, transformer
 
+from distil.config.translation import Seq2SeqConfig
 from distil.engine.seq2seq import term_values
 from distil.engine.teacher_store import TeacherStore
 from distil.losses import LOSSES
@@ -127,3 +128,13 @@ def test_the_image_ensemble_is_the_same_maths():
     assert torch.equal(ens(x), ensemble_logits(torch.stack([m(x) for m in members]), torch.tensor([0.25, 0.75]), T=2.0))
     with pytest.raises(ValueError, match="at least one member"):
         Seq2SeqEnsemble([])
+
+
+def test_the_shipped_ensemble_config_pairs_the_two_shipped_teachers():
+    from distil.config.translation import load_translation_config
+
+    ensemble = load_translation_config("configs/translation/bible_en_es_ensemble.yaml")
+    lstm_run, transformer_run = (load_translation_config(f"configs/translation/{n}.yaml") for n in ("bible_en_es", "bible_en_es_transformer"))
+    (_, teacher, seed0), (name, member, seed1) = ensemble.teacher_members()
+    assert teacher == lstm_run.teacher and ensemble.student == lstm_run.student and ensemble.data == lstm_run.data
+    assert Seq2SeqConfig(**member.model_dump(exclude={"seed"})) == transformer_run.teacher and (name, seed0, seed1) == ("teacher_1", 0, 1)
