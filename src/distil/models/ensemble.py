@@ -30,7 +30,7 @@ COMBINES = ("probs", "logits")
 def ensemble_logits(z: torch.Tensor, weights: torch.Tensor, combine: str = "probs", T: float = 1.0) -> torch.Tensor:
     """The members' logits ``z`` ``(members, ..., classes)`` combined with ``weights`` ``(members,)`` (sum 1):
     ``T · log Σ_i w_i softmax(z_i / T)`` (``probs``) or ``Σ_i w_i z_i`` (``logits``)."""
-    w = weights.to(z.device, z.dtype).view(-1, *([1] * (z.dim() - 1)))  # (an ensemble re-tempered after .to(device) holds its weights on the CPU)
+    w = weights.to(z.device, z.dtype).view(-1, *([1] * (z.dim() - 1)))
     if combine == "logits":
         return (w * z).sum(0)
     p = (w * F.softmax(z / T, dim=-1)).sum(0)
@@ -56,7 +56,7 @@ class Ensemble(nn.Module):
 
     def at_temperature(self, T: float) -> Self:
         """The same members and weights, combined at temperature ``T`` (shares the members)."""
-        return type(self)(list(self.members), self.member_weights.tolist(), self.combine, T)
+        return type(self)(list(self.members), self.member_weights.tolist(), self.combine, T).to(self.member_weights.device)
 
     def combined(self, z: torch.Tensor) -> torch.Tensor:
         """The members' stacked logits ``(members, ..., classes)`` combined (:func:`ensemble_logits`)."""
