@@ -4,11 +4,14 @@ import json
 
 import httpx
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 from serve_helpers import ThreadedServer
 from strategy_helpers import run_cli, run_cli_with
 
+from distil.config.translation import TranslationConfig
 from distil.serve.translation import create_translation_app, load_translators
+from distil.weights import load_weights
 
 TINY = {
     "kind": "translation",
@@ -62,6 +65,10 @@ def test_one_command_runs_teacher_and_every_student_and_writes_the_table(tiny_ru
         ({"distill": {"methods": ["seq_kdd"]}}, "did you mean 'seq_kd'"),
         ({"student": {"hiden": 8}}, "did you mean 'hidden'"),
         ({"data": {"source": "pairs_file"}}, "data.path is required"),
+        ({"strategy": {"name": "ensemble", "teachers": []}}, "strategy.ensemble.teachers: List should have at least 1 item"),
+        ({"strategy": {"name": "ensemble", "teachers": [{}], "weights": [1, 2, 3]}}, "weights has 3 entries but the ensemble has 2 members"),
+        ({"strategy": {"name": "ensemble", "teachers": [{"hiden": 8}]}}, "strategy.ensemble.teachers.0.hiden: unknown key (did you mean 'hidden'?)"),
+        ({"strategy": {"name": "ensembel"}}, "does not match any of the expected tags: 'none', 'ensemble'"),
     ],
 )
 def test_config_errors_exit_2_and_write_nothing(tmp_path, change, message):
@@ -152,3 +159,73 @@ def test_resume_and_serve_options_a_translation_run_lacks_exit_2(tiny_run, tmp_p
         served = runner.invoke(app, ["serve", str(out), *flags])
         assert served.exit_code == 2 and "not available for a translation run" in " ".join(served.output.split()), served.output
     assert not (tmp_path / "fb").exists()
+
+
+TRANSFORMER_MEMBER = {"arch": "transformer", "hidden": 16, "heads": 2, "layers": 1, "epochs": 2, "batch_size": 32, "lr": 0.01}
+ENSEMBLE = {
+    **TINY,
+    "distill": {"methods": ["word_kd", "seq_kd"]},
+    "strategy": {"name": "ensemble", "teachers": [TRANSFORMER_MEMBER]},
+    "evaluate": {**TINY["evaluate"], "export": False},
+}
+
+
+def test_an_ensemble_of_a_bilstm_and_a_transformer_teacher_then_the_same_members_loaded(tmp_path):
+    cache = str(tmp_path / "teacher-cache")
+    run_cli_with(tmp_path / "a", ENSEMBLE, DISTIL_CACHE=cache)
+    out = tmp_path / "a" / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {m["name"]: m for m in summary["models"]}
+    assert list(rows) == ["teacher", "teacher_1", "teacher_ensemble", "student_ensemble_word_kd", "student_ensemble_seq_kd"]
+    ens = rows["teacher_ensemble"]
+    assert ens["role"] == "ensemble" and ens["method"] == "mean of 2 (probs)" and ens["params"] == rows["teacher"]["params"] + rows["teacher_1"]["params"]
+    assert ens["ensemble"] == {"members": ["teacher", "teacher_1"], "weights": [0.5, 0.5], "combine": "probs"} and ens["arch"].startswith("ensemble(bilstm")
+    assert rows["teacher_1"]["seed"] == 1 and rows["teacher_1"]["arch"].startswith("transformer") and rows["teacher_1"]["epochs"] == 2
+    assert 0 <= ens["bleu_beam"] <= 100 and ens["latency_ms_beam"] > 0 and ens["tokens_per_s"] > 0
+    assert rows["student_ensemble_seq_kd"]["method"] == "ensemble→seq_kd" and rows["student_ensemble_seq_kd"]["teacher_outputs"]["ensemble"] == "probs"
+    assert set(summary["examples"][0]["translations"]) >= {"teacher", "teacher_1", "teacher_ensemble", "teacher_ensemble (beam 3)", "student_ensemble_seq_kd"}
+    assert "teacher_ensemble" in (out / "report.html").read_text()
+    cfg = TranslationConfig.model_validate(yaml.safe_load((out / "config.yaml").read_text()))
+    for row in summary["models"]:  # every row's model rebuilt from the run's config takes its weights (evaluate.py, serve)
+        model = cfg.build_model(row, 120, 120)
+        load_weights(model, out / row["weights"], row["sha256"])
+        assert type(model).__name__ == {"teacher": "LstmSeq2Seq", "teacher_1": "TransformerSeq2Seq", "teacher_ensemble": "Seq2SeqEnsemble"}.get(row["name"], "LstmSeq2Seq")
+    assert [t.name for t in load_translators(out, "torch")] == ["student", "teacher"]
+
+    # The same members loaded (weights from run a, whose tokenizers are this run's), the single-teacher baseline too:
+    # every teacher row scores as before, and the ensemble's beam outputs are read from the cache (same members, same key).
+    loaded = {
+        **ENSEMBLE,
+        "teacher": {**TINY["teacher"], "weights": str(out / "teacher.safetensors")},
+        "distill": {"methods": ["seq_kd"]},
+        "strategy": {"name": "ensemble", "baseline": True, "teachers": [{**TRANSFORMER_MEMBER, "weights": str(out / "teacher_1.safetensors")}]},
+    }
+    run_cli_with(tmp_path / "b", loaded, DISTIL_CACHE=cache)
+    again = {m["name"]: m for m in json.loads((tmp_path / "b" / "out" / "summary.json").read_text())["models"]}
+    assert list(again) == ["teacher", "teacher_1", "teacher_ensemble", "student_seq_kd", "student_ensemble_seq_kd"]
+    for name in ("teacher", "teacher_1", "teacher_ensemble"):
+        assert (again[name]["bleu"], again[name]["chrf_beam"], again[name]["test_nll"]) == (rows[name]["bleu"], rows[name]["chrf_beam"], rows[name]["test_nll"])
+    assert again["teacher_1"]["method"] == "loaded" and again["teacher_ensemble"]["sha256"] == rows["teacher_ensemble"]["sha256"]
+    seq = again["student_ensemble_seq_kd"]["teacher_outputs"]
+    assert seq["cached"] and seq["key"] == rows["student_ensemble_seq_kd"]["teacher_outputs"]["key"]
+    assert again["student_seq_kd"]["teacher_outputs"]["key"] != seq["key"]  # the single teacher's beam: its own entry
+
+
+def test_teachers_trained_on_other_tokenizers_or_vocabulary_sizes_exit_2_and_write_nothing(tiny_run, tmp_path):
+    out, _ = tiny_run
+
+    def said(result):  # the message as one line (the console wraps it at 80 columns)
+        return " ".join(result.output.split())
+
+    member = {**TINY["teacher"], "weights": str(out / "teacher.safetensors")}
+    other_split = {**ENSEMBLE, "seed": 1, "strategy": {"name": "ensemble", "teachers": [member]}}  # another split: other subwords, same count
+    result = run_cli(tmp_path / "a", other_split)
+    assert result.exit_code == 2 and "strategy.teachers.0.weights:" in said(result) and "differs from this run's" in said(result), result.output
+    single = run_cli(tmp_path / "b", {**TINY, "seed": 1, "teacher": member})  # a single teacher too
+    assert single.exit_code == 2 and said(single).startswith("error: teacher.weights:") and "every teacher must share the run's tokenizers" in said(single), single.output
+    (tmp_path / "bare").mkdir()  # weights without their run's tokenizers: the shapes still say the vocabularies differ
+    (tmp_path / "bare" / "t.safetensors").write_bytes((out / "teacher.safetensors").read_bytes())
+    fewer = {**ENSEMBLE, "data": {**TINY["data"], "vocab_size": 100}, "strategy": {"name": "ensemble", "teachers": [{**member, "weights": str(tmp_path / "bare" / "t.safetensors")}]}}
+    shapes = run_cli(tmp_path / "c", fewer)
+    assert shapes.exit_code == 2 and "strategy.teachers.0.weights (bilstm 1x32, vocabularies 100 → 100 subwords)" in said(shapes), shapes.output
+    assert not any((tmp_path / f / "out").exists() for f in "abc")

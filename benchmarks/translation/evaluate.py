@@ -55,8 +55,7 @@ def main() -> None:
             sentences = timing_sentences(src, args.sentences)
         summary = json.loads((run / "summary.json").read_text())
         for row in summary["models"]:
-            model_cfg = cfg.teacher if row["role"] == "teacher" else cfg.student
-            model = model_cfg.build(data.source_vocab.size, data.target_vocab.size, 0)
+            model = cfg.build_model(row, data.source_vocab.size, data.target_vocab.size)
             load_weights(model, run / row["weights"])
             name = f"{run.name}/{row['name']}"
             models[name] = model.eval()

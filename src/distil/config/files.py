@@ -156,8 +156,12 @@ def format_validation_error(err: ValidationError, source: str, raw: dict[str, An
 
 def _known_keys(loc: list[str], raw: dict[str, Any], root: type[BaseModel] = ExperimentConfig) -> list[str]:
     model: type[BaseModel] = root
+    tag: str | None = None  # a discriminated union's tag in the path (``strategy.ensemble.teachers``): the member it names
     for depth, part in enumerate(loc):
         if part.isdigit() and depth > 0:  # an item of a list of sections: its keys are the item's
+            continue
+        if part == tag:
+            tag = None
             continue
         if depth == 0 and part == "strategy" and root is ExperimentConfig:
             section = raw.get("strategy")
@@ -168,8 +172,15 @@ def _known_keys(loc: list[str], raw: dict[str, Any], root: type[BaseModel] = Exp
                 return []
             continue
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
-        # an optional section (``compress: CompressConfig | None``): its keys are the section's
-        annotation = next((a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)), annotation)
+        # an optional section (``compress: CompressConfig | None``): its keys are the section's; a union of
+        # sections told apart by ``name`` (a translation's ``strategy``): the one the path's next part names
+        sections = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        tagged = {t: a for a in sections if "name" in a.model_fields for t in typing.get_args(a.model_fields["name"].annotation)}
+        if len(sections) > 1 and depth + 1 < len(loc) and loc[depth + 1] in tagged:
+            tag = loc[depth + 1]
+            annotation = tagged[tag]
+        else:
+            annotation = next(iter(sections), annotation)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return []
         model = annotation

@@ -54,6 +54,16 @@ class MemberConfig(TeacherConfig):
     seed: int | None = Field(None, description="seed of its initial weights and batch order (default: run seed + its position)")
 
 
+def check_member_weights(weights: list[float] | None, teachers: int) -> None:
+    """An ensemble's ``weights``: one per member (``teacher`` + ``teachers`` others), >= 0, a positive sum."""
+    if weights is not None:
+        n = 1 + teachers
+        if len(weights) != n:
+            raise ValueError(f"weights has {len(weights)} entries but the ensemble has {n} members (teacher + {teachers} teachers)")
+        if any(w < 0 for w in weights) or sum(weights) <= 0:
+            raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
+
+
 class EnsembleOptions(_WithBaseline):
     """Hinton et al. 2015 §3 (an ensemble distilled into one model); CRD-EN (Tian 2020) for feature terms."""
 
@@ -64,12 +74,7 @@ class EnsembleOptions(_WithBaseline):
 
     @model_validator(mode="after")
     def _weights_fit_members(self) -> EnsembleOptions:
-        if self.weights is not None:
-            n = 1 + len(self.teachers)
-            if len(self.weights) != n:
-                raise ValueError(f"weights has {len(self.weights)} entries but the ensemble has {n} members (teacher + {len(self.teachers)} teachers)")
-            if any(w < 0 for w in self.weights) or sum(self.weights) <= 0:
-                raise ValueError(f"weights must be >= 0 with a positive sum, got {self.weights}")
+        check_member_weights(self.weights, len(self.teachers))
         return self
 
     def resolve_paths(self, resolve: Resolve) -> EnsembleOptions:

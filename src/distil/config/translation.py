@@ -7,10 +7,10 @@ checks the kind first (:func:`is_translation_config`) and runs :func:`distil.tra
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import yaml
@@ -19,10 +19,12 @@ from torch import nn
 
 from distil.config.base import Section, registered
 from distil.config.files import format_validation_error, read_raw
+from distil.config.strategy import check_member_weights
 from distil.config.training import TrainConfig
 from distil.data.text.parallel import ParallelData, bible_pairs, build_parallel, read_pairs_file
 from distil.errors import ConfigError
 from distil.models.seq2seq import SEQ2SEQ
+from distil.models.seq2seq_ensemble import Seq2SeqEnsemble
 
 #: method -> (targets the student learns: the reference or the teacher's beam output, word-level KD on or off).
 TRANSLATION_METHODS: dict[str, tuple[Literal["data", "teacher"], bool]] = {
@@ -155,6 +157,35 @@ class TranslationDistillConfig(Section):
         return methods
 
 
+class Seq2SeqMemberConfig(Seq2SeqConfig):
+    """One more teacher of an ensemble: a full model config (the defaults are :class:`Seq2SeqConfig`'s, not
+    ``teacher``'s), trained on the references or loaded (``weights``), with its own seed."""
+
+    seed: int | None = Field(None, description="seed of its initial weights and batch order (default: run seed + its position)")
+
+
+class NoTranslationStrategy(Section):
+    """One teacher: ``teacher`` → students."""
+
+    name: Literal["none"] = "none"
+
+
+class TranslationEnsembleOptions(Section):
+    """Hinton et al. 2015 §3 for translation: ``teacher`` (member 0) and ``teachers`` averaged per target token
+    (:mod:`distil.models.seq2seq_ensemble`); as ``strategy: {name: ensemble}`` of the image configs."""
+
+    name: Literal["ensemble"]
+    teachers: list[Seq2SeqMemberConfig] = Field(min_length=1, description="members besides `teacher`, which is member 0 (archs or seeds; the run's tokenizers)")
+    weights: list[float] | None = Field(None, description="one weight per member (teacher first); normalised to sum 1; default equal")
+    combine: Literal["probs", "logits"] = Field("probs", description="probs: mean of the members' softmax(z/T) per token; logits: mean of their logits")
+    baseline: bool = Field(False, description="also distil each student method from `teacher` alone (the ordinary student_<method> rows)")
+
+    @model_validator(mode="after")
+    def _weights_fit_members(self) -> TranslationEnsembleOptions:
+        check_member_weights(self.weights, len(self.teachers))
+        return self
+
+
 class TranslationEvalConfig(Section):
     beam: int = Field(5, ge=1, description="the beam width of the beam-search columns")
     length_penalty: float = Field(0.6, ge=0, description="alpha of GNMT's length penalty ((5 + |y|) / 6)^alpha in beam search")
@@ -173,7 +204,27 @@ class TranslationConfig(Section):
     teacher: Seq2SeqConfig = Field(default_factory=lambda: Seq2SeqConfig(bidirectional=True))
     student: Seq2SeqConfig = Field(default_factory=lambda: Seq2SeqConfig(embed=64, hidden=128))
     distill: TranslationDistillConfig = Field(default_factory=TranslationDistillConfig)
+    strategy: Annotated[NoTranslationStrategy | TranslationEnsembleOptions, Field(discriminator="name")] = Field(default_factory=NoTranslationStrategy)
     evaluate: TranslationEvalConfig = Field(default_factory=TranslationEvalConfig)
+
+    def teacher_members(self) -> list[tuple[str, Seq2SeqConfig, int]]:
+        """Every teacher as ``(name, config, seed)``: ``teacher`` (the run's seed), then an ensemble's ``teacher_1`` … (their
+        own seed, or the run's seed + their position)."""
+        members: list[tuple[str, Seq2SeqConfig, int]] = [("teacher", self.teacher, self.seed)]
+        if isinstance(self.strategy, TranslationEnsembleOptions):
+            members += [(f"teacher_{i}", t, t.seed if t.seed is not None else self.seed + i) for i, t in enumerate(self.strategy.teachers, start=1)]
+        return members
+
+    def build_model(self, row: Mapping[str, Any], src_vocab: int, tgt_vocab: int) -> nn.Module:
+        """The untrained model of one row of this run's table (``summary.json``'s ``models``), for its weights:
+        a teacher's or the student's arch, or the ensemble of every teacher."""
+        members = {name: (cfg, seed) for name, cfg, seed in self.teacher_members()}
+        if row["role"] == "ensemble" and isinstance(self.strategy, TranslationEnsembleOptions):
+            return Seq2SeqEnsemble([cfg.build(src_vocab, tgt_vocab, seed) for cfg, seed in members.values()], self.strategy.weights, self.strategy.combine)
+        if row["role"] == "teacher" and row["name"] in members:
+            cfg, seed = members[row["name"]]
+            return cfg.build(src_vocab, tgt_vocab, seed)
+        return self.student.build(src_vocab, tgt_vocab, self.seed)
 
 
 def is_translation_config(path: str | Path) -> bool:
@@ -203,4 +254,7 @@ def load_translation_config(path: str | Path, overrides: list[str] | tuple[str, 
 
     data = config.data.model_copy(update={"path": resolve(config.data.path), "target_path": resolve(config.data.target_path)})
     teacher = config.teacher.model_copy(update={"weights": resolve(config.teacher.weights)})
-    return config.model_copy(update={"data": data, "teacher": teacher})
+    strategy = config.strategy
+    if isinstance(strategy, TranslationEnsembleOptions):
+        strategy = strategy.model_copy(update={"teachers": [t.model_copy(update={"weights": resolve(t.weights)}) for t in strategy.teachers]})
+    return config.model_copy(update={"data": data, "teacher": teacher, "strategy": strategy})

@@ -37,7 +37,7 @@ from fastapi.responses import HTMLResponse
 from torch import nn
 
 from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
-from distil.config.translation import Seq2SeqConfig, TranslationConfig
+from distil.config.translation import TranslationConfig
 from distil.data.text.subwords import UNK_ID, Vocab
 from distil.errors import ConfigError
 from distil.models.seq2seq_decode import decode
@@ -100,8 +100,8 @@ def is_translation_run(target: str | Path) -> bool:
         return False
 
 
-def _rebuild(run: Path, row: dict[str, Any], cfg: Seq2SeqConfig, sv: int, tv: int) -> nn.Module:
-    model = cfg.build(sv, tv, 0)
+def _rebuild(run: Path, row: dict[str, Any], cfg: TranslationConfig, sv: int, tv: int) -> nn.Module:
+    model = cfg.build_model(row, sv, tv)
     load_weights(model, run / row["weights"], row.get("sha256"))
     return model.eval()
 
@@ -124,10 +124,10 @@ def load_translators(run: str | Path, runtime: str = "onnxruntime", student_name
     student = rows.get("student_seq_kd", students[-1])
     examples = [e["source"] for e in summary.get("examples", [])] or ["In the beginning God created the heaven and the earth."]
     served = []
-    for row, model_cfg, name, width in ((student, cfg.student, student_name, 1), (rows.get("teacher"), cfg.teacher, "teacher", beam)):
+    for row, name, width in ((student, student_name, 1), (rows.get("teacher"), "teacher", beam)):
         if row is None:
             continue
-        model = _rebuild(run, row, model_cfg, source_vocab.size, target_vocab.size)
+        model = _rebuild(run, row, cfg, source_vocab.size, target_vocab.size)
         info: dict[str, Any] = {"weights": row["weights"]}
         backend: Any = model
         if runtime == "onnxruntime":

@@ -5,8 +5,9 @@ targets of an ensemble are the arithmetic mean of its members' tempered distribu
 
     p̄_T(x) = Σ_i w_i · softmax(z_i(x) / T),   Σ_i w_i = 1,
 
-and the student minimises ``T² · KL(p̄_T ‖ softmax(s/T))``. :class:`Ensemble` is an ``nn.Module``
-whose logits are ``T · log p̄_T``: since ``softmax(T · log p̄_T / T) = p̄_T`` exactly, the ordinary
+and the student minimises ``T² · KL(p̄_T ‖ softmax(s/T))``. :class:`Ensemble` (in
+:mod:`distil.models.ensemble`, whose maths the translation ensemble shares) is an ``nn.Module`` whose
+logits are ``T · log p̄_T``: since ``softmax(T · log p̄_T / T) = p̄_T`` exactly, the ordinary
 ``KD(T)`` term (cached once like any teacher's logits) computes precisely that loss. With T = 1 they
 are the log of the averaged probabilities, i.e. the usual ensemble prediction (its accuracy is the
 ``teacher_ensemble`` row). ``combine: logits`` averages logits instead (a geometric mean of the
@@ -26,7 +27,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from distil.config import ModelConfig
@@ -34,39 +34,10 @@ from distil.engine.objective import Objective
 from distil.engine.taps import LOGITS
 from distil.errors import ConfigError, ModelError
 from distil.losses import LOSSES
+from distil.models.ensemble import Ensemble
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
 from distil.weights import load_weights
-
-
-class Ensemble(nn.Module):
-    """Members whose outputs are combined: ``T · log Σ_i w_i softmax(z_i / T)`` (or ``Σ_i w_i z_i``)."""
-
-    def __init__(self, members: Sequence[nn.Module], weights: Sequence[float] | None = None, combine: str = "probs", T: float = 1.0) -> None:
-        super().__init__()
-        if not members:
-            raise ValueError("an ensemble needs at least one member")
-        self.members = nn.ModuleList(members)
-        w = torch.tensor(list(weights) if weights is not None else [1.0] * len(members), dtype=torch.float32)
-        if w.shape != (len(members),) or (w < 0).any() or w.sum() <= 0:
-            raise ValueError(f"ensemble weights must be {len(members)} non-negative numbers with a positive sum, got {weights}")
-        self.register_buffer("member_weights", w / w.sum())
-        if combine not in ("probs", "logits"):
-            raise ValueError(f"combine must be 'probs' or 'logits', got {combine!r}")
-        self.combine = combine
-        self.T = float(T)
-
-    def at_temperature(self, T: float) -> Ensemble:
-        """The same members and weights, combined at temperature ``T`` (shares the members)."""
-        return Ensemble(list(self.members), self.member_weights.tolist(), self.combine, T)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = torch.stack([m(x) for m in self.members])  # (members, batch, classes)
-        w = self.member_weights.to(z.dtype).view(-1, 1, 1)
-        if self.combine == "logits":
-            return (w * z).sum(0)
-        p = (w * F.softmax(z / self.T, dim=-1)).sum(0)
-        return self.T * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny))
 
 
 def check_class_counts(members: Sequence[nn.Module], names: Sequence[str], probe: torch.Tensor, num_classes: int) -> None:

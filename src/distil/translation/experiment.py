@@ -11,6 +11,14 @@ teacher; one-direction LSTM students trained
   :mod:`distil.translation.teacher_translations`);
 * with both (``seq_word_kd``): word-level KD along ``ŷ``.
 
+Several teachers (``strategy: {name: ensemble, teachers: [...]}``, as the image configs declare an
+ensemble; Hinton et al. 2015 §3): every member is trained or loaded and measured as its own row, then
+the ensemble (:class:`~distil.models.seq2seq_ensemble.Seq2SeqEnsemble`: per target token the mean of the
+members' distributions) is measured as one more row, and the students learn from it — word-level KD
+from its averaged distributions, sequence-level KD from its own beam search (cached under a key of
+every member's weights) — as ``student_ensemble_<method>`` (and from ``teacher`` alone too with
+``baseline: true``).
+
 Either model may instead be a pre-norm Transformer encoder–decoder (``arch: transformer``, Vaswani et
 al. 2017; :mod:`distil.models.seq2seq_transformer`): the methods read only logits and beam outputs, so
 every teacher/student pair of archs works, and the export and the server drive either through the same
@@ -29,6 +37,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,12 +46,15 @@ from rich.console import Console
 from torch import nn
 
 from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
-from distil.config.translation import TRANSLATION_METHODS, Seq2SeqConfig, TranslationConfig
+from distil.config.translation import TRANSLATION_METHODS, Seq2SeqConfig, TranslationConfig, TranslationEnsembleOptions
 from distil.data.text.parallel import ParallelData
+from distil.data.text.subwords import Vocab
 from distil.engine.seq2seq import fit_seq2seq, token_nll
 from distil.engine.trainer import FitResult
+from distil.errors import ConfigError, ModelError
 from distil.hardware import machine, resolve_device
 from distil.losses import LOSSES
+from distil.models.seq2seq_ensemble import Seq2SeqEnsemble
 from distil.session.run_dir import RunDir
 from distil.translation.scores import latency_ms, timing_sentences, translate_scored
 from distil.translation.teacher_translations import teacher_targets
@@ -62,6 +74,38 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@dataclass(frozen=True)
+class TeacherRole:
+    """What students learn from: the single teacher or the ensemble. ``infix`` names its students
+    (``student_<infix><method>``); ``decoder`` is searched for sequence-level KD targets; ``word`` gives
+    the soft targets of word-level KD (an ensemble at the KD temperature); ``about``: what the beam
+    cache key needs besides the weights."""
+
+    infix: str
+    decoder: nn.Module
+    word: nn.Module
+    about: dict[str, Any] | None = None
+
+
+def member_field(name: str) -> str:
+    """The config field of a teacher by its row name: ``teacher``, ``teacher_2`` → ``strategy.teachers.1``."""
+    return "teacher" if name == "teacher" else f"strategy.teachers.{int(name.rsplit('_', 1)[1]) - 1}"
+
+
+def check_tokenizers(field: str, weights: str | Path, data: ParallelData) -> None:
+    """Weights saved in a translation run's folder were trained on that run's tokenizers: they must be this
+    run's (the same subword ids), or every id would mean another subword. Weights without tokenizer
+    files beside them are checked by shape only (:func:`load_weights`)."""
+    folder = Path(weights).parent
+    for side, file, vocab in (("source", SOURCE_TOKENIZER, data.source_vocab), ("target", TARGET_TOKENIZER, data.target_vocab)):
+        if (folder / file).is_file() and Vocab.from_file(folder / file).sha256 != vocab.sha256:  # type: ignore[attr-defined]
+            raise ConfigError(
+                f"{field}.weights: {weights} was trained with the {side} tokenizer {folder / file}, which differs from this run's "
+                f"(learnt on this run's training split): every teacher must share the run's tokenizers — give it weights from a run "
+                "with the same data section and seed, or train it here (no weights)"
+            )
+
+
 class TranslationRun:
     """The steps of one translation experiment on one run directory (see the module doc)."""
 
@@ -77,7 +121,7 @@ class TranslationRun:
     def say(self, text: str) -> None:
         self.console.print(text, highlight=False)
 
-    def fit(self, name: str, model: nn.Module, cfg: Seq2SeqConfig, data: ParallelData, targets=None, teacher: nn.Module | None = None, terms=None) -> FitResult:
+    def fit(self, name: str, model: nn.Module, cfg: Seq2SeqConfig, data: ParallelData, targets=None, teacher: nn.Module | None = None, terms=None, seed: int | None = None) -> FitResult:
         src, tgt = data.tensors["train"]
         tgt = targets if targets is not None else tgt
         val = tuple(t.to(self.device) for t in data.tensors["val"])
@@ -86,9 +130,9 @@ class TranslationRun:
             self.run_dir.log_epoch(name, record.as_dict())
             self.say(f"{name} epoch {record.epoch}/{cfg.epochs}: loss {record.loss:.4f} val nll {-record.val_accuracy:.4f} ({record.seconds:.1f} s)")
 
-        return fit_seq2seq(model, (src.to(self.device), tgt.to(self.device)), val, terms or word_kd_terms("data", 0, 1), cfg.settings(), teacher=teacher, seed=self.config.seed, on_epoch=log)
+        return fit_seq2seq(model, (src.to(self.device), tgt.to(self.device)), val, terms or word_kd_terms("data", 0, 1), cfg.settings(), teacher=teacher, seed=self.config.seed if seed is None else seed, on_epoch=log)
 
-    def record(self, name: str, role: str, method: str, model: nn.Module, cfg: Seq2SeqConfig, data: ParallelData, fit: FitResult | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def record(self, name: str, role: str, method: str, model: nn.Module, arch: str, data: ParallelData, fit: FitResult | None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Save the weights; BLEU/chrF greedy and beam, latency per sentence, tokens/s; a row of the table."""
         ev = self.config.evaluate
         path = save_weights(model, self.run_dir.weights(name))
@@ -100,7 +144,7 @@ class TranslationRun:
         beam_text, beamed = translate_scored(model, src, references, data.target_vocab, beam=ev.beam, alpha=ev.length_penalty, max_len=data.max_length)
         sentences = timing_sentences(src, ev.latency_sentences)
         row = {
-            "name": name, "role": role, "method": method, "arch": cfg.describe(),
+            "name": name, "role": role, "method": method, "arch": arch,
             "params": count_params(model), "size_bytes": path.stat().st_size,
             "bleu": greedy["bleu"], "chrf": greedy["chrf"], "bleu_beam": beamed["bleu"], "chrf_beam": beamed["chrf"], "beam": ev.beam,
             "latency_ms_greedy": latency_ms(model, sentences, 1, ev.length_penalty, data.max_length),
@@ -124,7 +168,7 @@ class TranslationRun:
         students = [r for r in self.rows if r["role"] == "student"]
         if not students:
             return None
-        row = next((r for r in students if r["method"] == "seq_kd"), students[-1])
+        row = next((r for r in students if r["method"].split("→")[-1] == "seq_kd"), students[-1])
         ev = self.config.evaluate
         model = self.config.student.build(data.source_vocab.size, data.target_vocab.size, self.config.seed)  # type: ignore[attr-defined]
         load_weights(model, self.run_dir.weights(row["name"]))
@@ -146,15 +190,73 @@ class TranslationRun:
                  f"(max logit difference {check.max_abs_diff:.2e}); {out['latency_ms_greedy_onnx']:.2f} ms per sentence greedy")
         return out
 
+    def build_teachers(self, data: ParallelData) -> list[tuple[str, Seq2SeqConfig, int, nn.Module]]:
+        """Every teacher ``(name, config, seed, model)`` built, and loaded weights checked against the run's
+        tokenizers and shapes, before anything is written."""
+        sv, tv = data.source_vocab.size, data.target_vocab.size  # type: ignore[attr-defined]
+        built = []
+        for name, cfg, seed in self.config.teacher_members():
+            model = cfg.build(sv, tv, seed)
+            if cfg.weights:
+                field = member_field(name)
+                check_tokenizers(field, cfg.weights, data)
+                try:
+                    load_weights(model, cfg.weights)
+                except ModelError as err:
+                    raise ModelError(f"{field}.weights ({cfg.describe()}, vocabularies {sv} → {tv} subwords): {err}") from None
+            built.append((name, cfg, seed, model))
+        return built
+
+    def teacher_roles(self, members: list[tuple[str, Seq2SeqConfig, int, nn.Module]], data: ParallelData) -> list[TeacherRole]:
+        """The single teacher, or the ensemble of every member (measured here as the ``teacher_ensemble`` row)
+        and, with ``baseline``, the single teacher too."""
+        cfg, teacher = self.config, members[0][3]
+        single = TeacherRole("", teacher, teacher)
+        if not isinstance(cfg.strategy, TranslationEnsembleOptions):
+            return [single]
+        opts = cfg.strategy
+        ensemble = Seq2SeqEnsemble([m for *_, m in members], opts.weights, opts.combine).to(self.device)
+        arch = f"ensemble({', '.join(c.describe() for _, c, _, _ in members)})"
+        info = {"members": [n for n, *_ in members], "weights": [round(w, 6) for w in ensemble.member_weights.tolist()], "combine": opts.combine}
+        self.record("teacher_ensemble", "ensemble", f"mean of {len(members)} ({opts.combine})", ensemble, arch, data, None, {"ensemble": info})
+        role = TeacherRole("ensemble_", ensemble, ensemble.at_temperature(cfg.distill.T), {"ensemble": opts.combine})
+        return [single, role] if opts.baseline else [role]
+
+    def train_students(self, roles: list[TeacherRole], data: ParallelData) -> None:
+        """Every method's student of every teacher role (the data-only student, taught by none, once); the
+        beam outputs of each role computed (or read from the cache) once, for every method that needs them."""
+        cfg = self.config
+        sv, tv = data.source_vocab.size, data.target_vocab.size  # type: ignore[attr-defined]
+        beams: dict[str, tuple[Any, dict[str, Any]]] = {}  # role infix -> its beam outputs on the training sources
+        for method in cfg.distill.methods:
+            kind, word = TRANSLATION_METHODS[method]
+            for role in roles if kind == "teacher" or word else [None]:
+                infix = role.infix if role else ""
+                extra: dict[str, Any] = {}
+                targets = None
+                if role and kind == "teacher":
+                    if infix not in beams:
+                        src = data.tensors["train"][0].to(self.device)
+                        beams[infix] = teacher_targets(role.decoder, src, beam=cfg.distill.beam, alpha=cfg.evaluate.length_penalty, max_length=data.max_length, about=role.about)
+                        info = beams[infix][1]
+                        self.say(f"sequence-level KD: {'the ensemble' if infix else 'teacher'} beam-{cfg.distill.beam} translations of {len(beams[infix][0])} training sources "
+                                 + ("read from the cache" if info["cached"] else f"in {info['seconds']:.0f} s (cached)"))
+                    targets, extra["teacher_outputs"] = beams[infix]
+                if word:
+                    extra["word_kd"] = {"alpha": cfg.distill.alpha, "T": cfg.distill.T}
+                student = cfg.student.build(sv, tv, cfg.seed).to(self.device)
+                terms = word_kd_terms(method, cfg.distill.alpha, cfg.distill.T)
+                result = self.fit(f"student_{infix}{method}", student, cfg.student, data, targets=targets, teacher=role.word if role and word else None, terms=terms)
+                label = f"{infix.rstrip('_')}→{method}" if infix else method
+                self.record(f"student_{infix}{method}", "student", label, student, cfg.student.describe(), data, result, extra)
+
     def run(self) -> dict[str, Any]:
         cfg = self.config
         started = time.perf_counter()
         data = cfg.data.load(cfg.seed)
         sv, tv = data.source_vocab.size, data.target_vocab.size  # type: ignore[attr-defined]
-        # Every model built (and the teacher's weights checked) before any training.
-        teacher = cfg.teacher.build(sv, tv, cfg.seed)
-        if cfg.teacher.weights:
-            load_weights(teacher, cfg.teacher.weights)
+        # Every model built (and the teachers' weights checked) before any training.
+        members = self.build_teachers(data)
         cfg.student.build(sv, tv, cfg.seed)
         self.run_dir.start(cfg.model_dump(mode="json"))
         data.source_vocab.save(self.run_dir.path / SOURCE_TOKENIZER)  # type: ignore[attr-defined]
@@ -166,29 +268,11 @@ class TranslationRun:
             if any(notes.values()):
                 self.say(f"data: {split}: {notes['source_truncated']} source / {notes['target_truncated']} target sentences cut at {data.max_length} tokens; "
                          f"{notes['source_unknown']} / {notes['target_unknown']} tokens unknown to the vocabulary")
-        teacher.to(self.device)
-        if cfg.teacher.weights:
-            self.record("teacher", "teacher", "loaded", teacher, cfg.teacher, data, None)
-        else:
-            result = self.fit("teacher", teacher, cfg.teacher, data)
-            self.record("teacher", "teacher", "trained", teacher, cfg.teacher, data, result)
-        targets, info = None, None
-        for method in cfg.distill.methods:
-            kind, word = TRANSLATION_METHODS[method]
-            extra: dict[str, Any] = {}
-            if kind == "teacher":
-                if targets is None:
-                    src = data.tensors["train"][0].to(self.device)
-                    targets, info = teacher_targets(teacher, src, beam=cfg.distill.beam, alpha=cfg.evaluate.length_penalty, max_length=data.max_length)
-                    self.say(f"sequence-level KD: teacher beam-{cfg.distill.beam} translations of {len(targets)} training sources " + ("read from the cache" if info["cached"] else f"in {info['seconds']:.0f} s (cached)"))
-                extra["teacher_outputs"] = info
-            if word:
-                extra["word_kd"] = {"alpha": cfg.distill.alpha, "T": cfg.distill.T}
-            name = f"student_{method}"
-            student = cfg.student.build(sv, tv, cfg.seed).to(self.device)
-            terms = word_kd_terms(method, cfg.distill.alpha, cfg.distill.T)
-            result = self.fit(name, student, cfg.student, data, targets=targets if kind == "teacher" else None, teacher=teacher if word else None, terms=terms)
-            self.record(name, "student", method, student, cfg.student, data, result, extra)
+        for name, member_cfg, seed, model in members:
+            model.to(self.device)
+            result = None if member_cfg.weights else self.fit(name, model, member_cfg, data, seed=seed)
+            self.record(name, "teacher", "loaded" if member_cfg.weights else "trained", model, member_cfg.describe(), data, result, {"seed": seed})
+        self.train_students(self.teacher_roles(members, data), data)
         exported = self.export(data) if cfg.evaluate.export else None
         test = data.splits["test"]
         shown = list(range(min(cfg.evaluate.examples, len(test))))
@@ -204,6 +288,7 @@ class TranslationRun:
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             "wall_seconds": round(time.perf_counter() - started, 2),
             "tokenizers": {"source": SOURCE_TOKENIZER, "target": TARGET_TOKENIZER},
+            "strategy": cfg.strategy.name,
             "models": self.rows,
             **({"export": exported} if exported else {}),
             "examples": [
