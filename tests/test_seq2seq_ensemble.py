@@ -118,6 +118,42 @@ def test_the_beam_cache_key_covers_every_member_and_the_combination(tmp_path):
         teacher_targets(a, src, beam=3, alpha=0.6, max_length=12, store=store)[1]["key"],
     }
     assert len(keys) == 5
+    # the combination is in the key without the caller saying so (the model's settings are digested)
+    plain = {teacher_targets(Seq2SeqEnsemble([a, b], combine=c), src, beam=3, alpha=0.6, max_length=12, store=store)[1]["key"] for c in ("probs", "logits")}
+    assert len(plain) == 2
+
+
+def test_members_that_differ_only_in_heads_do_not_share_a_beam_cache(tmp_path):
+    store = TeacherStore(tmp_path)
+    src = torch.tensor([[4, 5, 6, 0]])
+    two = Seq2SeqConfig(arch="transformer", hidden=16, heads=2, ffn=32, layers=1, dropout=0.0).build(20, 22, 0)
+    four = Seq2SeqConfig(arch="transformer", hidden=16, heads=4, ffn=32, layers=1, dropout=0.0).build(20, 22, 0)
+    four.load_state_dict(two.state_dict())  # the same weights fit both: only the heads differ
+    keys = {teacher_targets(m.eval(), src, beam=2, alpha=0.6, max_length=8, store=store)[1]["key"] for m in (two, four)}
+    assert len(keys) == 2
+
+
+def test_an_ensemble_cannot_be_exported_as_one_encoder_and_step(tmp_path):
+    from distil.compress.export import ExportError
+    from distil.compress.seq2seq_export import export_seq2seq
+
+    with pytest.raises(ExportError, match="export its members one by one"):
+        export_seq2seq(Seq2SeqEnsemble([lstm(0), lstm(1)]), tmp_path / "ens", torch.tensor([[4, 5, 6]]))
+    assert not (tmp_path / "ens").exists()
+
+
+def test_export_and_serve_pick_the_ensembles_sequence_level_student():
+    from distil.config.translation import served_student
+
+    def row(name, method, role="student"):
+        return {"name": name, "method": method, "role": role}
+
+    single = [row("teacher", "trained", "teacher"), row("student_data", "data"), row("student_seq_kd", "seq_kd"), row("student_seq_word_kd", "seq_word_kd")]
+    assert served_student(single)["name"] == "student_seq_kd"
+    ensemble = [*single[:2], row("student_ensemble_word_kd", "ensemble→word_kd"), row("student_ensemble_seq_kd", "ensemble→seq_kd"), row("student_ensemble_seq_word_kd", "ensemble→seq_word_kd")]
+    assert served_student(ensemble)["name"] == "student_ensemble_seq_kd"
+    assert served_student([*ensemble, row("student_seq_kd", "seq_kd")])["name"] == "student_ensemble_seq_kd"  # with baseline: true
+    assert served_student(single[:2])["name"] == "student_data" and served_student(single[:1]) is None
 
 
 def test_the_image_ensemble_is_the_same_maths():

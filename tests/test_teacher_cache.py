@@ -77,6 +77,22 @@ def test_changed_teacher_or_data_gets_a_new_entry(tmp_path):
     assert len(list(store.keys())) == 3
 
 
+def test_settings_the_weights_do_not_hold_get_their_own_entry(tmp_path):
+    """An ensemble's temperature and combination, a convolution's stride: the outputs change, the state dict does not."""
+    from distil.models.ensemble import Ensemble
+
+    data, store = images(), TeacherStore(tmp_path)
+    members = [teacher(0), teacher(1)]
+    runs = [CachedTeacher(Ensemble(members, T=t, combine=c).eval(), data.x, store=store) for t, c in ((1.0, "probs"), (4.0, "probs"), (1.0, "logits"))]
+    assert not any(r.loaded for r in runs) and len(list(store.keys())) == 3
+    assert not torch.allclose(runs[0].logits, runs[1].logits)
+    assert CachedTeacher(Ensemble(members, T=4.0).eval(), data.x, store=store).loaded  # the same settings: read back
+    strided = teacher(0)
+    conv = next(m for m in strided.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.stride = (2, 2)
+    assert not CachedTeacher(strided, data.x, store=store).loaded
+
+
 @pytest.mark.parametrize("damage", ["flip_byte", "truncate", "no_manifest", "garbage"])
 def test_corrupt_cache_is_detected_and_rebuilt(tmp_path, damage):
     t, data = teacher(), images()

@@ -40,6 +40,7 @@ from torch import nn
 from distil.compress.export import ExportError, _quiet, session
 from distil.models.seq2seq_decode import BOS_ID, greedy
 from distil.models.seq2seq_encoded import Encoded, State
+from distil.models.seq2seq_ensemble import Seq2SeqEnsemble
 from distil.weights import atomic_write
 
 ENCODER, STEP = "encoder.onnx", "decoder_step.onnx"
@@ -73,6 +74,11 @@ class _StepGraph(nn.Module):
 
 def export_seq2seq(model: nn.Module, folder: str | Path, example: torch.Tensor, opset: int = 17) -> tuple[Path, Path]:
     """Write ``folder/encoder.onnx`` and ``folder/decoder_step.onnx`` (see the module doc); ``example``: real source ids ``(B, L)``."""
+    if isinstance(model, Seq2SeqEnsemble):
+        raise ExportError(
+            f"{type(model).__name__} cannot be exported as one encoder and one decoder step (an ensemble's members each keep their own "
+            "memory): export its members one by one"
+        )
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).cpu().eval()
@@ -148,7 +154,7 @@ class Seq2SeqParity:
 @torch.inference_mode()
 def seq2seq_parity(model: nn.Module, onnx: OnnxSeq2Seq, src: torch.Tensor) -> Seq2SeqParity:
     """The ONNX graphs against PyTorch on real sentences ``src`` (each alone, and all as one padded batch)."""
-    model = model.cpu().eval()
+    model = copy.deepcopy(model).cpu().eval()  # the caller's model stays where it is
     reference = greedy(model, src)
     candidate = greedy(onnx, src)
     width = max(reference.shape[1], candidate.shape[1])

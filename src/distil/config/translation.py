@@ -7,7 +7,7 @@ checks the kind first (:func:`is_translation_config`) and runs :func:`distil.tra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -207,6 +207,13 @@ class TranslationConfig(Section):
     strategy: Annotated[NoTranslationStrategy | TranslationEnsembleOptions, Field(discriminator="name")] = Field(default_factory=NoTranslationStrategy)
     evaluate: TranslationEvalConfig = Field(default_factory=TranslationEvalConfig)
 
+    @field_validator("strategy", mode="before")
+    @classmethod
+    def _strategy_named(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "name" not in value:
+            raise ValueError("strategy needs a name: 'ensemble' (with teachers: [...]) or 'none'")
+        return value
+
     def teacher_members(self) -> list[tuple[str, Seq2SeqConfig, int]]:
         """Every teacher as ``(name, config, seed)``: ``teacher`` (the run's seed), then an ensemble's ``teacher_1`` … (their
         own seed, or the run's seed + their position)."""
@@ -224,7 +231,17 @@ class TranslationConfig(Section):
         if row["role"] == "teacher" and row["name"] in members:
             cfg, seed = members[row["name"]]
             return cfg.build(src_vocab, tgt_vocab, seed)
+        if row["role"] != "student":
+            raise ConfigError(f"row {row['name']!r} (role {row['role']!r}) is not a model of this run's config (teachers: {', '.join(members)})")
         return self.student.build(src_vocab, tgt_vocab, self.seed)
+
+
+def served_student(rows: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The student a run exports and serves: the sequence-level-distilled one (the ensemble's when there is
+    an ensemble), else the last student; None without students. Export and serve both ask here."""
+    students = [r for r in rows if r["role"] == "student"]
+    seq = [r for r in students if r["method"].split("→")[-1] == "seq_kd"]
+    return next((r for r in seq if "→" in r["method"]), seq[0] if seq else students[-1] if students else None)
 
 
 def is_translation_config(path: str | Path) -> bool:

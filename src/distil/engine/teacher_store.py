@@ -72,9 +72,32 @@ def tensor_digest(t: torch.Tensor) -> str:
     return digest.hexdigest()
 
 
+Scalar = bool | int | float | str
+
+
+def module_settings(model: nn.Module) -> list[str]:
+    """Every module's public scalar attributes (and tuples of them), ``path.name=value``, sorted by path.
+
+    What the weights do not say but the outputs depend on: an ensemble's ``T`` and ``combine``, a
+    transformer's ``heads``, a convolution's ``stride`` and ``padding``. ``training`` is left out (a teacher
+    is cached in eval mode), as are private attributes.
+    """
+    found = []
+    for path, module in model.named_modules():
+        for key, value in sorted(vars(module).items()):
+            if key.startswith("_") or key == "training":
+                continue
+            if isinstance(value, Scalar) or (isinstance(value, tuple) and all(isinstance(v, Scalar) for v in value)):
+                found.append(f"{path}.{key}={value!r}")
+    return found
+
+
 def model_digest(model: nn.Module) -> str:
-    """sha256 of a model's class and state dict (names, dtypes, shapes, bytes)."""
+    """sha256 of a model's class, its modules' settings (:func:`module_settings`) and its state dict
+    (names, dtypes, shapes, bytes)."""
     digest = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    for setting in module_settings(model):
+        digest.update(setting.encode())
     for name, t in model.state_dict().items():
         digest.update(name.encode())
         _update(digest, t)

@@ -37,7 +37,7 @@ from fastapi.responses import HTMLResponse
 from torch import nn
 
 from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
-from distil.config.translation import TranslationConfig
+from distil.config.translation import TranslationConfig, served_student
 from distil.data.text.subwords import UNK_ID, Vocab
 from distil.errors import ConfigError
 from distil.models.seq2seq_decode import decode
@@ -118,10 +118,9 @@ def load_translators(run: str | Path, runtime: str = "onnxruntime", student_name
     source_vocab = Vocab.from_file(run / summary["tokenizers"]["source"])
     target_vocab = Vocab.from_file(run / summary["tokenizers"]["target"])
     rows = {m["name"]: m for m in summary["models"]}
-    students = [m for m in summary["models"] if m["role"] == "student"]
-    if not students:
+    student = served_student(summary["models"])
+    if student is None:
         raise ConfigError(f"{run}: the translation run has no student to serve")
-    student = rows.get("student_seq_kd", students[-1])
     examples = [e["source"] for e in summary.get("examples", [])] or ["In the beginning God created the heaven and the earth."]
     served = []
     for row, name, width in ((student, student_name, 1), (rows.get("teacher"), "teacher", beam)):

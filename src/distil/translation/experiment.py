@@ -46,7 +46,7 @@ from rich.console import Console
 from torch import nn
 
 from distil.compress.seq2seq_export import OnnxSeq2Seq, export_seq2seq, seq2seq_parity
-from distil.config.translation import TRANSLATION_METHODS, Seq2SeqConfig, TranslationConfig, TranslationEnsembleOptions
+from distil.config.translation import TRANSLATION_METHODS, Seq2SeqConfig, TranslationConfig, TranslationEnsembleOptions, served_student
 from distil.data.text.parallel import ParallelData
 from distil.data.text.subwords import Vocab
 from distil.engine.seq2seq import fit_seq2seq, token_nll
@@ -165,10 +165,9 @@ class TranslationRun:
     def export(self, data: ParallelData) -> dict[str, Any] | None:
         """The served student as ONNX (encoder + decoder step) under DIR/onnx/NAME/, its greedy translations
         of test sentences compared with PyTorch's, and its latency per sentence in ONNX Runtime."""
-        students = [r for r in self.rows if r["role"] == "student"]
-        if not students:
+        row = served_student(self.rows)
+        if row is None:
             return None
-        row = next((r for r in students if r["method"].split("→")[-1] == "seq_kd"), students[-1])
         ev = self.config.evaluate
         model = self.config.student.build(data.source_vocab.size, data.target_vocab.size, self.config.seed)  # type: ignore[attr-defined]
         load_weights(model, self.run_dir.weights(row["name"]))
