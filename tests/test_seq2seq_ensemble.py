@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from test_seq2seq_transformer import SRC, TGT, _best_by_enumeration, transformer
+from test_seq2seq_transformer import SRC, TGT, _best_by_enumeration, decode_step_by_step, transformer
 
 from distil.config.translation import Seq2SeqConfig
 from distil.engine.seq2seq import term_values
@@ -54,12 +54,8 @@ def test_two_real_members_average_their_distributions_at_every_target_position()
 def test_decoding_step_by_step_gives_the_teacher_forced_logits():
     """Each member keeps its own state (LSTM (h, c), Transformer key/value cache) inside the ensemble's one tuple."""
     ens = Seq2SeqEnsemble([lstm(0), transformer(1)])
-    full = ens(SRC, TGT)
-    enc, state, steps = ens.encode(SRC), None, []
-    for t in range(TGT.shape[1]):
-        logits, state = ens.decode(TGT[:, t : t + 1], enc, state)
-        steps.append(logits)
-    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    stepped, state = decode_step_by_step(ens, SRC, TGT)
+    assert torch.allclose(stepped, ens(SRC, TGT), atol=1e-5)
     assert [tuple(s.shape) for s in state] == [(1, 3, 12), (1, 3, 12), (2, 3, 2, 6, 8), (2, 3, 2, 6, 8)]
 
 

@@ -35,16 +35,23 @@ def test_sinusoids_are_vaswanis_formula():
     assert torch.allclose(pe[1], torch.stack(expected), atol=1e-6)
 
 
+def decode_step_by_step(model, src, tgt):
+    """The logits of ``tgt`` decoded one token at a time with the model's state, and the final state."""
+    enc, state, steps = model.encode(src), None, []
+    for t in range(tgt.shape[1]):
+        logits, state = model.decode(tgt[:, t : t + 1], enc, state)
+        steps.append(logits)
+    return torch.cat(steps, 1), state
+
+
 @pytest.mark.parametrize("tie", [False, True])
 @torch.no_grad()
 def test_decoding_step_by_step_with_the_cache_gives_the_teacher_forced_logits(tie):
     m = transformer(tie=tie)
     full = m(SRC, TGT)
-    enc, state, steps = m.encode(SRC), None, []
-    for t in range(TGT.shape[1]):
-        logits, state = m.decode(TGT[:, t : t + 1], enc, state)
-        steps.append(logits)
-    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    stepped, state = decode_step_by_step(m, SRC, TGT)
+    enc = m.encode(SRC)
+    assert torch.allclose(stepped, full, atol=1e-5)
     assert state[0].shape == (2, 3, 2, 6, 8) and state[1].shape == state[0].shape  # (layers, B, heads, P, d/heads)
     two, state2 = m.decode(TGT[:, 2:], enc, m.decode(TGT[:, :2], enc)[1])  # several tokens after a cached prefix
     assert torch.allclose(two, full[:, 2:], atol=1e-5) and torch.allclose(state2[0], state[0], atol=1e-5)
