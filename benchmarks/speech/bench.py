@@ -125,7 +125,7 @@ def summarise(seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
             "mean_member": statistics.mean(members),
             "recovered_vs_teacher": (student - single) / gain if gain > 0 else None,
             "recovered_vs_mean_member": (student - statistics.mean(members)) / (ensemble - statistics.mean(members)) if ensemble > statistics.mean(members) else None,
-            "student_gain_over_one_teacher_kd": student - acc["student_kd"],
+            "student_gain_over_one_teacher_kd": student - acc["student_kd"] if "student_kd" in acc else None,  # None: scratch=false strategy.baseline=false
             # with a transfer set: the same student and clips from the first teacher alone
             "recovered_by_one_teacher_transfer": (acc["student_transfer_kd"] - single) / gain if gain > 0 and "student_transfer_kd" in acc else None,
             "ensemble_over_one_teacher_transfer": student - acc["student_transfer_kd"] if "student_transfer_kd" in acc else None,
@@ -165,7 +165,8 @@ def table(summary: dict[str, Any]) -> str:
         for rt in ("torch", "onnx"):
             cells.append(f"{e[rt + '_min']:.3f} / {st[rt + '_min']:.3f} ({e[rt + '_median']:.3f} / {st[rt + '_median']:.3f})")
             cells.append(f"{up[rt + '_min']:.1f}× ({up[rt + '_median']:.1f}×)")
-        lines.append(f"| {s} | {rec} | {rec_m} | {100 * r['student_gain_over_one_teacher_kd']:+.1f} pts | {' | '.join(cells)} |")
+        over_kd = r["student_gain_over_one_teacher_kd"]
+        lines.append(f"| {s} | {rec} | {rec_m} | {'n/a' if over_kd is None else f'{100 * over_kd:+.1f} pts'} | {' | '.join(cells)} |")
     if any(r.get("recovered_by_one_teacher_transfer") is not None for r in summary["per_seed"].values()):
         lines += ["", "| seed | recovered by student_transfer_kd (one teacher, same clips) | student_ensemble_kd − student_transfer_kd |", "|---|---:|---:|"]
         for s, r in summary["per_seed"].items():
