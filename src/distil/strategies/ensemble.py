@@ -118,6 +118,8 @@ def with_transfer_set(ctx: Context) -> Split | None:
         return None
     if ctx.data.paired:
         raise ConfigError(f"strategy ensemble: transfer adds inputs of one kind, but {ctx.data.name!r} is paired (the teacher sees other inputs than the student); remove strategy.transfer")
+    if ctx.session.dist is not None:
+        raise ConfigError("strategy ensemble: transfer inputs are not sharded across processes yet; run an ensemble with strategy.transfer in one process (no torchrun)")
     pool, sources = inputs_without_labels(ctx, training_inputs=False)
     ctx.say(f"ensemble: the student learns from {len(ctx.data.train):,} labelled rows + {len(pool):,} unlabeled inputs ({', '.join(f'{n:,} from {k}' for k, n in sources.items())})")
     return labelled_then_unlabeled(ctx.data.train, pool)
