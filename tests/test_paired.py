@@ -246,6 +246,12 @@ def test_ensemble_members_see_the_teachers_inputs(tmp_path):
     assert models["teacher_1"]["params"] == 64 * 32 + 32 + 32 * 10 + 10  # built for 1×8×8 inputs
     assert models["teacher_ensemble"]["accuracy"] > 0.8
     assert models["student_ensemble_kd"]["teacher_outputs"]["paired"]
+    # A transfer set holds inputs of one kind: refused on paired data, before anything is written.
+    np.savez(tmp_path / "extra.npz", x=np.zeros((20, 4, 4), np.float32))
+    raw["strategy"] = {**raw["strategy"], "transfer": {"name": "npz", "path": str(tmp_path / "extra.npz")}}
+    with pytest.raises(ConfigError, match="is paired"):
+        run_experiment(validate_config(raw), tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_tf_kd_needs_no_teacher_inputs_and_runs_on_paired_data(tmp_path):

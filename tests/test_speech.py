@@ -225,6 +225,25 @@ def test_spoken_words_synthesizes_once_then_reads_the_cache(data_cache):
     assert other.input_shape == (1, 32, 51) and len(list((data_cache / "spoken_words").glob("*.safetensors"))) == 1
 
 
+@needs_synth
+def test_a_transfer_set_of_spoken_words_has_training_voices_only(data_cache):
+    """test_per_class: 0 makes no test split, so a transfer set holds clips by the training voices alone."""
+    from distil.data import load_dataset
+    from distil.data.audio.spoken_words import load_spoken_words
+    from distil.data.unlabeled import load_unlabeled
+
+    raw = load_spoken_words(None, per_class=2, test_per_class=0, generation_seed=1)
+    assert raw.test_x is None and raw.test_y is None and raw.train_x.shape == (42, 1, 40, 51)
+    plan = utterance_plan(_settings(2, 0, [5.0, 30.0], 40, 1.0, 1, None, None))
+    assert len(plan) == 42 and {s for s, _ in plan} == {0} and {u.voice for _, u in plan} <= set(TRAIN_VOICES)
+    data = load_dataset("spoken_words", val_size=3, seed=0, **TINY)
+    extra = load_unlabeled("spoken_words", data, per_class=2, test_per_class=0, generation_seed=1)
+    assert extra.y is None and extra.x.shape == (42, 1, 40, 51)
+    assert 0.8 < float(extra.x.std()) < 1.25  # normalised with the labelled clips' statistics
+    with pytest.raises(DataError, match="21 of its 63 samples are also in the test split"):
+        load_unlabeled("spoken_words", data, **TINY)  # the labelled set's own clips: its test clips leak
+
+
 # --- end to end ----------------------------------------------------------------------------------
 
 

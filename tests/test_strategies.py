@@ -130,6 +130,21 @@ def test_ensemble_end_to_end_with_per_member_feature_terms(tmp_path):
     assert {"rkd@fc:input>members.0.fc:input", "rkd@fc:input>members.1.fc:input", "ce"} == set(terms)
 
 
+def test_ensemble_student_learns_on_a_transfer_set_beside_one_teachers_student(tmp_path):
+    """strategy.transfer: the student trains on the labelled rows + the unlabeled inputs (CE on the labelled
+    ones only); baseline adds the same student on the same rows from the first teacher alone."""
+    path = digits_like_npz(tmp_path, n=200)
+    member = {"arch": "mlp", "kwargs": {"hidden": [16]}, **TRAIN, "seed": 7}
+    rows = run(tmp_path, {"name": "ensemble", "teachers": [member], "baseline": True, "transfer": {"name": "npz", "path": str(path)}})
+    assert list(rows) == ["teacher", "student_kd", "teacher_1", "teacher_ensemble", "student_ensemble_kd", "student_transfer_kd"]
+    assert rows["student_ensemble_kd"]["method"] == "ensemble+transfer→kd" and rows["student_transfer_kd"]["method"] == "teacher+transfer→kd"
+    labelled = len(load_dataset("digits", val_size=0.15, seed=1).train)
+    for name in ("student_ensemble_kd", "student_transfer_kd"):
+        assert set(next(m["terms"] for m in metrics(tmp_path) if m["model"] == name)) == {"kd", "ce"}
+        assert rows[name]["teacher_outputs"]["inputs"] == labelled + 200
+    assert rows["student_kd"]["teacher_outputs"]["inputs"] == labelled  # the ordinary baseline: labelled rows alone
+
+
 # --- 6. unlabeled transfer sets, Noisy Student ----------------------------------------------------------
 
 

@@ -16,6 +16,14 @@ first teacher (TC-ResNet14-1.5) as "a single teacher", and its batch-1 latency i
 ensemble's. Also reported: the gain over the mean member, and over the student from one teacher.
 
     DISTIL_THREADS=1 python benchmarks/speech/bench.py --seeds 0,10,20 --out /work/bench/speech/runs
+
+``--config configs/speech/ten_teachers.yaml`` (benchmarks/speech/ten-teachers): ten teachers and a
+transfer set of unlabeled clips by the training voices; the run then also has ``student_transfer_kd``
+(the same student on the same labelled + unlabeled clips, from the first teacher alone), and the
+results add how much of the gain that student recovers and what the ensemble adds over it.
+
+    DISTIL_THREADS=1 python benchmarks/speech/bench.py --config configs/speech/ten_teachers.yaml --seeds 0,10,20 \
+        --out /work/bench/speech2/runs --results benchmarks/speech/ten-teachers
 """
 
 from __future__ import annotations
@@ -49,17 +57,17 @@ SHAPE = (1, 40, 51)
 CLASSES = 21
 
 
-def config(seed: int, overrides: list[str], teachers_from: Path | None = None, student: dict[str, Any] | None = None):
-    """The run's config; ``teachers_from``: load the four teachers trained by that seed's run (only the
-    students train); ``student``: replace the student's ``arch``/``kwargs``."""
-    raw = read_raw(CONFIG, [f"seed={seed}", *overrides])
+def config(seed: int, overrides: list[str], teachers_from: Path | None = None, student: dict[str, Any] | None = None, file: Path = CONFIG):
+    """The run's config (``file``); ``teachers_from``: load the teachers trained by that seed's run (only
+    the students train); ``student``: replace the student's ``arch``/``kwargs``."""
+    raw = read_raw(file, [f"seed={seed}", *overrides])
     if teachers_from is not None:
         raw["teacher"]["weights"] = str((teachers_from / "teacher.safetensors").resolve())
         for i, member in enumerate(raw["strategy"]["teachers"], start=1):
             member["weights"] = str((teachers_from / f"teacher_{i}.safetensors").resolve())
     if student:
         raw["student"].update(student)
-    return resolve_paths(validate_config(raw, str(CONFIG)), CONFIG.parent)
+    return resolve_paths(validate_config(raw, str(file)), file.parent)
 
 
 def b1_ms(model: torch.nn.Module, folder: Path, name: str, repeats: int = 300) -> dict[str, float]:
@@ -77,10 +85,12 @@ def b1_ms(model: torch.nn.Module, folder: Path, name: str, repeats: int = 300) -
     return out
 
 
-def run_seed(seed: int, out: Path, overrides: list[str], latency: bool = True, teachers_from: Path | None = None, student: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_seed(
+    seed: int, out: Path, overrides: list[str], latency: bool = True, teachers_from: Path | None = None, student: dict[str, Any] | None = None, file: Path = CONFIG
+) -> dict[str, Any]:
     if not (out / "summary.json").is_file():
         print(f"--- seed {seed}: {out}", flush=True)
-        run_experiment(config(seed, overrides, teachers_from, student), out, command=shlex.join(["python", *sys.argv]), resume=(out / "config.yaml").is_file())
+        run_experiment(config(seed, overrides, teachers_from, student, file), out, command=shlex.join(["python", *sys.argv]), resume=(out / "config.yaml").is_file())
     rows = {m["name"]: {k: m.get(k) for k in KEEP} for m in json.loads((out / "summary.json").read_text())["models"]}
     onnx_file = out / "latency_b1.json"
     if not latency:
@@ -115,7 +125,10 @@ def summarise(seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
             "mean_member": statistics.mean(members),
             "recovered_vs_teacher": (student - single) / gain if gain > 0 else None,
             "recovered_vs_mean_member": (student - statistics.mean(members)) / (ensemble - statistics.mean(members)) if ensemble > statistics.mean(members) else None,
-            "student_gain_over_one_teacher_kd": student - acc["student_kd"],
+            "student_gain_over_one_teacher_kd": student - acc["student_kd"] if "student_kd" in acc else None,  # None: scratch=false strategy.baseline=false
+            # with a transfer set: the same student and clips from the first teacher alone
+            "recovered_by_one_teacher_transfer": (acc["student_transfer_kd"] - single) / gain if gain > 0 and "student_transfer_kd" in acc else None,
+            "ensemble_over_one_teacher_transfer": student - acc["student_transfer_kd"] if "student_transfer_kd" in acc else None,
             "params": {name: row["params"] for name, row in r.items()},
             "torch_latency_ms_b1": {name: row["latency_ms_b1"] for name, row in r.items()},
             "latency_ms_b1": result["latency_ms_b1"],
@@ -123,16 +136,26 @@ def summarise(seeds: dict[int, dict[str, Any]]) -> dict[str, Any]:
         }
     names = list(next(iter(per_seed.values()))["accuracy"])
     mean = {name: statistics.mean(s["accuracy"][name] for s in per_seed.values()) for name in names}
-    return {"per_seed": per_seed, "mean_accuracy": mean}
+    std = {name: statistics.stdev(s["accuracy"][name] for s in per_seed.values()) if len(per_seed) > 1 else 0.0 for name in names}
+    gain = mean["teacher_ensemble"] - mean["teacher"]
+    of_means = {"ensemble_gain": gain, "recovered_vs_teacher": (mean["student_ensemble_kd"] - mean["teacher"]) / gain if gain > 0 else None}
+    if "student_transfer_kd" in mean:
+        of_means["recovered_by_one_teacher_transfer"] = (mean["student_transfer_kd"] - mean["teacher"]) / gain if gain > 0 else None
+    return {"per_seed": per_seed, "mean_accuracy": mean, "std_accuracy": std, "of_means": of_means}
 
 
 def table(summary: dict[str, Any]) -> str:
     seeds = list(summary["per_seed"])
     first = summary["per_seed"][seeds[0]]
-    lines = [f"| model | params | test accuracy ({', '.join(f'seed {s}' for s in seeds)}) | mean | PyTorch b1 ms (seed {seeds[0]}) |", "|---|---:|---|---:|---:|"]
+    lines = [f"| model | params | test accuracy ({', '.join(f'seed {s}' for s in seeds)}) | mean ± std | PyTorch b1 ms (seed {seeds[0]}) |", "|---|---:|---|---:|---:|"]
     for name, mean in summary["mean_accuracy"].items():
         accs = ", ".join(f"{100 * summary['per_seed'][s]['accuracy'][name]:.1f}" for s in seeds)
-        lines.append(f"| {name} | {first['params'][name]:,} | {accs} | {100 * mean:.1f} | {first['torch_latency_ms_b1'][name]:.3f} |")
+        std = summary.get("std_accuracy", {}).get(name, 0.0)
+        lines.append(f"| {name} | {first['params'][name]:,} | {accs} | {100 * mean:.2f} ± {100 * std:.2f} | {first['torch_latency_ms_b1'][name]:.3f} |")
+    of = summary.get("of_means", {})
+    if of.get("recovered_vs_teacher") is not None:
+        lines += ["", f"Of the means: the ensemble gains {100 * of['ensemble_gain']:+.2f} points over the first teacher; the student from the ensemble recovers {100 * of['recovered_vs_teacher']:.0f} % of it"
+                  + (f", the student from the first teacher on the same clips {100 * of['recovered_by_one_teacher_transfer']:.0f} %" if of.get("recovered_by_one_teacher_transfer") is not None else "") + "."]
     lines += ["", "| seed | recovered (vs teacher) | recovered (vs mean member) | ensemble-student − one-teacher-student | b1 ms ensemble / student, PyTorch min (median) | speed-up PyTorch min (median) | b1 ms ensemble / student, ONNX min (median) | speed-up ONNX min (median) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s, r in summary["per_seed"].items():
         rec = "n/a" if r["recovered_vs_teacher"] is None else f"{100 * r['recovered_vs_teacher']:.0f} %"
@@ -142,13 +165,20 @@ def table(summary: dict[str, Any]) -> str:
         for rt in ("torch", "onnx"):
             cells.append(f"{e[rt + '_min']:.3f} / {st[rt + '_min']:.3f} ({e[rt + '_median']:.3f} / {st[rt + '_median']:.3f})")
             cells.append(f"{up[rt + '_min']:.1f}× ({up[rt + '_median']:.1f}×)")
-        lines.append(f"| {s} | {rec} | {rec_m} | {100 * r['student_gain_over_one_teacher_kd']:+.1f} pts | {' | '.join(cells)} |")
+        over_kd = r["student_gain_over_one_teacher_kd"]
+        lines.append(f"| {s} | {rec} | {rec_m} | {'n/a' if over_kd is None else f'{100 * over_kd:+.1f} pts'} | {' | '.join(cells)} |")
+    if any(r.get("recovered_by_one_teacher_transfer") is not None for r in summary["per_seed"].values()):
+        lines += ["", "| seed | recovered by student_transfer_kd (one teacher, same clips) | student_ensemble_kd − student_transfer_kd |", "|---|---:|---:|"]
+        for s, r in summary["per_seed"].items():
+            one = r.get("recovered_by_one_teacher_transfer")
+            lines.append(f"| {s} | {'n/a' if one is None else f'{100 * one:.0f} %'} | {100 * r['ensemble_over_one_teacher_transfer']:+.1f} pts |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,10,20")
+    parser.add_argument("--config", type=Path, default=CONFIG, help="the run config (default configs/speech/bench.yaml)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-speech"))
     parser.add_argument("--results", type=Path, default=HERE, help="where results.json and results.md go")
     parser.add_argument("--only-seed", action="store_true", help="train the seeds' runs only: no ONNX timing, no results (run seeds in parallel processes, then once without this flag)")
@@ -161,12 +191,12 @@ def main() -> None:
     seeds = {}
     for s in args.seeds.split(","):
         reuse = None if args.teachers_from is None else args.teachers_from / f"seed{s}"
-        seeds[int(s)] = run_seed(int(s), args.out / f"seed{s}", args.overrides, not args.only_seed, reuse, args.student)
+        seeds[int(s)] = run_seed(int(s), args.out / f"seed{s}", args.overrides, not args.only_seed, reuse, args.student, args.config)
     if args.only_seed:
         return
     summary = summarise(seeds)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    results = {"config": str(CONFIG), "overrides": args.overrides, "student": args.student, "teachers_from": str(args.teachers_from or ""), "command": shlex.join(["python", *sys.argv]), "commit": commit,
+    results = {"config": str(args.config), "overrides": args.overrides, "student": args.student, "teachers_from": str(args.teachers_from or ""), "command": shlex.join(["python", *sys.argv]), "commit": commit,
                "machine": machine(), "threads": torch.get_num_threads(), "seconds": round(time.time() - start, 1), **summary}  # fmt: skip
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "results.json").write_text(json.dumps(results, indent=1, default=str))

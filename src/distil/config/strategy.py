@@ -64,24 +64,6 @@ def check_member_weights(weights: list[float] | None, teachers: int) -> None:
             raise ValueError(f"weights must be >= 0 with a positive sum, got {weights}")
 
 
-class EnsembleOptions(_WithBaseline):
-    """Hinton et al. 2015 §3 (an ensemble distilled into one model); CRD-EN (Tian 2020) for feature terms."""
-
-    name: Literal["ensemble"]
-    teachers: list[MemberConfig] = Field(min_length=1, description="members besides `teacher`, which is member 0")
-    weights: list[float] | None = Field(None, description="one weight per member (teacher first); normalised to sum 1; default equal")
-    combine: Literal["probs", "logits"] = Field("probs", description="probs: mean of the members' softmax(z/T); logits: mean of their logits")
-
-    @model_validator(mode="after")
-    def _weights_fit_members(self) -> EnsembleOptions:
-        check_member_weights(self.weights, len(self.teachers))
-        return self
-
-    def resolve_paths(self, resolve: Resolve) -> EnsembleOptions:
-        teachers = [t.model_copy(update={"weights": resolve(t.weights)}) for t in self.teachers]
-        return self.model_copy(update={"teachers": teachers})
-
-
 class TransferConfig(Section):
     """Inputs without labels: a registered dataset whose labels are dropped, or an ``npz`` with only ``x``."""
 
@@ -90,6 +72,28 @@ class TransferConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict, description="loader options, e.g. {num_samples: 20000, generation_seed: 1} for mnist1d")
     include_train: bool = Field(True, description="also use the labelled training inputs (their labels unused)")
     max_samples: int | None = Field(None, ge=1, description="keep at most this many transfer samples (the first ones)")
+
+
+class EnsembleOptions(_WithBaseline):
+    """Hinton et al. 2015 §3 (an ensemble distilled into one model); CRD-EN (Tian 2020) for feature terms."""
+
+    name: Literal["ensemble"]
+    teachers: list[MemberConfig] = Field(min_length=1, description="members besides `teacher`, which is member 0")
+    weights: list[float] | None = Field(None, description="one weight per member (teacher first); normalised to sum 1; default equal")
+    combine: Literal["probs", "logits"] = Field("probs", description="probs: mean of the members' softmax(z/T); logits: mean of their logits")
+    transfer: TransferConfig | None = Field(
+        None, description="Hinton 2015 §2: more inputs without labels; the student learns the ensemble's soft targets on them beside the labelled training rows (include_train is not used)"
+    )
+
+    @model_validator(mode="after")
+    def _weights_fit_members(self) -> EnsembleOptions:
+        check_member_weights(self.weights, len(self.teachers))
+        return self
+
+    def resolve_paths(self, resolve: Resolve) -> EnsembleOptions:
+        teachers = [t.model_copy(update={"weights": resolve(t.weights)}) for t in self.teachers]
+        transfer = None if self.transfer is None else self.transfer.model_copy(update={"path": resolve(self.transfer.path)})
+        return self.model_copy(update={"teachers": teachers, "transfer": transfer})
 
 
 class _Transfer(_WithBaseline):

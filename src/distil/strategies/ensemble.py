@@ -19,6 +19,19 @@ as in CRD's ensemble variant (Tian et al. 2020, CRD-EN): the student's tap is co
 
 Paired data (cross-modal): every member is built, trained and measured on the teacher's inputs
 (``data.for_teacher()``), and the ensemble's outputs come from the teacher's input of each row.
+
+Transfer set (Hinton et al. 2015 §2: the soft targets carry most of the ensemble's knowledge, and a
+transfer set need not be labelled): ``transfer`` adds inputs without labels (and the data's unlabeled
+pool, if any) to the student's training split. The labelled training rows keep their labels; the
+transfer rows carry the label −100, which CE leaves out, so with ``KD`` at weight α and ``CE`` at
+1 − α the student minimises, over a batch b whose labelled rows are L_b,
+
+    α · T² · 1/|b| Σ_{i ∈ b} KL(p̄_T(x_i) ‖ softmax(s(x_i)/T)) + (1 − α) · 1/|L_b| Σ_{l ∈ L_b} CE(s(x_l), y_l).
+
+The members themselves train on the labelled rows only. With ``baseline: true`` a transfer set also
+adds ``student_transfer_<method>``: the same student, rows and objective with the first teacher alone
+as the teacher, so the ensemble's own contribution is ``student_ensemble_<method>`` −
+``student_transfer_<method>`` (the extra inputs help either way).
 """
 
 from __future__ import annotations
@@ -30,6 +43,8 @@ import torch
 from torch import nn
 
 from distil.config import ModelConfig
+from distil.data import Split
+from distil.data.labels import labelled_then_unlabeled
 from distil.engine.objective import Objective
 from distil.engine.taps import LOGITS
 from distil.errors import ConfigError, ModelError
@@ -37,6 +52,7 @@ from distil.losses import LOSSES
 from distil.models.ensemble import Ensemble
 from distil.strategies.context import Context
 from distil.strategies.registry import Runner, register_strategy
+from distil.strategies.transfer import inputs_without_labels
 from distil.weights import load_weights
 
 
@@ -55,14 +71,29 @@ def check_class_counts(members: Sequence[nn.Module], names: Sequence[str], probe
             )
 
 
-def ensemble_objective(ctx: Context, student: nn.Module, ensemble: Ensemble) -> Objective:
+def ensemble_objective(ctx: Context, student: nn.Module, ensemble: Ensemble, train: Split | None = None) -> Objective:
     """Logit terms read the ensemble's combined logits; feature terms are repeated per member (each
-    reading ``members.<i>.<tap>``, a group resolved on that member) and summed."""
+    reading ``members.<i>.<tap>``, a group resolved on that member) and summed. ``train``: the
+    student's training split when it is not the data's (labelled rows and a transfer set)."""
     specs = ctx.config.distill.term_specs()
     on_logits = [s for s in specs if not LOSSES[s.loss].uses_teacher or (s.student == LOGITS and (s.teacher or LOGITS) == LOGITS)]
     on_features = [s for s in specs if s not in on_logits]
     per_member = [replace(s, teacher=f"members.{i}.{s.teacher or s.student}") for i in range(len(ensemble.members)) for s in on_features]
-    return ctx.objective(student, ensemble, terms=on_logits + per_member)
+    return ctx.objective(student, ensemble, terms=on_logits + per_member, train=train)
+
+
+def with_transfer_set(ctx: Context) -> Split | None:
+    """The labelled training rows followed by ``strategy.transfer``'s inputs (and the data's unlabeled
+    pool) labelled −100, on the CPU; ``None`` without a transfer set."""
+    if ctx.options.transfer is None:
+        return None
+    if ctx.data.paired:
+        raise ConfigError(f"strategy ensemble: transfer adds inputs of one kind, but {ctx.data.name!r} is paired (the teacher sees other inputs than the student); remove strategy.transfer")
+    if ctx.session.dist is not None:
+        raise ConfigError("strategy ensemble: transfer inputs are not sharded across processes yet; run an ensemble with strategy.transfer in one process (no torchrun)")
+    pool, sources = inputs_without_labels(ctx, training_inputs=False)
+    ctx.say(f"ensemble: the student learns from {len(ctx.data.train):,} labelled rows + {len(pool):,} unlabeled inputs ({', '.join(f'{n:,} from {k}' for k, n in sources.items())})")
+    return labelled_then_unlabeled(ctx.data.train, pool)
 
 
 @register_strategy("ensemble", "Hinton 2015 §3: `teacher` + `teachers` (archs or seeds), soft targets = weighted mean of softmax(z/T); feature terms per member, summed (CRD-EN)", benchmark="MNIST-1D", distributed=True, paired=True)
@@ -84,7 +115,11 @@ def prepare(ctx: Context) -> Runner:
     check_class_counts(members, [f"{n} ({c.arch})" for n, c in zip(names, configs)], teacher_data.train.x[:2], ctx.data.num_classes)
     student = ctx.build(cfg.student)
     ensemble = Ensemble(members, opts.weights, opts.combine)
-    objective = ensemble_objective(ctx, student, ensemble)
+    train = with_transfer_set(ctx)
+    objective = ensemble_objective(ctx, student, ensemble, train)
+    # With a transfer set and baseline: the same rows and objective from the first teacher alone.
+    single = ctx.build(cfg.student) if train is not None and opts.baseline else None
+    single_objective = ctx.objective(single, ctx.teacher, train=train) if single is not None else None
     target = ensemble.at_temperature(objective.temperature)
     arch = f"ensemble({', '.join(c.arch for c in configs)})"
 
@@ -99,6 +134,10 @@ def prepare(ctx: Context) -> Runner:
                 ctx.record(name, "teacher", "trained", member, member_cfg, result, data=on_device)
         ensemble.to(ctx.device)
         ctx.record("teacher_ensemble", "ensemble", f"mean of {len(members)} ({opts.combine})", ensemble, ModelConfig(arch=arch), None, data=on_device)
-        ctx.distil(f"student_ensemble_{cfg.distill.method}", f"ensemble→{cfg.distill.method}", student, cfg.student, target, objective)
+        rows = None if train is None else train.to(ctx.device)
+        extra = "" if train is None else "+transfer"
+        ctx.distil(f"student_ensemble_{cfg.distill.method}", f"ensemble{extra}→{cfg.distill.method}", student, cfg.student, target, objective, train=rows)
+        if single is not None and single_objective is not None and ctx.teacher is not None:
+            ctx.distil(f"student_transfer_{cfg.distill.method}", f"teacher+transfer→{cfg.distill.method}", single, cfg.student, ctx.teacher, single_objective, train=rows)
 
     return run

@@ -111,7 +111,11 @@ def load_spoken_words(
     """Synthesize (or read from the cache) the clips, then compute their log-mel features.
 
     ``per_class`` / ``test_per_class``: utterances of each class in the training (before the
-    validation carve) and test splits. ``snr_db``: ``[low, high]`` of the background noise's SNR, or
+    validation carve) and test splits. ``test_per_class: 0`` makes no test split (``test_x`` is
+    ``None``): for a *transfer set* of extra clips by the training voices alone (``strategy.transfer:
+    {name: spoken_words, options: {per_class: 800, test_per_class: 0, generation_seed: 1}}``), whose
+    labels are dropped; as labelled data the loader would then carve the test split from the training
+    voices, which is no longer speaker-independent. ``snr_db``: ``[low, high]`` of the background noise's SNR, or
     ``null`` for clean clips. ``train_voices`` / ``test_voices``: voice lists (``"espeak:m3"``,
     ``"flite:slt"``); they must not share a voice.
     """
@@ -121,11 +125,12 @@ def load_spoken_words(
     front_end = front_end_for(n_mels)
     features = front_end(torch.from_numpy(waves.astype(np.float32) / 32768.0)).numpy()
     train, test = split == 0, split == 1
+    held_out = settings["test_per_class"] > 0  # no test clips: no test split (a transfer set)
     return RawData(
         train_x=features[train],
         train_y=labels[train],
-        test_x=features[test],
-        test_y=labels[test],
+        test_x=features[test] if held_out else None,
+        test_y=labels[test] if held_out else None,
         class_names=CLASS_NAMES,
         input_shape=tuple(features.shape[1:]),
         source=(
@@ -141,7 +146,7 @@ def front_end_for(n_mels: int = 40) -> LogMel:
 
 
 def _settings(per_class: Any, test_per_class: Any, snr_db: Any, n_mels: Any, seconds: Any, seed: Any, train_voices: Any, test_voices: Any) -> dict[str, Any]:
-    for name, value, low in (("per_class", per_class, 2), ("test_per_class", test_per_class, 1), ("n_mels", n_mels, 1)):
+    for name, value, low in (("per_class", per_class, 2), ("test_per_class", test_per_class, 0), ("n_mels", n_mels, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise DataError(f"spoken_words option {name} must be an int >= {low}, got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
