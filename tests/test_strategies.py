@@ -145,6 +145,16 @@ def test_ensemble_student_learns_on_a_transfer_set_beside_one_teachers_student(t
     assert rows["student_kd"]["teacher_outputs"]["inputs"] == labelled  # the ordinary baseline: labelled rows alone
 
 
+def test_a_label_term_that_cannot_skip_unlabeled_rows_is_refused_before_anything_is_written(tmp_path):
+    """DKD needs every row's label; a transfer set's rows have none: exit 2 before the members train."""
+    path = digits_like_npz(tmp_path, n=50)
+    member = {"arch": "mlp", "kwargs": {"hidden": [16]}, **TRAIN}
+    result = cli(tmp_path, {"name": "ensemble", "teachers": [member], "transfer": {"name": "npz", "path": str(path)}}, distill={"method": "dkd"})
+    assert result.exit_code == 2, result.output
+    assert "term DKD needs a label on every row" in " ".join(result.output.split()) and "50 of the" in result.output
+    assert not (tmp_path / "out").exists()
+
+
 # --- 6. unlabeled transfer sets, Noisy Student ----------------------------------------------------------
 
 

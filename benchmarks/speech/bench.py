@@ -156,7 +156,7 @@ def table(summary: dict[str, Any]) -> str:
     if of.get("recovered_vs_teacher") is not None:
         lines += ["", f"Of the means: the ensemble gains {100 * of['ensemble_gain']:+.2f} points over the first teacher; the student from the ensemble recovers {100 * of['recovered_vs_teacher']:.0f} % of it"
                   + (f", the student from the first teacher on the same clips {100 * of['recovered_by_one_teacher_transfer']:.0f} %" if of.get("recovered_by_one_teacher_transfer") is not None else "") + "."]
-    lines += ["", "| seed | recovered (vs teacher) | recovered (vs mean member) | ensemble-student − one-teacher-student | b1 ms ensemble / student, PyTorch min (median) | speed-up PyTorch min (median) | b1 ms ensemble / student, ONNX min (median) | speed-up ONNX min (median) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| seed | recovered (vs teacher) | recovered (vs mean member) | ensemble-student − student_kd (one teacher, labelled clips only) | b1 ms ensemble / student, PyTorch min (median) | speed-up PyTorch min (median) | b1 ms ensemble / student, ONNX min (median) | speed-up ONNX min (median) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for s, r in summary["per_seed"].items():
         rec = "n/a" if r["recovered_vs_teacher"] is None else f"{100 * r['recovered_vs_teacher']:.0f} %"
         rec_m = "n/a" if r["recovered_vs_mean_member"] is None else f"{100 * r['recovered_vs_mean_member']:.0f} %"
@@ -171,7 +171,8 @@ def table(summary: dict[str, Any]) -> str:
         lines += ["", "| seed | recovered by student_transfer_kd (one teacher, same clips) | student_ensemble_kd − student_transfer_kd |", "|---|---:|---:|"]
         for s, r in summary["per_seed"].items():
             one = r.get("recovered_by_one_teacher_transfer")
-            lines.append(f"| {s} | {'n/a' if one is None else f'{100 * one:.0f} %'} | {100 * r['ensemble_over_one_teacher_transfer']:+.1f} pts |")
+            gap = r.get("ensemble_over_one_teacher_transfer")
+            lines.append(f"| {s} | {'n/a' if one is None else f'{100 * one:.0f} %'} | {'n/a' if gap is None else f'{100 * gap:+.1f} pts'} |")
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,9 @@ class RawData:
     ``test_x_teacher`` when there is a test split) hold the teacher's input of every sample, row for
     row with ``train_x``/``test_x``, in any shape (the same for all rows) and the same dtype conventions;
     they are split and normalized (with their own statistics) like the student's.
+
+    ``held_out_test``: the test split differs from the training split by construction (spoken words: voices
+    no training clip uses), so a transfer set made from this source takes its training inputs only.
     """
 
     train_x: np.ndarray
@@ -47,6 +50,8 @@ class RawData:
     source: str = ""
     train_x_teacher: np.ndarray | None = None
     test_x_teacher: np.ndarray | None = None
+    #: the test split is held out by construction (other speakers, say): a transfer set never takes it
+    held_out_test: bool = False
 
 
 @dataclass(frozen=True, eq=False)

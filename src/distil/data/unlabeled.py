@@ -49,7 +49,7 @@ def load_unlabeled(name: str, like: Dataset, *, path: str | Path | None = None, 
         raw = entry.loader(where, **options)
         if isinstance(raw, RawText | RawTagged):
             raise DataError(f"unlabeled set {name!r} is text, but the labelled data {like.name!r} (and so the teacher) take inputs of shape {tuple(like.input_shape)}")
-        x = raw.train_x if raw.test_x is None else np.concatenate([raw.train_x, raw.test_x])
+        x = raw.train_x if raw.test_x is None or raw.held_out_test else np.concatenate([raw.train_x, raw.test_x])
     if max_samples is not None:
         x = x[:max_samples]
     if tuple(x.shape[1:]) != tuple(like.input_shape):

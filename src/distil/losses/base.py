@@ -31,6 +31,8 @@ class Loss(nn.Module):
     name: ClassVar[str] = ""
     uses_teacher: ClassVar[bool] = True
     uses_target: ClassVar[bool] = False
+    #: a label term that leaves out rows labelled -100 (a transfer set's unlabeled rows beside labelled ones)
+    skips_unlabeled: ClassVar[bool] = False
     uses_index: ClassVar[bool] = False
     #: elementwise losses compare tensors of one shape; the engine puts a connector on the student side
     needs_same_shape: ClassVar[bool] = False

@@ -31,6 +31,7 @@ class CE(Loss):
 
     uses_teacher = False
     uses_target = True
+    skips_unlabeled = True
     soft_targets = True
 
     def __init__(self, label_smoothing: float = 0.0) -> None:

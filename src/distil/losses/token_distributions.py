@@ -185,6 +185,7 @@ class TokenCE(Loss):
 
     uses_teacher = False
     uses_target = True
+    skips_unlabeled = True
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor | None = None, *, target: torch.Tensor) -> torch.Tensor:
         total = F.cross_entropy(student.reshape(-1, student.shape[-1]), target.reshape(-1), ignore_index=NO_LABEL, reduction="sum")

@@ -43,6 +43,7 @@ from distil.engine.trainer import EpochRecord, FitResult, fit
 from distil.errors import ConfigError
 from distil.hardware import resolve_device
 from distil.losses import LOSSES, Term
+from distil.losses.response import NO_LABEL
 from distil.session.checkpoints import RunCheckpoints
 from distil.session.progress import epoch_reporter
 from distil.session.results import ModelResult
@@ -134,6 +135,13 @@ class RunSession:
             for s in specs:
                 if _uses_target(s):
                     raise ConfigError(f"{where}: term {_loss_name(s)} needs labels, but the training data have none")
+        elif train.y.dim() == 1 and not train.y.is_floating_point() and (unlabeled := int((train.y == NO_LABEL).sum())):
+            for s in specs:
+                if _uses_target(s) and not _skips_unlabeled(s):
+                    raise ConfigError(
+                        f"{where}: term {_loss_name(s)} needs a label on every row, but {unlabeled:,} of the {len(train):,} training rows "
+                        "have none (a transfer set); use a method whose label term is CE (e.g. kd)"
+                    )
         try:
             teacher_probe = data.train.x_teacher[:PROBE] if data.train.x_teacher is not None else None  # paired: the teacher's own inputs
             objective = build_objective(specs, student, teacher, data.train.x[:PROBE], n_data=len(train), seed=self.seed, teacher_probe_x=teacher_probe)
@@ -268,6 +276,11 @@ class RunSession:
 def _uses_target(item: TermSpec | Term) -> bool:
     loss = item.loss if isinstance(item, Term) else LOSSES.get(item.loss)
     return bool(getattr(loss, "uses_target", False))
+
+
+def _skips_unlabeled(item: TermSpec | Term) -> bool:
+    loss = item.loss if isinstance(item, Term) else LOSSES.get(item.loss)
+    return bool(getattr(loss, "skips_unlabeled", False))
 
 
 def _loss_name(item: TermSpec | Term) -> str:

@@ -135,8 +135,10 @@ def load_spoken_words(
         input_shape=tuple(features.shape[1:]),
         source=(
             f"generated: spoken_words seed={generation_seed} {int(train.sum())} train / {int(test.sum())} test utterances, "
-            f"test voices {', '.join(settings['test_voices'])}; log-mel {json.dumps(front_end.settings(), sort_keys=True)}"
+            + (f"test voices {', '.join(settings['test_voices'])}" if held_out else "no held-out voices (a test split carved from these is not speaker-independent)")
+            + f"; log-mel {json.dumps(front_end.settings(), sort_keys=True)}"
         ),
+        held_out_test=True,  # the test voices: never part of a transfer set
     )
 
 
