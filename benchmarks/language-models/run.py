@@ -161,14 +161,14 @@ def mean_table(summaries: list[dict]) -> list[str]:
     lines = [
         f"## Mean over {len(summaries)} seed(s)",
         "",
-        "| model | params | test ppl | KL(t‖s)/token | gap recovered % | greedy tok/s b=1 | greedy tok/s b=32 | speed-up b=1 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | seeds | params | test ppl | KL(t‖s)/token | gap recovered % | greedy tok/s b=1 | greedy tok/s b=32 | speed-up b=1 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in names:
-        rows = [next(m for m in s["models"] if m["name"] == name) for s in summaries]
+        rows = [m for s in summaries for m in s["models"] if m["name"] == name]  # a method may have run for fewer seeds
         gaps = [100 * r["gap_recovered"] for r in rows if r.get("gap_recovered") is not None]
         lines.append(
-            f"| {name} | {rows[0]['params']:,} | {stat([r['test_ppl'] for r in rows], '{:.2f}')} | {stat([r['kl_to_teacher'] for r in rows], '{:.4f}')} "
+            f"| {name} | {len(rows)} | {rows[0]['params']:,} | {stat([r['test_ppl'] for r in rows], '{:.2f}')} | {stat([r['kl_to_teacher'] for r in rows], '{:.4f}')} "
             f"| {stat(gaps, '{:.1f}')} | {stat([r['tokens_per_s'].get('greedy_b1', 0) for r in rows], '{:,.0f}')} "
             f"| {stat([r['tokens_per_s'].get('greedy_b32', 0) for r in rows], '{:,.0f}')} | {stat([r['speedup_b1'] for r in rows], '{:.2f}')} |"
         )
