@@ -78,13 +78,11 @@ def count_params(model: nn.Module) -> int:
 class TeacherRole:
     """What students learn from: the single teacher or the ensemble. ``infix`` names its students
     (``student_<infix><method>``); ``decoder`` is searched for sequence-level KD targets; ``word`` gives
-    the soft targets of word-level KD (an ensemble at the KD temperature); ``about``: what the beam
-    cache key needs besides the weights."""
+    the soft targets of word-level KD (an ensemble at the KD temperature)."""
 
     infix: str
     decoder: nn.Module
     word: nn.Module
-    about: dict[str, Any] | None = None
 
 
 def member_field(name: str) -> str:
@@ -218,7 +216,7 @@ class TranslationRun:
         arch = f"ensemble({', '.join(c.describe() for _, c, _, _ in members)})"
         info = {"members": [n for n, *_ in members], "weights": [round(w, 6) for w in ensemble.member_weights.tolist()], "combine": opts.combine}
         self.record("teacher_ensemble", "ensemble", f"mean of {len(members)} ({opts.combine})", ensemble, arch, data, None, {"ensemble": info})
-        role = TeacherRole("ensemble_", ensemble, ensemble.at_temperature(cfg.distill.T), {"ensemble": opts.combine})
+        role = TeacherRole("ensemble_", ensemble, ensemble.at_temperature(cfg.distill.T))
         return [single, role] if opts.baseline else [role]
 
     def train_students(self, roles: list[TeacherRole], data: ParallelData) -> None:
@@ -236,7 +234,7 @@ class TranslationRun:
                 if role and kind == "teacher":
                     if infix not in beams:
                         src = data.tensors["train"][0].to(self.device)
-                        beams[infix] = teacher_targets(role.decoder, src, beam=cfg.distill.beam, alpha=cfg.evaluate.length_penalty, max_length=data.max_length, about=role.about)
+                        beams[infix] = teacher_targets(role.decoder, src, beam=cfg.distill.beam, alpha=cfg.evaluate.length_penalty, max_length=data.max_length)
                         info = beams[infix][1]
                         self.say(f"sequence-level KD: {'the ensemble' if infix else 'teacher'} beam-{cfg.distill.beam} translations of {len(beams[infix][0])} training sources "
                                  + ("read from the cache" if info["cached"] else f"in {info['seconds']:.0f} s (cached)"))

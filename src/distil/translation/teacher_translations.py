@@ -4,7 +4,7 @@ Kim & Rush 2016 §3.2 train the student on ``ŷ = beam_search(teacher, x)`` in p
 ``y``: the mode of the teacher's sequence distribution, easier to fit than the data. Decoding the
 training sources with a beam is the costliest step of the method, so it is done once and cached like
 any teacher output (:class:`distil.engine.teacher_store.TeacherStore`): the key covers the teacher's
-weights (an ensemble's: every member's, :mod:`distil.models.seq2seq_ensemble`), the source token
+weights and settings (an ensemble's: every member's, its mixing weights and ``combine``), the source token
 tensor, the beam width, the length penalty and the length limit, so a
 changed teacher or corpus never meets a stale entry and a second run (another seed of the students,
 another method) reads the file.
@@ -13,7 +13,6 @@ another method) reads the file.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -25,17 +24,14 @@ from distil.models.seq2seq_decode import BOS_ID, EOS_ID, decode
 
 
 def teacher_targets(
-    teacher: nn.Module, src: torch.Tensor, *, beam: int, alpha: float, max_length: int, store: TeacherStore | None = None, batch_size: int = 64,
-    about: Mapping[str, Any] | None = None,
+    teacher: nn.Module, src: torch.Tensor, *, beam: int, alpha: float, max_length: int, store: TeacherStore | None = None, batch_size: int = 64
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Targets ``[BOS] ŷ [EOS]`` ``(N, T)`` (right-padded, at most ``max_length`` ids) and how they were got.
 
     A hypothesis that hit the length limit without ``[EOS]`` gets one appended (it is a target now).
-    ``about``: what the key must cover that the teacher's weights do not say (an ensemble's ``combine``;
-    its members' weights and mixing weights are in its state dict, so in the key already).
     """
     store = store or TeacherStore()
-    settings = {"beam": beam, "alpha": alpha, "max_length": max_length, **(about or {})}
+    settings = {"beam": beam, "alpha": alpha, "max_length": max_length}
     key = cache_key(teacher, src, "seq_kd", settings)
     found = store.load(key)
     if found is not None:
