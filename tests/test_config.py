@@ -136,3 +136,31 @@ def test_dumped_config_keeps_the_strategy_options_and_validates_again():
         raw = dump_config(cfg)
         assert raw["strategy"] == cfg.strategy.model_dump(mode="json"), path  # every option, not only the name
         assert dump_config(validate_config(raw, str(path))) == raw, path
+
+
+def test_overrides_address_list_entries_by_position():
+    from distil.config import apply_override
+
+    raw = {"strategy": {"name": "ensemble", "teachers": [{"arch": "mlp"}, {"arch": "cnn", "kwargs": {"width": 8}}]}, "methods": ["data", "fkl"]}
+    apply_override(raw, "strategy.teachers.0.weights=a.safetensors")
+    apply_override(raw, "strategy.teachers.-1.kwargs.width=16")
+    apply_override(raw, "methods.1=rkl")
+    assert raw["strategy"]["teachers"] == [{"arch": "mlp", "weights": "a.safetensors"}, {"arch": "cnn", "kwargs": {"width": 16}}]
+    assert raw["methods"] == ["data", "rkl"]
+    with pytest.raises(ConfigError, match=r"strategy.teachers has 2 entries \(positions 0-1\), not 2"):
+        apply_override(raw, "strategy.teachers.2.weights=b.safetensors")
+    with pytest.raises(ConfigError, match=r"strategy.teachers is a list; address an entry by its position, e.g. strategy.teachers.0.weights"):
+        apply_override(raw, "strategy.teachers.mlp.weights=b.safetensors")
+    with pytest.raises(ConfigError, match=r"methods.0 is 'data', not a mapping"):
+        apply_override(raw, "methods.0.kd_weight=2")
+    with pytest.raises(ConfigError, match=r"strategy.name is 'ensemble', not a section"):
+        apply_override(raw, "strategy.name.x=1")
+
+
+def test_an_ensemble_member_is_loaded_by_an_override(tmp_path):
+    from distil.config.translation import load_translation_config
+
+    source = Path(__file__).parents[1] / "configs" / "translation" / "bible_en_es_ensemble.yaml"
+    config = load_translation_config(source, [f"strategy.teachers.0.weights={tmp_path / 'member1.safetensors'}", "strategy.teachers.0.layers=2"])
+    member = config.strategy.teachers[0]
+    assert (member.weights, member.layers, member.arch) == (str(tmp_path / "member1.safetensors"), 2, "transformer")

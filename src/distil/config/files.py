@@ -76,34 +76,65 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 # Lists whose entries are addressed by one of their fields: ``distill.terms.KD.params.T=2`` sets T of
 # the term whose loss is KD, adding ``{loss: KD}`` if the file has none (it then updates the preset's KD).
+# Any list's entries are also addressed by position: ``strategy.teachers.0.weights=t.safetensors``.
 KEYED_LISTS = {("distill", "terms"): "loss"}
 
 
 def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set the dotted ``key`` of the raw mapping to ``value``, creating sections on the way."""
+    """Set the dotted ``key`` of the raw mapping to ``value``, creating sections on the way.
+
+    A part of the key that meets a list is a position in it (``strategy.teachers.1.weights``; ``-1`` is
+    the last) or, for the lists of :data:`KEYED_LISTS`, the value of the entry's key field.
+    """
     node: Any = raw
     parts = key.split(".")
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
-            node = _keyed_entry(node, KEYED_LISTS[tuple(parts[:i])], part, key)
+            node = _list_entry(node, parts[:i], part, key)
+            if not isinstance(node, dict | list):
+                raise ConfigError(f"override {key!r}: {'.'.join(parts[: i + 1])} is {node!r}, not a mapping; set the whole entry or list instead")
             continue
         keyed = tuple(parts[: i + 1]) in KEYED_LISTS
-        child = node.setdefault(part, [] if keyed else {})
-        if not isinstance(child, list if keyed else dict):
-            raise ConfigError(f"override {key!r}: {part} is not a {'list of terms' if keyed else 'section'}")
+        child = node.get(part)
+        if child is None:
+            child = node[part] = [] if keyed else {}
+        if not isinstance(child, dict | list):
+            raise ConfigError(f"override {key!r}: {'.'.join(parts[: i + 1])} is {child!r}, not a section")
         node = child
     if isinstance(node, list):
-        raise ConfigError(f"override {key!r}: name a field of the entry, e.g. {key}.weight")
+        if not _is_position(parts[-1]):
+            raise ConfigError(f"override {key!r}: name a field of the entry, e.g. {key}.weight")
+        node[_position(node, parts[:-1], parts[-1], key)] = value
+        return
     node[parts[-1]] = value
 
 
-def _keyed_entry(entries: list[Any], field: str, name: str, key: str) -> dict[str, Any]:
+def _is_position(part: str) -> bool:
+    return part.lstrip("-").isdigit()
+
+
+def _position(entries: list[Any], prefix: list[str], part: str, key: str) -> int:
+    index = int(part)
+    if not -len(entries) <= index < len(entries):
+        where = ".".join(prefix)
+        raise ConfigError(f"override {key!r}: {where} has {len(entries)} entries (positions 0-{len(entries) - 1}), not {index}")
+    return index
+
+
+def _list_entry(entries: list[Any], prefix: list[str], part: str, key: str) -> Any:
+    if _is_position(part):
+        return entries[_position(entries, prefix, part, key)]
+    field = KEYED_LISTS.get(tuple(prefix))
+    if field is None:
+        where = ".".join(prefix)
+        rest = key[len(where) + 1 :].partition(".")[2]
+        raise ConfigError(f"override {key!r}: {where} is a list; address an entry by its position, e.g. {where}.0.{rest}")
     for entry in entries:
         if not isinstance(entry, dict):
             raise ConfigError(f"override {key!r}: the list holds {entry!r}, not a mapping with {field!r}")
-        if entry.get(field) == name:
+        if entry.get(field) == part:
             return entry
-    entries.append({field: name})
+    entries.append({field: part})
     return entries[-1]
 
 
