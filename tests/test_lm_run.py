@@ -60,6 +60,15 @@ def test_lm_run_end_to_end(tmp_path):
     assert (tmp_path / "out" / "student_fkl.safetensors").is_file()
 
 
+def test_word_level_kd_on_the_teachers_samples_reads_a_cache_of_the_samples(tmp_path):
+    raw = {**copy.deepcopy(TINY), "methods": ["seqkd_fkl"]}
+    result = run(tmp_path, raw)
+    assert result.exit_code == 0, result.output
+    outputs = json.loads((tmp_path / "out" / "summary.json").read_text())["teacher_outputs"]
+    # the teacher's logits on its 16 samples, not on the 40 training blocks (no data cache is needed)
+    assert "token_logits" not in outputs and outputs["sample_token_logits"]["bytes"] == 16 * 24 * (32 * 4 + 2)
+
+
 def test_token_cache_top_k_and_from_disk(tmp_path):
     teacher = build_causal_lm("gpt", vocab_size=50, context_length=10, seed=0, width=16, depth=1, heads=2).eval()
     blocks = torch.randint(1, 50, (6, 11))

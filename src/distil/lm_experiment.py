@@ -102,11 +102,6 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
     store = TeacherStore(config.cache.dir)
     text = subset(train, config.student.train.blocks, config.seed)
     outputs: dict[str, Any] = {}
-    cache = None
-    if any(m.loss for m in methods):
-        started = time.perf_counter()
-        cache = TokenLogitCache(teacher, text, vocab_size=data.vocab_size, top_k=config.cache.top_k, store=store)
-        outputs["token_logits"] = {**cache.describe(), "seconds": time.perf_counter() - started}
     samples = None
     if any(m.sequence_level for m in methods):
         started = time.perf_counter()
@@ -115,6 +110,15 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
             teacher, text, n=seq.samples, prompt_tokens=gen.prompt_tokens, temperature=seq.temperature, seed=config.seed, store=store
         )
         outputs["teacher_samples"] = {"blocks": seq.samples, "temperature": seq.temperature, "from_disk": from_disk, "seconds": time.perf_counter() - started}
+    # one top-k cache per text a token loss reads: the training blocks, and the teacher's samples when a
+    # sequence-level method also has a token loss (Kim & Rush's seq-KD + word-KD); a cache is indexed by
+    # the positions of its own text.
+    caches: dict[bool, TokenLogitCache] = {}
+    for sequence_level, source, label in ((False, text, "token_logits"), (True, samples, "sample_token_logits")):
+        if source is not None and any(m.loss and m.sequence_level == sequence_level for m in methods):
+            started = time.perf_counter()
+            caches[sequence_level] = TokenLogitCache(teacher, source, vocab_size=data.vocab_size, top_k=config.cache.top_k, store=store)
+            outputs[label] = {**caches[sequence_level].describe(), "seconds": time.perf_counter() - started}
     settings = config.student.train.settings(gen.prompt_tokens, gen.sample_temperature)
     for method in methods:
         student = students[method.name].to(device)
@@ -127,7 +131,7 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
             settings,
             seed=config.seed,
             teacher=teacher,
-            teacher_logits=(lambda index, x: cache[index]) if cache is not None else (lambda index, x: teacher(x)),
+            teacher_logits=(lambda index, x, cache=caches[method.sequence_level]: cache[index]) if method.loss else None,
             log=log(method.name),
             evaluate=evaluate,
         )

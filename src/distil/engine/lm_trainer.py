@@ -68,6 +68,7 @@ LM_METHODS: dict[str, LMMethod] = {
         LMMethod("tvd", "TVD", description="total variation per token + data CE (Wen et al. 2023)"),
         LMMethod("skl", "SKL", {"alpha": 0.1}, description="skew KL, α = 0.1 + data CE (DistiLLM, Ko et al. 2024)"),
         LMMethod("seqkd", sequence_level=True, description="sequence-level KD: the teacher's samples are the training text (Kim & Rush 2016)"),
+        LMMethod("seqkd_fkl", "FKL", sequence_level=True, description="sequence- + word-level KD: the teacher's samples as text, its per-token distributions on them + CE (Kim & Rush 2016)"),
     )
 }
 
