@@ -57,6 +57,8 @@ def test_lm_run_end_to_end(tmp_path):
     assert summary["data"]["source_books"]["test"] == ["Ruth"]
     assert "In the beginning" in (tmp_path / "out" / "report.html").read_text()
     assert "student_gkd" in result.output and "gap recovered" in result.output
+    assert "warning: the top-32 teacher cache" not in result.output  # a tiny, nearly uniform teacher
+    assert 0 <= cache["kl_to_exact"] < 0.05 and 32 / 300 < cache["mass_kept"] < 1  # near-uniform: a flat rest is close
     assert (tmp_path / "out" / "student_fkl.safetensors").is_file()
 
 
@@ -67,6 +69,17 @@ def test_word_level_kd_on_the_teachers_samples_reads_a_cache_of_the_samples(tmp_
     outputs = json.loads((tmp_path / "out" / "summary.json").read_text())["teacher_outputs"]
     # the teacher's logits on its 16 samples, not on the 40 training blocks (no data cache is needed)
     assert "token_logits" not in outputs and outputs["sample_token_logits"]["bytes"] == 16 * 24 * (32 * 4 + 2)
+
+
+def test_a_lossy_teacher_cache_is_named_with_what_it_loses(tmp_path):
+    raw = {**copy.deepcopy(TINY), "methods": ["fkl"], "cache": {"top_k": 2}}
+    result = run(tmp_path, raw)
+    assert result.exit_code == 0, result.output
+    cache = json.loads((tmp_path / "out" / "summary.json").read_text())["teacher_outputs"]["token_logits"]
+    assert cache["kl_to_exact"] > 0.05
+    text = " ".join(result.output.split())
+    assert f"the top-2 teacher cache keeps {cache['mass_kept']:.1%} of the teacher's probability mass" in text
+    assert f"KL(teacher ‖ cached) = {cache['kl_to_exact']:.3f} nats per token" in text and "Raise cache.top_k" in text
 
 
 def test_token_cache_top_k_and_from_disk(tmp_path):
@@ -85,6 +98,14 @@ def test_token_cache_top_k_and_from_disk(tmp_path):
     assert float(FKL()(top[index], exact[index])) < 0.01
     again = TokenLogitCache(teacher, blocks, vocab_size=50, top_k=5, store=store)
     assert again.from_disk and not top.from_disk and torch.equal(again[index], top[index])
+    # what the truncation loses, measured over every token when the cache is built, kept on disk
+    every = torch.arange(6)
+    log_p = exact.log_softmax(-1)
+    lost = (log_p.exp() * (log_p - top[every].log_softmax(-1))).sum(-1).mean()
+    assert math.isclose(top.kl_to_exact, float(lost), rel_tol=1e-3) and again.kl_to_exact == top.kl_to_exact > 0
+    assert math.isclose(top.mass_kept, float(log_p.exp().topk(5, -1).values.sum(-1).mean()), rel_tol=1e-5)
+    assert full.kl_to_exact < 1e-5 and math.isclose(full.mass_kept, 1.0, rel_tol=1e-6)
+    assert top.describe()["kl_to_exact"] == top.kl_to_exact and top.nbytes == 6 * 10 * (5 * 4 + 2)
     samples, from_disk = teacher_samples(teacher, blocks, n=4, prompt_tokens=3, store=store)
     assert samples.shape == (4, 11) and not from_disk
     cached, from_disk = teacher_samples(teacher, blocks, n=4, prompt_tokens=3, store=store)

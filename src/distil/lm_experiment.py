@@ -119,6 +119,7 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
             started = time.perf_counter()
             caches[sequence_level] = TokenLogitCache(teacher, source, vocab_size=data.vocab_size, top_k=config.cache.top_k, store=store)
             outputs[label] = {**caches[sequence_level].describe(), "seconds": time.perf_counter() - started}
+            warn_if_lossy(caches[sequence_level], console)
     settings = config.student.train.settings(gen.prompt_tokens, gen.sample_temperature)
     for method in methods:
         student = students[method.name].to(device)
@@ -164,6 +165,23 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
     }
     run.write_summary(summary)
     return summary
+
+
+#: Above this mean KL(teacher ‖ cached) per token, a run says that the cache is not the teacher.
+LOSSY_CACHE_NATS = 0.05
+
+
+def warn_if_lossy(cache: TokenLogitCache, console: Console) -> None:
+    """Say when the top-k truncation changes the teacher a student learns from by more than
+    :data:`LOSSY_CACHE_NATS` per token (the measured KL and the mass kept)."""
+    kl, mass = cache.kl_to_exact, cache.mass_kept
+    if kl is not None and mass is not None and kl > LOSSY_CACHE_NATS:
+        console.print(
+            f"[yellow]warning:[/] the top-{cache.top_k} teacher cache keeps {mass:.1%} of the teacher's probability mass; "
+            f"KL(teacher ‖ cached) = {kl:.3f} nats per token, so the students learn from a weaker teacher. "
+            "Raise cache.top_k (each kept logit costs 4 bytes per token).",
+            highlight=False,
+        )
 
 
 def subset(blocks: torch.Tensor, n: int | None, seed: int) -> torch.Tensor:

@@ -29,6 +29,7 @@ from distil.models.generate import generate
 
 TOKEN_LOGITS = "lm_token_topk"
 SAMPLES = "lm_teacher_samples"
+FIDELITY = "fidelity"  # [mean KL(teacher ‖ cached), mean mass kept], stored beside the logits
 
 
 class TokenLogitCache:
@@ -62,19 +63,35 @@ class TokenLogitCache:
         was_training = teacher.training
         teacher.eval()
         parts: list[dict[str, torch.Tensor]] = []
+        kl_sum = mass_sum = 0.0
         for start in range(0, blocks.shape[0], batch_size):
             x = blocks[start : start + batch_size, :-1]
-            logits = teacher(x).float()
-            encoded = encode_logits(logits.reshape(-1, logits.shape[-1]), self.top_k, self.T)
+            logits = teacher(x).float().reshape(-1, self.vocab_size)
+            encoded = encode_logits(logits, self.top_k, self.T)
             if "indices" in encoded and self.vocab_size > 32767:
-                encoded["indices"] = logits.reshape(-1, logits.shape[-1]).topk(self.top_k, dim=1).indices.to(torch.int32)
+                encoded["indices"] = logits.topk(self.top_k, dim=1).indices.to(torch.int32)
+            kl, mass = truncation_loss(logits, decode_logits(encoded["values"], encoded.get("indices"), encoded.get("rest"), self.vocab_size), self.top_k)
+            kl_sum, mass_sum = kl_sum + float(kl.sum()), mass_sum + float(mass.sum())
             parts.append({k: v.reshape(x.shape[0], x.shape[1], *v.shape[1:]).cpu() for k, v in encoded.items()})  # kept in host memory
         teacher.train(was_training)
-        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+        tokens = blocks.shape[0] * (blocks.shape[1] - 1)
+        fidelity = torch.tensor([kl_sum / max(1, tokens), mass_sum / max(1, tokens)], dtype=torch.float64)
+        return {**{k: torch.cat([p[k] for p in parts]) for k in parts[0]}, FIDELITY: fidelity}
+
+    @property
+    def kl_to_exact(self) -> float | None:
+        """Mean per-token ``KL(teacher ‖ cached)`` in nats: what the top-k truncation loses (None: a cache
+        written before this was measured)."""
+        return float(self.outputs[FIDELITY][0]) if FIDELITY in self.outputs else None
+
+    @property
+    def mass_kept(self) -> float | None:
+        """Mean teacher probability (at T = 1) of the k kept tokens."""
+        return float(self.outputs[FIDELITY][1]) if FIDELITY in self.outputs else None
 
     def __getitem__(self, index: torch.Tensor) -> torch.Tensor:
         """The decoded ``(B, L, V)`` fp32 logits of blocks ``index``, on ``index``'s device (the cache stays on the host)."""
-        rows = {k: v[index.cpu()].to(index.device) for k, v in self.outputs.items()}
+        rows = {k: v[index.cpu()].to(index.device) for k, v in self.outputs.items() if k != FIDELITY}
         b, length = rows["values"].shape[:2]
         flat = {k: v.reshape(b * length, *v.shape[2:]) for k, v in rows.items()}
         logits = decode_logits(flat["values"], flat.get("indices"), flat.get("rest"), self.vocab_size)
@@ -82,11 +99,27 @@ class TokenLogitCache:
 
     @property
     def nbytes(self) -> int:
-        return sum(v.numel() * v.element_size() for v in self.outputs.values())
+        return sum(v.numel() * v.element_size() for k, v in self.outputs.items() if k != FIDELITY)
 
     def describe(self) -> dict:
         tokens = self.outputs["values"].shape[0] * self.outputs["values"].shape[1]
-        return {"top_k": self.top_k, "T": self.T, "bytes": self.nbytes, "bytes_per_token": self.nbytes / max(1, tokens), "from_disk": self.from_disk}
+        return {
+            "top_k": self.top_k,
+            "T": self.T,
+            "bytes": self.nbytes,
+            "bytes_per_token": self.nbytes / max(1, tokens),
+            "kl_to_exact": self.kl_to_exact,
+            "mass_kept": self.mass_kept,
+            "from_disk": self.from_disk,
+        }
+
+
+def truncation_loss(exact: torch.Tensor, cached: torch.Tensor, top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row of ``(N, V)`` logits: ``KL(p ‖ p̂)`` with ``p = softmax(exact)`` and ``p̂ = softmax(cached)``
+    (nats; what a student fitting the cache misses of the teacher) and the mass ``p`` gives its top ``k``."""
+    log_p, log_q = exact.log_softmax(-1), cached.log_softmax(-1)
+    p = log_p.exp()
+    return (p * (log_p - log_q)).sum(-1).clamp_min(0), p.topk(min(top_k, p.shape[-1]), dim=-1).values.sum(-1)
 
 
 def teacher_samples(
