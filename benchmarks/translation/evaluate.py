@@ -97,8 +97,56 @@ def main() -> None:
         cells = [r.get(k) for k in ("bleu", "bleu_beam5", "chrf", "chrf_beam5")]
         lines.append(f"| {name} | {r['method']} | {r['params']:,} | " if r.get("params") else f"| {name} | {r['method']} | (same) | ")
         lines[-1] += " | ".join("–" if c is None else f"{c:.2f}" for c in cells) + f" | {r['ms_greedy']:.2f} | {r['ms_beam5']:.2f} | " + (f"{r['tokens_per_s']:,.0f} | {r['train_seconds']:.0f} |" if "tokens_per_s" in r else "– | – |")
+    if len(args.runs) > 1:
+        result["mean"], result["goal"] = over_runs(scores)
+        lines += ["", *mean_table(result["mean"], result["goal"])]
+        (HERE / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (HERE / f"{args.name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+MEAN_FIELDS = ("bleu", "bleu_beam5", "chrf", "chrf_beam5", "ms_greedy", "ms_beam5")
+
+
+def over_runs(scores: dict[str, dict]) -> tuple[dict[str, dict], dict]:
+    """Each model name's mean and sample std over the runs that have it (ONNX rows left out), and the
+    issue's goal per run: ``student_seq_kd`` greedy within 1 BLEU of the teacher's beam 5, at ≥ 10×
+    lower latency per sentence (the same for the best student, ``student_seq_word_kd``)."""
+    groups: dict[str, list[dict]] = {}
+    for name, row in scores.items():
+        if row["method"] != "onnx":
+            groups.setdefault(name.split("/", 1)[1], []).append({"run": name.split("/", 1)[0], **row})
+    mean = {}
+    for model, rows in groups.items():
+        mean[model] = {"runs": len(rows), "params": rows[0]["params"]}
+        for f in MEAN_FIELDS:
+            values = [r[f] for r in rows]
+            mean[model][f] = statistics.mean(values)
+            mean[model][f + "_std"] = statistics.stdev(values) if len(values) > 1 else None
+    goal = {}
+    teachers = {r["run"]: r for r in groups.get("teacher", [])}
+    for student in ("student_seq_kd", "student_seq_word_kd"):
+        per_run = []
+        for r in groups.get(student, []):
+            t = teachers.get(r["run"])
+            if t is not None:
+                per_run.append({"run": r["run"], "bleu_gap": round(t["bleu_beam5"] - r["bleu"], 2), "latency_ratio": round(t["ms_beam5"] / r["ms_greedy"], 2)})
+        if per_run:
+            met = [p["bleu_gap"] <= 1.0 and p["latency_ratio"] >= 10.0 for p in per_run]
+            goal[student] = {"per_run": per_run, "met_runs": sum(met), "runs": len(met)}
+    return mean, goal
+
+
+def mean_table(mean: dict[str, dict], goal: dict) -> list[str]:
+    def cell(row: dict, f: str) -> str:
+        return f"{row[f]:.2f}" + (f" ± {row[f + '_std']:.2f}" if row[f + "_std"] is not None else "")
+
+    lines = ["Mean ± std over the runs:", "", "| model | runs | params | BLEU greedy | BLEU beam 5 | chrF greedy | chrF beam 5 | ms/sent greedy | ms/sent beam 5 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {m} | {r['runs']} | {r['params']:,} | " + " | ".join(cell(r, f) for f in MEAN_FIELDS) + " |" for m, r in mean.items()]
+    for student, g in goal.items():
+        runs = "; ".join(f"{p['run']}: {p['bleu_gap']:+.2f} BLEU under the teacher's beam 5, {p['latency_ratio']:.1f}× faster" for p in g["per_run"])
+        lines += ["", f"Goal ({student} greedy within 1 BLEU of the teacher's beam 5, at ≥ 10× lower latency): met in {g['met_runs']} of {g['runs']} runs ({runs})."]
+    return lines
 
 
 if __name__ == "__main__":
