@@ -53,12 +53,12 @@ def test_lm_run_end_to_end(tmp_path):
     cache = summary["teacher_outputs"]["token_logits"]
     assert summary["data"]["student_blocks"] == 40 < summary["data"]["blocks"]["train"]  # the students' seeded subset
     tokens = 40 * 24
-    assert cache["bytes"] == tokens * (32 * (2 + 2) + 2)  # fp16 values + int16 ids per kept token, one fp16 rest
+    assert cache["bytes"] == tokens * (256 * (2 + 2) + 2)  # the default k = 256: fp16 values + int16 ids per kept token, one fp16 rest
     assert summary["data"]["source_books"]["test"] == ["Ruth"]
     assert "In the beginning" in (tmp_path / "out" / "report.html").read_text()
     assert "student_gkd" in result.output and "gap recovered" in result.output
-    assert "warning: the top-32 teacher cache" not in result.output  # a tiny, nearly uniform teacher
-    assert 0 <= cache["kl_to_exact"] < 0.05 and 32 / 300 < cache["mass_kept"] < 1  # near-uniform: a flat rest is close
+    assert "warning: the top-256 teacher cache" not in result.output  # a tiny, nearly uniform teacher
+    assert 0 <= cache["kl_to_exact"] < 0.05 and 256 / 300 < cache["mass_kept"] < 1  # near-uniform: a flat rest is close
     assert (tmp_path / "out" / "student_fkl.safetensors").is_file()
 
 
@@ -68,7 +68,7 @@ def test_word_level_kd_on_the_teachers_samples_reads_a_cache_of_the_samples(tmp_
     assert result.exit_code == 0, result.output
     outputs = json.loads((tmp_path / "out" / "summary.json").read_text())["teacher_outputs"]
     # the teacher's logits on its 16 samples, not on the 40 training blocks (no data cache is needed)
-    assert "token_logits" not in outputs and outputs["sample_token_logits"]["bytes"] == 16 * 24 * (32 * 4 + 2)
+    assert "token_logits" not in outputs and outputs["sample_token_logits"]["bytes"] == 16 * 24 * (256 * 4 + 2)
 
 
 def test_a_lossy_teacher_cache_is_named_with_what_it_loses(tmp_path):
