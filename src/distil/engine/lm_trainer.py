@@ -63,6 +63,7 @@ LM_METHODS: dict[str, LMMethod] = {
     for m in (
         LMMethod("data", description="the data alone: next-token cross-entropy on the training books"),
         LMMethod("fkl", "FKL", description="word-level KD: forward KL(teacher ‖ student) per token + data CE (Kim & Rush 2016)"),
+        LMMethod("kd", "FKL", ce_weight=0.0, description="forward KL(teacher ‖ student) per token alone on the data (Hinton et al. 2015; GKD's 'supervised KD')"),
         LMMethod("rkl", "RKL", description="reverse KL(student ‖ teacher) per token + data CE (MiniLLM, Gu et al. 2024)"),
         LMMethod("gkd", "GJSD", {"beta": 0.5}, on_policy=0.5, ce_weight=0.0, description="GKD: JSD(β=0.5), half the batches the student's own samples (Agarwal et al. 2024)"),
         LMMethod("tvd", "TVD", description="total variation per token + data CE (Wen et al. 2023)"),
