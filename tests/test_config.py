@@ -155,6 +155,13 @@ def test_overrides_address_list_entries_by_position():
         apply_override(raw, "methods.0.kd_weight=2")
     with pytest.raises(ConfigError, match=r"strategy.name is 'ensemble', not a section"):
         apply_override(raw, "strategy.name.x=1")
+    with pytest.raises(ConfigError, match=r"strategy.teachers is a list; give a position, e.g. strategy.teachers.0"):
+        apply_override(raw, "strategy.teachers.first=1")
+    with pytest.raises(ConfigError, match=r"methods is a list; address an entry by its position"):
+        apply_override(raw, "methods.--1.x=1")
+    raw["strategy"]["teachers"] = []
+    with pytest.raises(ConfigError, match=r"strategy.teachers is empty; set the whole list"):
+        apply_override(raw, "strategy.teachers.0.weights=a.safetensors")
 
 
 def test_an_ensemble_member_is_loaded_by_an_override(tmp_path):

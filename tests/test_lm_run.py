@@ -69,6 +69,11 @@ def test_word_level_kd_on_the_teachers_samples_reads_a_cache_of_the_samples(tmp_
     outputs = json.loads((tmp_path / "out" / "summary.json").read_text())["teacher_outputs"]
     # the teacher's logits on its 16 samples, not on the 40 training blocks (no data cache is needed)
     assert "token_logits" not in outputs and outputs["sample_token_logits"]["bytes"] == 16 * 24 * (256 * 4 + 2)
+    # a second run reads the samples and their logits from disk (the same key on the device they come back to)
+    again = runner.invoke(app, ["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "again"), f"teacher.weights={tmp_path / 'out' / 'teacher.safetensors'}"])
+    assert again.exit_code == 0, again.output
+    outputs = json.loads((tmp_path / "again" / "summary.json").read_text())["teacher_outputs"]
+    assert outputs["teacher_samples"]["from_disk"] and outputs["sample_token_logits"]["from_disk"]
 
 
 def test_a_lossy_teacher_cache_is_named_with_what_it_loses(tmp_path):

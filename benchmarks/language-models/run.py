@@ -5,9 +5,10 @@
     DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/language-models/run.py --collect 0 [--out /work/bench/lm]
 
 Runs configs/lm/kjv.yaml per seed into OUT/seedN: the teacher (trained, or ``--teacher`` weights), then the
-students: data only, forward KL, reverse KL, GKD on-policy, sequence-level. ``--parallel`` (for a shared
-machine, where each process gets its own share of the CPU): the teacher first, then the top-k teacher cache
-built once, then the methods as four processes side by side (``data+fkl``, ``rkl``, ``gkd``, ``seqkd``, each
+students: data only, forward KL with and without CE, reverse KL, GKD on-policy, sequence-level with and without
+word-level KD. ``--parallel`` (for a shared machine, where each process gets its own share of the CPU): the
+teacher first, then the top-k teacher cache built once, then the methods as four processes side by side
+(``data+fkl``, ``kd+rkl``, ``gkd``, ``seqkd+seqkd_fkl``, each
 ``distil run`` with ``methods=[...]`` into OUT/seedN/part-*), merged into one summary: the teacher row of
 the ``data+fkl`` part, every student row, the gap recovered against that part's data-only student, and
 each row's speed-up against the teacher measured in the same process. Further methods run by hand as
@@ -32,7 +33,7 @@ from distil.report.lm import lm_markdown, write_lm_report
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CONFIG = ROOT / "configs" / "lm" / "kjv.yaml"
-PARTS = {"a": ["data", "fkl"], "b": ["rkl"], "c": ["gkd"], "d": ["seqkd"]}
+PARTS = {"a": ["data", "fkl"], "b": ["kd", "rkl"], "c": ["gkd"], "d": ["seqkd", "seqkd_fkl"]}
 
 
 def run_parallel(seed: int, out: Path, overrides: list[str], teacher: str | None) -> dict:
@@ -56,7 +57,7 @@ def run_parallel(seed: int, out: Path, overrides: list[str], teacher: str | None
         log = open(out / f"part-{part}.log", "w")  # noqa: SIM115 — closed after the process ends
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
 
-    procs = [start("d")]  # sequence-level KD needs no token cache: it starts at once
+    procs = [start("d")]  # sequence-level KD reads the samples (and builds their own cache for seqkd_fkl): it starts at once
     data = load_data(config)
     model = load_weights(build(config.teacher, data, seed), teacher).eval()
     text = subset(data.train, config.student.train.blocks, seed)

@@ -116,6 +116,9 @@ def over_runs(scores: dict[str, dict]) -> tuple[dict[str, dict], dict]:
     for name, row in scores.items():
         if row["method"] != "onnx":
             groups.setdefault(name.split("/", 1)[1], []).append({"run": name.split("/", 1)[0], **row})
+    for model in [m for m, rows in groups.items() if len({r["params"] for r in rows}) > 1]:  # not one model: never averaged together
+        for row in groups.pop(model):
+            groups.setdefault(f"{model} ({row['params']:,} params)", []).append(row)
     mean = {}
     for model, rows in groups.items():
         mean[model] = {"runs": len(rows), "params": rows[0]["params"]}

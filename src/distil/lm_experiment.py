@@ -109,6 +109,7 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
         samples, from_disk = teacher_samples(
             teacher, text, n=seq.samples, prompt_tokens=gen.prompt_tokens, temperature=seq.temperature, seed=config.seed, store=store
         )
+        samples = samples.to(device)  # from disk they come on the CPU: the samples' cache key and the teacher need them here
         outputs["teacher_samples"] = {"blocks": seq.samples, "temperature": seq.temperature, "from_disk": from_disk, "seconds": time.perf_counter() - started}
     # one top-k cache per text a token loss reads: the training blocks, and the teacher's samples when a
     # sequence-level method also has a token loss (Kim & Rush's seq-KD + word-KD); a cache is indexed by
@@ -123,7 +124,7 @@ def run_lm_experiment(config: LMExperimentConfig, out_dir: str | Path, console: 
     settings = config.student.train.settings(gen.prompt_tokens, gen.sample_temperature)
     for method in methods:
         student = students[method.name].to(device)
-        student_text = samples.to(device) if method.sequence_level else text
+        student_text = samples if method.sequence_level else text
         console.print(f"student {method.name}: {method.description or method.loss}", highlight=False)
         fits[method.name] = fit_lm(
             student,

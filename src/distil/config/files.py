@@ -7,6 +7,7 @@ they are checked exactly like the file. Errors name the file, the field and what
 from __future__ import annotations
 
 import difflib
+import re
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -103,20 +104,24 @@ def set_path(raw: dict[str, Any], key: str, value: Any) -> None:
         node = child
     if isinstance(node, list):
         if not _is_position(parts[-1]):
-            raise ConfigError(f"override {key!r}: name a field of the entry, e.g. {key}.weight")
+            where = ".".join(parts[:-1])
+            hint = f"name a field of the entry, e.g. {key}.weight" if tuple(parts[:-1]) in KEYED_LISTS else f"{where} is a list; give a position, e.g. {where}.0"
+            raise ConfigError(f"override {key!r}: {hint}")
         node[_position(node, parts[:-1], parts[-1], key)] = value
         return
     node[parts[-1]] = value
 
 
 def _is_position(part: str) -> bool:
-    return part.lstrip("-").isdigit()
+    return re.fullmatch(r"-?[0-9]+", part) is not None
 
 
 def _position(entries: list[Any], prefix: list[str], part: str, key: str) -> int:
     index = int(part)
+    where = ".".join(prefix)
+    if not entries:
+        raise ConfigError(f"override {key!r}: {where} is empty; set the whole list, e.g. {where}=[...]")
     if not -len(entries) <= index < len(entries):
-        where = ".".join(prefix)
         raise ConfigError(f"override {key!r}: {where} has {len(entries)} entries (positions 0-{len(entries) - 1}), not {index}")
     return index
 
