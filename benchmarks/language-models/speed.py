@@ -1,13 +1,13 @@
 """Generation speed of the benchmark's teacher and student architectures, measured interleaved.
 
-    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/language-models/speed.py RUN_DIR [--rounds 7]
+    DISTIL_THREADS=1 PYTHONPATH=src python benchmarks/language-models/speed.py RUN_DIR --teacher T.safetensors [--rounds 7] [--name speed]
 
 Every student of a run has the same architecture, so its speed is one number, not one per method; on a
 shared CPU the per-row speeds of the run's table drift with the load. Here teacher and student
-(``RUN_DIR/part-a``: teacher.safetensors from --teacher, student_data.safetensors) alternate, round after
+(``RUN_DIR``: its config.yaml and student_data.safetensors; the teacher from --teacher) alternate, round after
 round, greedy generation of 56 tokens after 8-token prompts of the held-out books at batch 1 and 32 with
 the KV cache, in PyTorch and under ONNX Runtime (the exported step graph); each round's ratio is taken
-and the median over rounds reported. Writes speed.json next to this script.
+and the median over rounds reported. Writes NAME.json (default speed.json) next to this script.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--teacher", type=Path, required=True)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--name", default="speed", help="writes NAME.json here")
     args = parser.parse_args()
     set_threads()
     config = load_lm_config(args.run_dir / "config.yaml")
@@ -67,7 +68,8 @@ def main() -> None:
         "speedup_median_of_round_ratios": ratios,
         "machine": machine(),
     }
-    (HERE / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
+    result["student"] = {"kwargs": config.student.kwargs, "params": sum(p.numel() for p in student.parameters())}
+    (HERE / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
 
 
