@@ -46,13 +46,15 @@ def main() -> None:
     parser.add_argument("--export", default=None, help="also export these models (comma-separated; NAME of the first run or RUN/NAME) as ONNX (encoder + decoder step), check it on the test split and time it")
     args = parser.parse_args()
     set_threads()
-    models, sentences, scores, data = {}, None, {}, None
+    models, scores, data = {}, {}, None
+    test_pairs: dict[str, int] = {}
+    sentences: dict[str, list] = {}  # per run: its own test sentences in its own vocabulary (runs of other seeds learn other BPEs)
     for run in map(Path, args.runs):
         cfg = TranslationConfig.model_validate(yaml.safe_load((run / "config.yaml").read_text()))
         data = cfg.data.load(cfg.seed)
         src, references = data.tensors["test"][0], data.splits["test"].target
-        if sentences is None:
-            sentences = timing_sentences(src, args.sentences)
+        test_pairs[run.name] = len(data.splits["test"])
+        sentences[run.name] = timing_sentences(src, args.sentences)
         summary = json.loads((run / "summary.json").read_text())
         for row in summary["models"]:
             model = cfg.build_model(row, data.source_vocab.size, data.target_vocab.size)
@@ -74,14 +76,15 @@ def main() -> None:
             models[f"{name} [onnx]"] = onnx
             scores[f"{name} [onnx]"] = {"method": "onnx", "parity": parity}
             print("onnx", parity, flush=True)
-    assert sentences is not None and data is not None
+    assert sentences and data is not None
     times: dict[tuple[str, int], list[float]] = {(name, beam): [] for name in models for beam in (1, 5)}
     with torch.inference_mode():
-        for model in models.values():  # warm-up
-            decode(model, sentences[0], beam=5, max_len=64)
+        for name, model in models.items():  # warm-up
+            decode(model, sentences[name.split("/", 1)[0]][0], beam=5, max_len=64)
         for _ in range(args.rounds):
-            for s in sentences:
+            for i in range(min(len(v) for v in sentences.values())):
                 for name, model in models.items():
+                    s = sentences[name.split("/", 1)[0]][i]
                     for beam in (1, 5):
                         start = time.perf_counter()
                         decode(model, s, beam=beam, max_len=64)
@@ -89,7 +92,7 @@ def main() -> None:
     for name in models:
         scores[name]["ms_greedy"] = round(statistics.median(times[(name, 1)]), 2)
         scores[name]["ms_beam5"] = round(statistics.median(times[(name, 5)]), 2)
-    result = {"command": "benchmarks/translation/evaluate.py " + " ".join(args.runs), "test_pairs": len(data.splits["test"]), "latency_sentences": len(sentences),
+    result = {"command": "benchmarks/translation/evaluate.py " + " ".join(args.runs), "test_pairs": test_pairs, "latency_sentences": min(len(v) for v in sentences.values()),
               "rounds": args.rounds, "machine": machine(), "models": scores}  # fmt: skip
     (HERE / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = ["| model | method | params | BLEU greedy | BLEU beam 5 | chrF greedy | chrF beam 5 | ms/sent greedy | ms/sent beam 5 | tok/s greedy | train s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
