@@ -36,7 +36,7 @@ CONFIG = ROOT / "configs" / "lm" / "kjv.yaml"
 PARTS = {"a": ["data", "fkl"], "b": ["kd", "rkl"], "c": ["gkd"], "d": ["seqkd", "seqkd_fkl"]}
 
 
-def run_parallel(seed: int, out: Path, overrides: list[str], teacher: str | None) -> dict:
+def run_parallel(seed: int, out: Path, overrides: list[str], teacher: str | None, parts: str = "abcd") -> dict:
     """Teacher, then the cache, then the methods in four processes; the merged summary."""
     import torch
 
@@ -57,14 +57,14 @@ def run_parallel(seed: int, out: Path, overrides: list[str], teacher: str | None
         log = open(out / f"part-{part}.log", "w")  # noqa: SIM115 — closed after the process ends
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
 
-    procs = [start("d")]  # sequence-level KD reads the samples (and builds their own cache for seqkd_fkl): it starts at once
+    procs = [start("d")] if "d" in parts else []  # sequence-level KD reads the samples (and builds their own cache for seqkd_fkl): it starts at once
     data = load_data(config)
     model = load_weights(build(config.teacher, data, seed), teacher).eval()
     text = subset(data.train, config.student.train.blocks, seed)
     TokenLogitCache(model, text, vocab_size=data.vocab_size, top_k=config.cache.top_k, store=TeacherStore(config.cache.dir))
     del model
     torch.set_num_threads(1)
-    procs += [start(part) for part in ("a", "b", "c")]
+    procs += [start(part) for part in ("a", "b", "c") if part in parts]
     for proc, log in procs:
         proc.wait()
         log.close()
@@ -105,6 +105,7 @@ def main() -> None:
     parser.add_argument("--out", default="/work/bench/lm")
     parser.add_argument("--parallel", action="store_true", help="methods as four processes side by side (see the docstring)")
     parser.add_argument("--teacher", help="teacher weights to use instead of training one (one seed)")
+    parser.add_argument("--parts", default="abcd", help="with --parallel: which parts to run (" + ", ".join(f"{k}: {'+'.join(v)}" for k, v in PARTS.items()) + "); a must be one")
     parser.add_argument("--collect", type=int, nargs="+", help="write the results of these finished seeds; run nothing")
     parser.add_argument("--commit", help="the commit the runs were made at (default: HEAD)")
     parser.add_argument("overrides", nargs="*")
@@ -117,7 +118,7 @@ def main() -> None:
             out = Path(args.out) / f"seed{seed}"
             if args.parallel:
                 out.mkdir(parents=True, exist_ok=True)
-                run_parallel(seed, out, args.overrides, args.teacher)
+                run_parallel(seed, out, args.overrides, args.teacher, args.parts)
             else:
                 overrides = [*args.overrides, f"seed={seed}"] + ([f"teacher.weights={args.teacher}"] if args.teacher else [])
                 run_lm_experiment(load_lm_config(CONFIG, overrides), out)
