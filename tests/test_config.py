@@ -138,6 +138,15 @@ def test_dumped_config_keeps_the_strategy_options_and_validates_again():
         assert dump_config(validate_config(raw, str(path))) == raw, path
 
 
+@pytest.mark.parametrize("strategy", [{"name": "ensemble", "teachers": [{"arch": "mlp"}]}, {"name": "semi_supervised"}])
+def test_transfer_include_train_false_is_refused_where_it_would_be_ignored(tmp_path, strategy):
+    raw = {**BASE, "strategy": {**strategy, "transfer": {"name": "digits", "include_train": False}}}
+    with pytest.raises(ConfigError, match=f"transfer.include_train: false is not possible with the {strategy['name']} strategy"):
+        load_config(write(tmp_path, raw))
+    raw["strategy"]["transfer"]["include_train"] = True  # what these strategies do anyway
+    assert load_config(write(tmp_path, raw)).strategy.transfer.include_train
+
+
 def test_overrides_address_list_entries_by_position():
     from distil.config import apply_override
 

@@ -74,6 +74,14 @@ class TransferConfig(Section):
     max_samples: int | None = Field(None, ge=1, description="keep at most this many transfer samples (the first ones)")
 
 
+def refuse_include_train(transfer: TransferConfig | None, strategy: str, where: str) -> None:
+    """``transfer.include_train`` is read by the unlabeled-transfer strategies only; elsewhere the training
+    inputs are always used, so ``false`` would be silently ignored: it is refused (``true``, the default,
+    is what happens, and a dumped config writes it)."""
+    if transfer is not None and not transfer.include_train:
+        raise ValueError(f"transfer.include_train: false is not possible with the {strategy} strategy ({where}); remove it")
+
+
 class EnsembleOptions(_WithBaseline):
     """Hinton et al. 2015 §3 (an ensemble distilled into one model); CRD-EN (Tian 2020) for feature terms."""
 
@@ -82,12 +90,13 @@ class EnsembleOptions(_WithBaseline):
     weights: list[float] | None = Field(None, description="one weight per member (teacher first); normalised to sum 1; default equal")
     combine: Literal["probs", "logits"] = Field("probs", description="probs: mean of the members' softmax(z/T); logits: mean of their logits")
     transfer: TransferConfig | None = Field(
-        None, description="Hinton 2015 §2: more inputs without labels; the student learns the ensemble's soft targets on them beside the labelled training rows (include_train is not used)"
+        None, description="Hinton 2015 §2: more inputs without labels; the student learns the ensemble's soft targets on them beside the labelled training rows (include_train: false is refused)"
     )
 
     @model_validator(mode="after")
     def _weights_fit_members(self) -> EnsembleOptions:
         check_member_weights(self.weights, len(self.teachers))
+        refuse_include_train(self.transfer, "ensemble", "its transfer set is always learnt beside the labelled training rows")
         return self
 
     def resolve_paths(self, resolve: Resolve) -> EnsembleOptions:
@@ -266,13 +275,14 @@ class SemiSupervisedOptions(StrategyOptions):
         description="the student's strong view of images and signals, after data.augment (the weak view); off for text",
     )
     comatch: float = Field(0.0, ge=0, description="weight of CoMatch's graph term on the student's embedding (0: off)")
-    transfer: TransferConfig | None = Field(None, description="more inputs without labels, added to the unlabeled pool (include_train is not used)")
+    transfer: TransferConfig | None = Field(None, description="more inputs without labels, added to the unlabeled pool (include_train: false is refused)")
     labels_baseline: bool = Field(
         True, description="also train student_labels: the same loop on the repeated labelled rows alone (same views, same passes over each label)"
     )
 
     @model_validator(mode="after")
     def _threshold_is_for_hard_targets(self) -> SemiSupervisedOptions:
+        refuse_include_train(self.transfer, "semi_supervised", "the transfer set joins data.unlabeled in the unlabeled pool; the labelled rows keep their labels")
         if self.targets == "soft" and "threshold" in self.model_fields_set:
             raise ValueError(f"threshold ({self.threshold}) keeps confident hard pseudo-labels; targets: soft learns the labeller's whole distribution on every row: remove threshold or set targets: hard")
         return self
