@@ -156,21 +156,26 @@ def test_overrides_address_list_entries_by_position():
     apply_override(raw, "methods.1=rkl")
     assert raw["strategy"]["teachers"] == [{"arch": "mlp", "weights": "a.safetensors"}, {"arch": "cnn", "kwargs": {"width": 16}}]
     assert raw["methods"] == ["data", "rkl"]
-    with pytest.raises(ConfigError, match=r"strategy.teachers has 2 entries \(positions 0-1\), not 2"):
-        apply_override(raw, "strategy.teachers.2.weights=b.safetensors")
-    with pytest.raises(ConfigError, match=r"strategy.teachers is a list; address an entry by its position, e.g. strategy.teachers.0.weights"):
-        apply_override(raw, "strategy.teachers.mlp.weights=b.safetensors")
-    with pytest.raises(ConfigError, match=r"methods.0 is 'data', not a mapping"):
-        apply_override(raw, "methods.0.kd_weight=2")
-    with pytest.raises(ConfigError, match=r"strategy.name is 'ensemble', not a section"):
-        apply_override(raw, "strategy.name.x=1")
-    with pytest.raises(ConfigError, match=r"strategy.teachers is a list; give a position, e.g. strategy.teachers.0"):
-        apply_override(raw, "strategy.teachers.first=1")
-    with pytest.raises(ConfigError, match=r"methods is a list; address an entry by its position"):
-        apply_override(raw, "methods.--1.x=1")
-    raw["strategy"]["teachers"] = []
-    with pytest.raises(ConfigError, match=r"strategy.teachers is empty; set the whole list"):
-        apply_override(raw, "strategy.teachers.0.weights=a.safetensors")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("strategy.teachers.2.weights=b.safetensors", r"strategy.teachers has 2 entries \(positions 0-1\), not 2"),
+        ("strategy.teachers.mlp.weights=b.safetensors", r"strategy.teachers is a list; address an entry by its position, e.g. strategy.teachers.0.weights"),
+        ("methods.0.kd_weight=2", r"methods.0 is 'data', not a mapping"),
+        ("strategy.name.x=1", r"strategy.name is 'ensemble', not a section"),
+        ("strategy.teachers.first=1", r"strategy.teachers is a list; give a position, e.g. strategy.teachers.0"),
+        ("methods.--1.x=1", r"methods is a list; address an entry by its position"),
+        ("empty.0.weights=a.safetensors", r"empty is empty; set the whole list"),
+    ],
+)
+def test_a_bad_list_override_says_what_is_there(override, message):
+    from distil.config import apply_override
+
+    raw = {"strategy": {"name": "ensemble", "teachers": [{"arch": "mlp"}, {"arch": "cnn"}]}, "methods": ["data", "fkl"], "empty": []}
+    with pytest.raises(ConfigError, match=message):
+        apply_override(raw, override)
 
 
 def test_an_ensemble_member_is_loaded_by_an_override(tmp_path):
